@@ -1,0 +1,1 @@
+"""InventoryService: reserves stock for each OrderPlaced event, exactly once."""

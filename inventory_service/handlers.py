@@ -1,0 +1,55 @@
+"""Reservation decisions: pure functions of an OrderPlaced event and the stock on hand."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+
+from messaging import topology
+from messaging.events import (INVENTORY_FAILED, INVENTORY_RESERVED, InventoryResult, Message,
+                              OrderPlaced, message_for)
+
+# Result events get a deterministic identity derived from the OrderPlaced event they answer,
+# so a result re-published after a crash carries the same event_id and is recognised downstream.
+RESULT_NAMESPACE = uuid.UUID("5f1d3c1e-8a4b-4f43-9a51-3f0c2e7d9b10")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to reserve, and why not."""
+
+    reserved: bool
+    reason: str | None = None
+
+
+def passes_check(order_id: str, success_rate: float) -> bool:
+    """The spec's simulated inventory check, deterministic per order so a replay decides the same."""
+    digest = hashlib.sha256(order_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < success_rate
+
+
+def decide(event: OrderPlaced, available: int | None, success_rate: float) -> Decision:
+    """Decide a reservation from the stock on hand (None: the item is not on the menu)."""
+    if available is None:
+        return Decision(False, f"unknown item: {event.item}")
+    if available < event.quantity:
+        return Decision(False, f"insufficient stock: {available} {event.item} left, "
+                               f"{event.quantity} requested")
+    if not passes_check(event.order_id, success_rate):
+        return Decision(False, "inventory check failed")
+    return Decision(True)
+
+
+def result_for(event: OrderPlaced, decision: Decision, timestamp: str) -> InventoryResult:
+    """Build the InventoryReserved/InventoryFailed event answering `event`."""
+    return InventoryResult(
+        event_id=str(uuid.uuid5(RESULT_NAMESPACE, event.event_id)),
+        event_type=INVENTORY_RESERVED if decision.reserved else INVENTORY_FAILED,
+        order_id=event.order_id, timestamp=timestamp, user_id=event.user_id, item=event.item,
+        quantity=event.quantity, reason=decision.reason)
+
+
+def result_message(result: InventoryResult) -> Message:
+    """Route a result to exchange `inventory` under inventory.reserved or inventory.failed."""
+    key = topology.INVENTORY_RESERVED_KEY if result.reserved else topology.INVENTORY_FAILED_KEY
+    return message_for(result, topology.INVENTORY_EXCHANGE, key)

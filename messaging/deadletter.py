@@ -1,0 +1,70 @@
+"""Dead-lettering with a story: the original message plus headers saying where it came from and why."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from messaging import topology
+
+if TYPE_CHECKING:
+    from messaging.consumer import Rejection
+
+logger = logging.getLogger(__name__)
+
+REASON = "x-dlq-reason"
+ERROR = "x-dlq-error"
+ATTEMPTS = "x-dlq-attempts"
+SERVICE = "x-dlq-service"
+QUEUE = "x-dlq-queue"
+DEAD_AT = "x-dlq-at"
+ORIGINAL_EXCHANGE = "x-original-exchange"
+ORIGINAL_ROUTING_KEY = "x-original-routing-key"
+MAX_ERROR_LENGTH = 1000
+
+
+def story_headers(rejection: "Rejection", queue: topology.Queue, service: str) -> dict:
+    """Return the original headers plus where the message came from and why it died."""
+    delivery = rejection.delivery
+    headers = dict(delivery.properties.headers or {})
+    headers.update({
+        REASON: rejection.reason,
+        ERROR: rejection.error[:MAX_ERROR_LENGTH],
+        ATTEMPTS: rejection.attempts,
+        SERVICE: service,
+        QUEUE: queue.name,
+        DEAD_AT: int(time.time()),
+        ORIGINAL_EXCHANGE: delivery.exchange,
+        ORIGINAL_ROUTING_KEY: delivery.routing_key,
+    })
+    return headers
+
+
+def dead_letter(publisher: BlockingChannel, consumer: BlockingChannel, queue: topology.Queue,
+                rejection: "Rejection", service: str) -> bool:
+    """Publish the message to `dlx` with its story (confirmed); fall back to a broker reject.
+
+    Returns True when the delivery still needs its ack, False when it was rejected instead.
+    """
+    delivery = rejection.delivery
+    source = delivery.properties
+    properties = pika.BasicProperties(
+        content_type=source.content_type, content_encoding=source.content_encoding,
+        delivery_mode=pika.DeliveryMode.Persistent, message_id=source.message_id,
+        correlation_id=source.correlation_id, type=source.type, timestamp=source.timestamp,
+        headers=story_headers(rejection, queue, service))
+    logger.warning("%s: dead-lettering message %s from %s: %s (%s)", service,
+                   source.message_id or f"tag {delivery.tag}", queue.name, rejection.reason,
+                   rejection.error)
+    try:
+        publisher.basic_publish(topology.DEAD_LETTER_EXCHANGE, queue.dead_letter_key, delivery.body,
+                                properties, mandatory=True)
+        return True
+    except (pika.exceptions.UnroutableError, pika.exceptions.NackError):
+        logger.error("%s: dead-letter publish refused; rejecting to the queue's DLX instead", service)
+        consumer.basic_reject(delivery.tag, requeue=False)
+        return False

@@ -1,0 +1,118 @@
+"""The outbox (events to publish) and inbox (events already handled) tables: their SQL lives here."""
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from messaging.events import Message
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    body BLOB NOT NULL,
+    correlation_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    claimed_by TEXT,
+    claimed_until REAL
+);
+CREATE TABLE IF NOT EXISTS inbox (
+    event_id TEXT PRIMARY KEY,
+    processed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    message_key TEXT PRIMARY KEY,
+    attempts INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    """An outbox row claimed for publishing."""
+
+    id: int
+    created_at: float
+    message: Message
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the outbox, inbox and delivery-attempt tables if they are missing."""
+    conn.executescript(SCHEMA)
+
+
+def add(conn: sqlite3.Connection, message: Message) -> None:
+    """Queue `message` for publishing; call inside the transaction that makes the change."""
+    conn.execute(
+        "INSERT OR IGNORE INTO outbox (message_id, exchange, routing_key, body, correlation_id, type,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (message.message_id, message.exchange, message.routing_key, message.body,
+         message.correlation_id, message.type, time.time()),
+    )
+
+
+def claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float) -> list[PendingMessage]:
+    """Claim up to `limit` unclaimed (or lease-expired) rows for `owner`, oldest first."""
+    now = time.time()
+    rows = conn.execute(
+        "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
+        " SELECT id FROM outbox WHERE claimed_until IS NULL OR claimed_until < ?"
+        " ORDER BY id LIMIT ?)"
+        " RETURNING id, message_id, exchange, routing_key, body, correlation_id, type, created_at",
+        (owner, now + lease, now, limit),
+    ).fetchall()
+    rows.sort(key=lambda row: row["id"])
+    return [
+        PendingMessage(row["id"], row["created_at"], Message(
+            row["exchange"], row["routing_key"], bytes(row["body"]), row["message_id"],
+            row["correlation_id"], row["type"]))
+        for row in rows
+    ]
+
+
+def delete(conn: sqlite3.Connection, ids: list[int]) -> None:
+    """Remove rows whose publication the broker confirmed."""
+    conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+
+def release(conn: sqlite3.Connection, ids: list[int], delay: float = 0.0) -> None:
+    """Give rows back so they are published again after `delay` seconds."""
+    until = time.time() + delay if delay else None
+    conn.executemany("UPDATE outbox SET claimed_by = NULL, claimed_until = ? WHERE id = ?",
+                     [(until, i) for i in ids])
+
+
+def release_all(conn: sqlite3.Connection, owner: str | None = None) -> None:
+    """Release the claims of `owner` (or of everybody, at start-up before any relay runs)."""
+    if owner is None:
+        conn.execute("UPDATE outbox SET claimed_by = NULL, claimed_until = NULL")
+    else:
+        conn.execute("UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?",
+                     (owner,))
+
+
+def backlog(conn: sqlite3.Connection) -> int:
+    """Count messages not yet confirmed by the broker."""
+    return conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+
+def mark_processed(conn: sqlite3.Connection, event_id: str) -> bool:
+    """Record `event_id` as handled; False when it already was (a duplicate)."""
+    cursor = conn.execute("INSERT OR IGNORE INTO inbox (event_id, processed_at) VALUES (?, ?)",
+                          (event_id, time.time()))
+    return cursor.rowcount == 1
+
+
+def count_delivery(conn: sqlite3.Connection, message_key: str) -> int:
+    """Count one more delivery of a redelivered message and return the total so far."""
+    conn.execute(
+        "INSERT INTO deliveries (message_key, attempts) VALUES (?, 2)"
+        " ON CONFLICT(message_key) DO UPDATE SET attempts = attempts + 1",
+        (message_key,),
+    )
+    return conn.execute("SELECT attempts FROM deliveries WHERE message_key = ?",
+                        (message_key,)).fetchone()[0]

@@ -1,0 +1,1 @@
+"""NotificationService: tells the user, once, that their order's stock is reserved."""

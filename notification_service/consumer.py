@@ -1,0 +1,44 @@
+"""The AMQP shell of NotificationService: decode, dedup durably, notify, then ack."""
+from __future__ import annotations
+
+import logging
+
+from messaging import events
+from messaging.consumer import Delivery, Rejection
+from messaging.events import Poison
+from notification_service import handlers
+from notification_service.store import NotificationStore
+
+logger = logging.getLogger(__name__)
+
+
+class NotificationConsumer:
+    """Settle a batch of inventory results in one transaction; notify each reserved order once."""
+
+    def __init__(self, store: NotificationStore) -> None:
+        self._store = store
+
+    def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
+        """Record and send notifications; return the poison deliveries for dead-lettering."""
+        rejections: list[Rejection] = []
+        sent: list[tuple] = []
+        with self._store.transaction() as conn:
+            for delivery in deliveries:
+                try:
+                    result = events.parse_inventory_result(delivery.body)
+                except Poison as poison:
+                    rejections.append(Rejection(delivery, poison.reason, str(poison)))
+                    continue
+                message = handlers.notification_for(result)
+                if message is None:
+                    logger.info("Not a reservation, no notification: order_id=%s event_id=%s type=%s",
+                                result.order_id, result.event_id, result.event_type)
+                elif self._store.record(conn, result, message):
+                    sent.append((result, message))
+                else:
+                    logger.info("Duplicate InventoryReserved detected, skipping: order_id=%s "
+                                "event_id=%s", result.order_id, result.event_id)
+        for result, message in sent:
+            logger.info("Notification sent: order_id=%s event_id=%s user=%s item=%s: %s",
+                        result.order_id, result.event_id, result.user_id, result.item, message)
+        return rejections

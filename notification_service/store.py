@@ -1,0 +1,53 @@
+"""NotificationService storage: one row per notified order, the durable dedup record."""
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from messaging import outbox
+from messaging.events import InventoryResult
+from messaging.settings import StorageSettings
+from messaging.storage import Database
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+    order_id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    item TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    sent_at REAL NOT NULL
+);
+"""
+
+
+class NotificationStore(Database):
+    """Remembers every notification sent."""
+
+    def __init__(self, path: str, settings: StorageSettings) -> None:
+        super().__init__(path, settings)
+        self.conn.executescript(SCHEMA)
+        outbox.create_schema(self.conn)
+
+    def record(self, conn: sqlite3.Connection, result: InventoryResult, message: str) -> bool:
+        """Record a notification for the order; False when it was already notified."""
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO notifications (order_id, event_id, user_id, item, quantity,"
+            " message, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (result.order_id, result.event_id, result.user_id, result.item, result.quantity,
+             message, time.time()))
+        return cursor.rowcount == 1
+
+    def notified_orders(self) -> list[str]:
+        """Every order notified so far."""
+        return [row[0] for row in self.conn.execute("SELECT order_id FROM notifications")]
+
+    def count(self) -> int:
+        """How many notifications were sent."""
+        return self.conn.execute("SELECT COUNT(*) FROM notifications").fetchone()[0]
+
+    def count_redelivery(self, key: str) -> int:
+        """Count a redelivery of the message `key` durably and return its delivery count."""
+        with self.transaction() as conn:
+            return outbox.count_delivery(conn, key)

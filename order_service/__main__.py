@@ -1,0 +1,73 @@
+"""Start OrderService under gunicorn: `python -m order_service`."""
+from __future__ import annotations
+
+import logging
+import sys
+
+from gunicorn.app.base import BaseApplication
+
+from messaging import logs
+from messaging.settings import ConfigError
+from order_service import config
+from order_service.app import create_app
+from order_service.background import Background
+from order_service.store import OrderStore
+
+logger = logging.getLogger("order-service")
+
+
+class OrderServiceApplication(BaseApplication):
+    """gunicorn with our settings; the app and its connections are made in each worker."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        options = {
+            "bind": f"{s.host}:{s.port}", "workers": s.workers, "threads": s.threads,
+            "worker_class": "gthread", "graceful_timeout": s.graceful_timeout, "timeout": 30,
+            "keepalive": 5, "preload_app": False, "accesslog": None, "loglevel": "info",
+            "post_worker_init": _start_background, "worker_exit": _stop_background,
+            "control_socket_disable": True,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        store = OrderStore(self.settings.storage.path("orders.db"), self.settings.storage)
+        background = Background(self.settings, store)
+        app = create_app(self.settings, store, background.relay)
+        app.extensions["background"] = background
+        return app
+
+
+def _start_background(worker) -> None:
+    worker.wsgi.extensions["background"].start()
+
+
+def _stop_background(_server, worker) -> None:
+    background = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("background")
+    if background:
+        background.stop(timeout=max(1.0, worker.cfg.graceful_timeout / 2))
+
+
+def main() -> int:
+    logs.configure()
+    try:
+        settings = config.load()
+    except ConfigError as exc:
+        print(f"order-service: configuration error: {exc}", file=sys.stderr)
+        return 2
+    store = OrderStore(settings.storage.path("orders.db"), settings.storage)
+    store.release_claims()  # no relay runs yet: claims left by a crash are stale
+    store.close()
+    logger.info("OrderService starting on %s:%d with %d worker(s)", settings.host, settings.port,
+                settings.workers)
+    OrderServiceApplication(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The HTTP shell of OrderService: a Flask app factory."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Protocol
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from messaging import events
+from order_service import config, orders
+from order_service.orders import InvalidRequest
+from order_service.store import OrderStore
+
+logger = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """What the app needs of the outbox relay."""
+
+    connected: bool
+
+    def wake(self) -> None: ...
+
+
+def create_app(settings: config.Settings | None = None, store: OrderStore | None = None,
+               publisher: Publisher | None = None) -> Flask:
+    """Build the OrderService app; tests pass their own settings, store and publisher."""
+    settings = settings or config.load()
+    store = store or OrderStore(settings.storage.path("orders.db"), settings.storage)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["order_store"] = store
+    app.extensions["publisher"] = publisher
+
+    @app.post("/order")
+    def place_order() -> tuple[Response, int, dict[str, str]]:
+        fields = orders.validate(_json_body())
+        order, message = orders.place(fields, events.utc_now())
+        store.add(order, message)
+        logger.info("Order accepted: order_id=%s event_id=%s user=%s item=%s quantity=%d",
+                    order.order_id, message.message_id, order.user_id, order.item, order.quantity)
+        if app.extensions["publisher"] is not None:
+            app.extensions["publisher"].wake()
+        return jsonify(orders.accepted_body(order)), 202, {"Location": f"/orders/{order.order_id}"}
+
+    @app.get("/orders")
+    def list_orders() -> Response:
+        found, total = store.find(orders.list_query(request.args))
+        return jsonify({"orders": [order.view() for order in found], "count": total})
+
+    @app.get("/orders/<order_id>")
+    def get_order(order_id: str) -> Response | tuple[Response, int]:
+        order = store.get(order_id)
+        if order is None:
+            return jsonify({"error": f"order {order_id} not found"}), 404
+        return jsonify(order.view())
+
+    @app.get("/health")
+    def health() -> tuple[Response, int]:
+        return _health(store, app.extensions["publisher"])
+
+    @app.errorhandler(InvalidRequest)
+    def invalid(exc: InvalidRequest) -> tuple[Response, int]:
+        return jsonify({"error": str(exc), "errors": exc.errors}), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        return jsonify({"error": exc.description, "status": exc.code}), exc.code or 500
+
+    return app
+
+
+def _json_body() -> Any:
+    if request.mimetype != "application/json":
+        raise InvalidRequest({"Content-Type": "must be application/json"})
+    try:
+        return json.loads(request.get_data(cache=False))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest({"body": "must be valid JSON"}) from None
+
+
+def _health(store: OrderStore, publisher: Publisher | None) -> tuple[Response, int]:
+    writable = store.writable()
+    body = {
+        "status": "healthy" if writable else "unhealthy",
+        "service": "order-service",
+        "database": "writable" if writable else "unavailable",
+        "broker": "connected" if publisher is not None and publisher.connected else "disconnected",
+        "outbox_backlog": store.outbox_backlog(),
+    }
+    return jsonify(body), 200 if writable else 503

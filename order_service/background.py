@@ -1,0 +1,42 @@
+"""What each gunicorn worker runs beside its requests: the outbox relay and the status consumer.
+
+Both are started after the fork (gunicorn's post_worker_init), each with its own connection.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from messaging import topology
+from messaging.consumer import ConsumeLoop
+from messaging.relay import Relay
+from messaging.storage import is_transient
+from order_service.config import Settings
+from order_service.status import StatusConsumer
+from order_service.store import OrderStore
+
+logger = logging.getLogger(__name__)
+
+
+class Background:
+    """The relay and status consumer of one worker process."""
+
+    def __init__(self, settings: Settings, store: OrderStore) -> None:
+        name = f"order-service-{os.getpid()}"
+        self.relay = Relay(settings.broker, store.connect, name)
+        self.status = ConsumeLoop(settings.broker, topology.ORDER_STATUS,
+                                  StatusConsumer(store).handle_batch, f"{name}-status",
+                                  settings.consumer, is_transient, store.count_redelivery)
+        self._thread = threading.Thread(target=self.status.run, name=f"{name}-status", daemon=True)
+
+    def start(self) -> None:
+        """Start publishing and consuming."""
+        self.relay.start()
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Finish the batch in hand, flush what the outbox can within `timeout`, disconnect."""
+        self.status.stop()
+        self.relay.stop(timeout=timeout)
+        self._thread.join(timeout=max(1.0, timeout / 2))

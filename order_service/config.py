@@ -1,0 +1,39 @@
+"""OrderService settings, read from the environment once."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from messaging.settings import (BrokerSettings, ConsumerSettings, StorageSettings, broker_settings,
+                                consumer_settings, env_int, env_str, storage_settings)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything OrderService reads from its environment."""
+
+    broker: BrokerSettings = BrokerSettings()
+    storage: StorageSettings = StorageSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    host: str = "0.0.0.0"
+    port: int = 8101
+    workers: int = 2
+    threads: int = 4
+    graceful_timeout: int = 20
+    max_body_bytes: int = 16 * 1024
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the environment; raises ConfigError on a bad value."""
+    env = os.environ if env is None else env
+    return Settings(
+        broker=broker_settings(env),
+        storage=storage_settings(env),
+        consumer=consumer_settings(env),
+        host=env_str(env, "HOST", "0.0.0.0"),
+        port=env_int(env, "PORT", 8101, 1, 65535),
+        workers=env_int(env, "WEB_CONCURRENCY", 2, 1, 64),
+        threads=env_int(env, "WEB_THREADS", 4, 1, 256),
+        graceful_timeout=env_int(env, "GRACEFUL_TIMEOUT", 20, 1, 600),
+    )

@@ -1,0 +1,114 @@
+"""The order domain: request validation, new orders, status changes and list queries. No I/O."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from messaging import topology
+from messaging.events import (ORDER_FIELDS, InventoryResult, Message, OrderPlaced, message_for,
+                              order_field_errors)
+
+ACCEPTED, RESERVED, FAILED = "accepted", "reserved", "failed"
+STATUSES = (ACCEPTED, RESERVED, FAILED)
+ACCEPTED_MESSAGE = "Order received and being processed"
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+
+
+class InvalidRequest(ValueError):
+    """A request that names its problems: {field: problem}."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        field, problem = next(iter(errors.items()))
+        super().__init__(f"{field} {problem}")
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order as stored and shown."""
+
+    order_id: str
+    user_id: str
+    item: str
+    quantity: int
+    status: str
+    created_at: str
+    updated_at: str
+    reason: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        """The JSON shape of GET /orders/{id}."""
+        body = {"order_id": self.order_id, "user_id": self.user_id, "item": self.item,
+                "quantity": self.quantity, "status": self.status,
+                "created_at": self.created_at, "updated_at": self.updated_at}
+        if self.reason is not None:
+            body["reason"] = self.reason
+        return body
+
+
+def validate(payload: Any) -> dict[str, Any]:
+    """Check a POST /order body; return its fields or raise InvalidRequest."""
+    if not isinstance(payload, dict):
+        raise InvalidRequest({"body": "must be a JSON object"})
+    errors = {field: "is not a known field" for field in payload if field not in ORDER_FIELDS}
+    errors.update(order_field_errors(payload))
+    if errors:
+        raise InvalidRequest(errors)
+    return {field: payload[field] for field in ORDER_FIELDS}
+
+
+def place(fields: Mapping[str, Any], now: str) -> tuple[Order, Message]:
+    """Create an accepted order and the OrderPlaced message that announces it."""
+    order = Order(order_id=str(uuid.uuid4()), user_id=fields["user_id"], item=fields["item"],
+                  quantity=fields["quantity"], status=ACCEPTED, created_at=now, updated_at=now)
+    event = OrderPlaced(event_id=str(uuid.uuid4()), order_id=order.order_id, timestamp=now,
+                        user_id=order.user_id, item=order.item, quantity=order.quantity)
+    return order, message_for(event, topology.ORDERS_EXCHANGE, topology.ORDER_PLACED_KEY)
+
+
+def accepted_body(order: Order) -> dict[str, str]:
+    """The spec's 202 body."""
+    return {"order_id": order.order_id, "status": ACCEPTED, "message": ACCEPTED_MESSAGE,
+            "timestamp": order.created_at}
+
+
+def final_status(result: InventoryResult) -> tuple[str, str | None]:
+    """The status (and failure reason) an inventory result moves an order to."""
+    if result.reserved:
+        return RESERVED, None
+    return FAILED, result.reason or "inventory could not be reserved"
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """Filters and page of GET /orders."""
+
+    status: str | None = None
+    user_id: str | None = None
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+
+def _whole_number(args: Mapping[str, str], name: str, default: int, high: int) -> int:
+    raw = args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > high:
+        raise InvalidRequest({name: f"must be a whole number from 0 to {high}"})
+    return int(raw)
+
+
+def list_query(args: Mapping[str, str]) -> ListQuery:
+    """Parse GET /orders query parameters or raise InvalidRequest."""
+    unknown = [name for name in args if name not in ("status", "user_id", "limit", "offset")]
+    if unknown:
+        raise InvalidRequest({unknown[0]: "is not a known query parameter"})
+    status = args.get("status")
+    if status is not None and status not in STATUSES:
+        raise InvalidRequest({"status": f"must be one of {', '.join(STATUSES)}"})
+    limit = _whole_number(args, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+    if limit == 0:
+        raise InvalidRequest({"limit": f"must be a whole number from 1 to {MAX_LIMIT}"})
+    return ListQuery(status=status, user_id=args.get("user_id") or None, limit=limit,
+                     offset=_whole_number(args, "offset", 0, 10**9))

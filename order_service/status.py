@@ -1,0 +1,45 @@
+"""The AMQP shell that moves orders to their final status from InventoryReserved/InventoryFailed."""
+from __future__ import annotations
+
+import logging
+
+from messaging import events
+from messaging.consumer import Delivery, Rejection
+from messaging.events import Poison
+from order_service import orders
+from order_service.store import OrderStore
+
+logger = logging.getLogger(__name__)
+
+
+class StatusConsumer:
+    """Settle a batch of inventory results in one transaction."""
+
+    def __init__(self, store: OrderStore) -> None:
+        self._store = store
+
+    def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
+        """Apply each result to its order; return poison deliveries for dead-lettering."""
+        rejections: list[Rejection] = []
+        outcomes: list[tuple] = []
+        with self._store.transaction() as conn:
+            for delivery in deliveries:
+                try:
+                    result = events.parse_inventory_result(delivery.body)
+                except Poison as poison:
+                    rejections.append(Rejection(delivery, poison.reason, str(poison)))
+                    continue
+                status, reason = orders.final_status(result)
+                outcome = self._store.finish(conn, result.order_id, status, reason, events.utc_now())
+                outcomes.append((outcome, result, status))
+        for outcome, result, status in outcomes:
+            if outcome == "updated":
+                logger.info("Order %s: order_id=%s event_id=%s", status, result.order_id,
+                            result.event_id)
+            elif outcome == "duplicate":
+                logger.info("Order already final, skipping: order_id=%s event_id=%s",
+                            result.order_id, result.event_id)
+            else:
+                logger.warning("Result for an unknown order, acknowledged: order_id=%s event_id=%s",
+                               result.order_id, result.event_id)
+        return rejections

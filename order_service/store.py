@@ -1,0 +1,106 @@
+"""OrderService storage: orders and their outbox in one SQLite file."""
+from __future__ import annotations
+
+import sqlite3
+
+from messaging import outbox
+from messaging.events import Message
+from messaging.settings import StorageSettings
+from messaging.storage import Database
+from order_service.orders import ACCEPTED, ListQuery, Order
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    item TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, seq);
+CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, seq);
+"""
+COLUMNS = "order_id, user_id, item, quantity, status, created_at, updated_at, reason"
+
+
+def _order(row: sqlite3.Row) -> Order:
+    return Order(**{key: row[key] for key in row.keys()})
+
+
+class OrderStore(Database):
+    """Orders, written together with their events (transactional outbox)."""
+
+    def __init__(self, path: str, settings: StorageSettings) -> None:
+        super().__init__(path, settings)
+        self.conn.executescript(SCHEMA)
+        outbox.create_schema(self.conn)
+
+    def add(self, order: Order, message: Message) -> None:
+        """Store a new order and its OrderPlaced event in one transaction."""
+        with self.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO orders ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (order.order_id, order.user_id, order.item, order.quantity, order.status,
+                 order.created_at, order.updated_at, order.reason))
+            outbox.add(conn, message)
+
+    def get(self, order_id: str) -> Order | None:
+        """One order, or None."""
+        row = self.conn.execute(f"SELECT {COLUMNS} FROM orders WHERE order_id = ?",
+                                (order_id,)).fetchone()
+        return None if row is None else _order(row)
+
+    def find(self, query: ListQuery) -> tuple[list[Order], int]:
+        """A page of orders matching the filters, newest first, and the total that match."""
+        where, params = [], []
+        for column in ("status", "user_id"):
+            if getattr(query, column) is not None:
+                where.append(f"{column} = ?")
+                params.append(getattr(query, column))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        total = self.conn.execute(f"SELECT COUNT(*) FROM orders{clause}", params).fetchone()[0]
+        rows = self.conn.execute(
+            f"SELECT {COLUMNS} FROM orders{clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            [*params, query.limit, query.offset]).fetchall()
+        return [_order(row) for row in rows], total
+
+    def finish(self, conn: sqlite3.Connection, order_id: str, status: str, reason: str | None,
+               now: str) -> str:
+        """Move an accepted order to its final status: 'updated', 'duplicate' or 'unknown'."""
+        cursor = conn.execute(
+            "UPDATE orders SET status = ?, reason = ?, updated_at = ? WHERE order_id = ? AND status = ?",
+            (status, reason, now, order_id, ACCEPTED))
+        if cursor.rowcount:
+            return "updated"
+        known = conn.execute("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+        return "duplicate" if known else "unknown"
+
+    def status_counts(self) -> dict[str, int]:
+        """How many orders are in each status."""
+        return dict(self.conn.execute("SELECT status, COUNT(*) FROM orders GROUP BY status"))
+
+    def writable(self) -> bool:
+        """Tell whether a write transaction can be opened right now."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("ROLLBACK")
+            return True
+        except sqlite3.Error:
+            return False
+
+    def outbox_backlog(self) -> int:
+        """Events not yet confirmed by the broker."""
+        return outbox.backlog(self.conn)
+
+    def release_claims(self) -> None:
+        """Free every outbox claim; call at start-up, before any relay runs."""
+        outbox.release_all(self.conn)
+
+    def count_redelivery(self, key: str) -> int:
+        """Count a redelivery of the message `key` durably and return its delivery count."""
+        with self.transaction() as conn:
+            return outbox.count_delivery(conn, key)
