@@ -1,0 +1,1 @@
+"""Run the system locally as real processes: private vhosts and service processes (tests, bench)."""

@@ -1,0 +1,66 @@
+"""A private RabbitMQ vhost for one run, created and removed through the management HTTP API."""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from typing import Iterator
+from urllib.parse import quote
+
+import pika
+import requests
+
+from messaging.settings import BrokerSettings
+
+
+class Broker:
+    """The local RabbitMQ, seen through its management API and AMQP."""
+
+    def __init__(self, host: str | None = None, port: int = 5672, api_port: int = 15672,
+                 user: str = "guest", password: str = "guest") -> None:
+        self.host = host or os.environ.get("RABBITMQ_HOST", "127.0.0.1")
+        self.port, self.user, self.password = port, user, password
+        self.api = f"http://{self.host}:{api_port}/api"
+        self._http = requests.Session()
+        self._http.auth = (user, password)
+
+    def create_vhost(self, prefix: str = "test") -> str:
+        """Create an empty vhost with full permissions for our user; return its name."""
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self._http.put(f"{self.api}/vhosts/{quote(name, safe='')}", timeout=10).raise_for_status()
+        self._http.put(f"{self.api}/permissions/{quote(name, safe='')}/{self.user}",
+                       json={"configure": ".*", "write": ".*", "read": ".*"},
+                       timeout=10).raise_for_status()
+        return name
+
+    def delete_vhost(self, name: str) -> None:
+        """Delete a vhost and everything in it (missing is fine)."""
+        response = self._http.delete(f"{self.api}/vhosts/{quote(name, safe='')}", timeout=30)
+        if response.status_code not in (204, 404):
+            response.raise_for_status()
+
+    def vhosts(self) -> list[str]:
+        """Names of all vhosts."""
+        response = self._http.get(f"{self.api}/vhosts", timeout=10)
+        response.raise_for_status()
+        return [v["name"] for v in response.json()]
+
+    def settings(self, vhost: str) -> BrokerSettings:
+        """Connection settings for a service in `vhost`."""
+        return BrokerSettings(host=self.host, port=self.port, user=self.user,
+                              password=self.password, vhost=vhost)
+
+    @contextlib.contextmanager
+    def channel(self, vhost: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+        """A short-lived AMQP channel in `vhost`."""
+        connection = pika.BlockingConnection(self.settings(vhost).parameters())
+        try:
+            yield connection.channel()
+        finally:
+            if connection.is_open:
+                connection.close()
+
+    def depth(self, vhost: str, queue: str) -> int:
+        """Messages ready in `queue` right now (exact, not the API's sampled figure)."""
+        with self.channel(vhost) as channel:
+            return channel.queue_declare(queue=queue, passive=True).method.message_count

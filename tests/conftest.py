@@ -1,0 +1,81 @@
+"""Shared fixtures: a private vhost per test, services started as real processes, polling waits."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from stack.broker import Broker  # noqa: E402
+from stack.processes import Stack  # noqa: E402
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05,
+             what: str = "condition") -> object:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    """The local RabbitMQ; removes any vhost this session left behind."""
+    broker = Broker()
+    try:
+        broker.vhosts()
+    except requests.RequestException as exc:
+        pytest.fail(f"RabbitMQ management API unreachable at {broker.api}: {exc}")
+    created: list[str] = []
+    original = broker.create_vhost
+
+    def create(prefix: str = "test") -> str:
+        name = original(prefix)
+        created.append(name)
+        return name
+
+    broker.create_vhost = create  # type: ignore[method-assign]
+    yield broker
+    for name in created:
+        broker.delete_vhost(name)
+
+
+@pytest.fixture
+def vhost(broker: Broker) -> Iterator[str]:
+    """A private, empty vhost for one test."""
+    name = broker.create_vhost()
+    yield name
+    broker.delete_vhost(name)
+
+
+@pytest.fixture
+def make_stack(vhost: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Factory: a Stack of real service processes in this test's vhost; all stopped afterwards."""
+    stacks: list[Stack] = []
+
+    def make(**env: str) -> Stack:
+        stack = Stack(vhost, tmp_path / f"stack{len(stacks)}", **env)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.close()
+
+
+@pytest.fixture
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    """All three services running and healthy."""
+    return make_stack().start()
