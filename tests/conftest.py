@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -15,19 +14,7 @@ if str(ROOT) not in sys.path:
 
 from stack.broker import Broker  # noqa: E402
 from stack.processes import Stack  # noqa: E402
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05,
-             what: str = "condition") -> object:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+from tests.client import wait_for  # noqa: E402,F401 - re-exported for tests
 
 
 @pytest.fixture(scope="session")

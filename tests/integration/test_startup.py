@@ -1,0 +1,49 @@
+"""Start-up: bad configuration stops a service with a clear message; health tells the truth."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from stack.processes import ROOT, ServiceProcess
+from tests.client import wait_for
+
+
+@pytest.mark.parametrize("module", ["order_service", "inventory_service", "notification_service"])
+@pytest.mark.parametrize("variable,value,message", [
+    ("PORT", "abc", "PORT must be an integer, got 'abc'"),
+    ("RABBITMQ_PORT", "70000", "RABBITMQ_PORT must be between 1 and 65535, got 70000"),
+    ("PREFETCH_COUNT", "0", "PREFETCH_COUNT must be between 1 and 10000, got 0"),
+])
+def test_bad_value_stops_the_service_with_a_clear_message(tmp_path, module, variable, value, message):
+    env = {**os.environ, "DATA_DIR": str(tmp_path), variable: value}
+    result = subprocess.run([sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    assert f"configuration error: {message}" in result.stderr
+
+
+def test_bad_success_rate_stops_inventory(tmp_path):
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "INVENTORY_SUCCESS_RATE": "1.5"}
+    result = subprocess.run([sys.executable, "-m", "inventory_service"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "INVENTORY_SUCCESS_RATE must be between 0.0 and 1.0, got 1.5" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["inventory", "notification"])
+def test_consumer_health_is_503_without_a_broker_and_200_with_one(tmp_path, vhost, name):
+    service = ServiceProcess(name, {"RABBITMQ_VHOST": vhost, "RABBITMQ_PORT": "1"}, tmp_path)
+    try:
+        service.start()
+        status = wait_for(service.health, what=f"{name} to answer /health")
+        assert status[0] == 503
+        assert status[1]["consuming"] is False
+        assert service.terminate() == 0, "a service waiting for the broker still stops cleanly"
+        service.env["RABBITMQ_PORT"] = "5672"
+        service.start().wait_healthy()
+        assert service.health()[1]["consuming"] is True
+    finally:
+        service.kill()

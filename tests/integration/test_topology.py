@@ -1,0 +1,57 @@
+"""The broker topology: the spec's names and arguments, declared by whichever service starts first."""
+from __future__ import annotations
+
+import pika
+import pika.exceptions
+import pytest
+
+from messaging import topology
+from tests.client import all_final, order_placed_body, post_order, publish, wait_for
+
+
+@pytest.mark.parametrize("first", ["order", "inventory", "notification"])
+def test_any_service_alone_declares_the_whole_topology(make_stack, broker, first):
+    stack = make_stack().start(first)
+    with broker.channel(stack.vhost) as channel:
+        for exchange in ("orders", "inventory", "dlx"):
+            channel.exchange_declare(exchange, "topic", durable=True, passive=True)
+        for queue in topology.QUEUES:
+            # Re-declaring with the same arguments succeeds only if they match exactly.
+            channel.queue_declare(queue.name, durable=True, arguments=queue.arguments())
+    with broker.channel(stack.vhost) as channel, pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        channel.queue_declare("order-events", durable=True)  # without the DLX args: mismatch
+
+
+def test_queue_arguments_follow_the_spec(make_stack, broker):
+    stack = make_stack().start("inventory")
+    with broker.channel(stack.vhost) as channel:
+        channel.queue_declare("order-events", durable=True, arguments={
+            "x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "order-events-dlq"})
+        channel.queue_declare("inventory-events", durable=True, arguments={
+            "x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "inventory-events-dlq"})
+
+
+def test_spec_scripts_redeclare_orders_exchange_and_publish_plain_json(stack, broker):
+    """The spec's scripts declare `orders` as a durable topic exchange and publish bare JSON."""
+    connection = pika.BlockingConnection(broker.settings(stack.vhost).parameters())
+    channel = connection.channel()
+    channel.exchange_declare(exchange="orders", exchange_type="topic", durable=True)
+    event = order_placed_body(item="Tacos")
+    publish(channel, event)
+    connection.close()
+    wait_for(lambda: f"Inventory reserved: order_id={event['order_id']}" in stack["inventory"].log(),
+             what="the script's event to be reserved")
+    wait_for(lambda: f"Notification sent: order_id={event['order_id']}" in stack["notification"].log(),
+             what="its notification")
+    # OrderService does not know that order: it logs and acknowledges, never retries it forever.
+    wait_for(lambda: "unknown order" in stack["order"].log(), what="the unknown-order log line")
+    assert broker.depth(stack.vhost, "order-status") == 0
+
+
+def test_services_started_in_reverse_order_lose_nothing(make_stack):
+    stack = make_stack()
+    stack.start("order")
+    order_id = post_order(stack.order_url)["order_id"]
+    stack.start("notification")
+    stack.start("inventory")
+    wait_for(lambda: all_final(stack.order_url, [order_id]), what="the early order to complete")

@@ -1,0 +1,192 @@
+"""Configuration: defaults, range checks and fail-fast errors for every service."""
+from __future__ import annotations
+
+import pytest
+
+from inventory_service import config as inventory_config
+from messaging.settings import (ConfigError, broker_settings, consumer_settings, env_choice,
+                                env_float, env_int, env_str, storage_settings)
+from notification_service import config as notification_config
+from order_service import config as order_config
+
+
+# --- the primitives ---
+
+def test_env_int_default_when_missing_or_empty():
+    assert env_int({}, "N", 7, 1, 10) == 7
+    assert env_int({"N": ""}, "N", 7, 1, 10) == 7
+
+
+def test_env_int_reads_and_accepts_bounds():
+    assert env_int({"N": "1"}, "N", 7, 1, 10) == 1
+    assert env_int({"N": "10"}, "N", 7, 1, 10) == 10
+
+
+@pytest.mark.parametrize("raw", ["abc", "1.5", "ten", "0x10"])
+def test_env_int_not_an_integer(raw):
+    with pytest.raises(ConfigError, match=rf"N must be an integer, got '{raw}'"):
+        env_int({"N": raw}, "N", 7, 1, 10)
+
+
+@pytest.mark.parametrize("raw", ["0", "11", "-3"])
+def test_env_int_out_of_range(raw):
+    with pytest.raises(ConfigError, match=rf"N must be between 1 and 10, got {raw}"):
+        env_int({"N": raw}, "N", 7, 1, 10)
+
+
+def test_env_float_default_and_value():
+    assert env_float({}, "F", 0.5, 0.0, 1.0) == 0.5
+    assert env_float({"F": ""}, "F", 0.5, 0.0, 1.0) == 0.5
+    assert env_float({"F": "0.25"}, "F", 0.5, 0.0, 1.0) == 0.25
+    assert env_float({"F": "1"}, "F", 0.5, 0.0, 1.0) == 1.0
+
+
+def test_env_float_not_a_number():
+    with pytest.raises(ConfigError, match=r"F must be a number, got 'lots'"):
+        env_float({"F": "lots"}, "F", 0.5, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("raw", ["1.5", "-0.1", "nan", "inf"])
+def test_env_float_out_of_range(raw):
+    with pytest.raises(ConfigError, match=r"F must be between 0.0 and 1.0"):
+        env_float({"F": raw}, "F", 0.5, 0.0, 1.0)
+
+
+def test_env_choice_default_and_case_insensitive():
+    assert env_choice({}, "C", "NORMAL", ("NORMAL", "FULL")) == "NORMAL"
+    assert env_choice({"C": "full"}, "C", "NORMAL", ("NORMAL", "FULL")) == "FULL"
+
+
+def test_env_choice_refuses_other_values():
+    with pytest.raises(ConfigError, match=r"C must be one of NORMAL, FULL"):
+        env_choice({"C": "OFF"}, "C", "NORMAL", ("NORMAL", "FULL"))
+
+
+def test_env_str_refuses_empty_unless_allowed():
+    assert env_str({}, "S", "dflt") == "dflt"
+    assert env_str({"S": ""}, "S", "dflt", allow_empty=True) == ""
+    with pytest.raises(ConfigError, match="S must not be empty"):
+        env_str({"S": ""}, "S", "dflt")
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+# --- shared groups ---
+
+def test_broker_settings_defaults():
+    broker = broker_settings({})
+    assert (broker.host, broker.port, broker.user, broker.password, broker.vhost) == (
+        "localhost", 5672, "guest", "guest", "/")
+
+
+def test_broker_settings_from_environment():
+    broker = broker_settings({"RABBITMQ_HOST": "rabbit", "RABBITMQ_PORT": "5673",
+                              "RABBITMQ_USER": "u", "RABBITMQ_PASSWORD": "",
+                              "RABBITMQ_VHOST": "test-vhost"})
+    assert (broker.host, broker.port, broker.user, broker.password, broker.vhost) == (
+        "rabbit", 5673, "u", "", "test-vhost")
+    parameters = broker.parameters()
+    assert (parameters.host, parameters.port, parameters.virtual_host) == (
+        "rabbit", 5673, "test-vhost")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RABBITMQ_PORT": "abc"}, "RABBITMQ_PORT must be an integer"),
+    ({"RABBITMQ_PORT": "70000"}, "RABBITMQ_PORT must be between 1 and 65535"),
+    ({"RABBITMQ_HOST": ""}, "RABBITMQ_HOST must not be empty"),
+])
+def test_broker_settings_bad_values(env, message):
+    with pytest.raises(ConfigError, match=message):
+        broker_settings(env)
+
+
+def test_storage_settings_defaults_and_bad_values():
+    storage = storage_settings({})
+    assert (storage.data_dir, storage.synchronous, storage.busy_timeout_ms) == (
+        "./data", "NORMAL", 5000)
+    with pytest.raises(ConfigError, match="SQLITE_SYNCHRONOUS"):
+        storage_settings({"SQLITE_SYNCHRONOUS": "OFF"})
+    with pytest.raises(ConfigError, match="SQLITE_BUSY_TIMEOUT_MS"):
+        storage_settings({"SQLITE_BUSY_TIMEOUT_MS": "0"})
+
+
+def test_consumer_settings_defaults():
+    consumer = consumer_settings({})
+    assert (consumer.prefetch, consumer.max_batch) == (10, 10)
+
+
+def test_batch_size_defaults_to_prefetch():
+    assert consumer_settings({"PREFETCH_COUNT": "25"}).max_batch == 25
+    assert consumer_settings({"PREFETCH_COUNT": "25", "BATCH_SIZE": "5"}).max_batch == 5
+
+
+def test_batch_size_cannot_exceed_prefetch():
+    assert consumer_settings({"PREFETCH_COUNT": "20", "BATCH_SIZE": "20"}).max_batch == 20
+    with pytest.raises(ConfigError, match=r"BATCH_SIZE must be between 1 and 10, got 11"):
+        consumer_settings({"BATCH_SIZE": "11"})
+    with pytest.raises(ConfigError, match=r"BATCH_SIZE must be between 1 and 5, got 6"):
+        consumer_settings({"PREFETCH_COUNT": "5", "BATCH_SIZE": "6"})
+
+
+# --- each service's load() ---
+
+def test_order_service_defaults():
+    settings = order_config.load({})
+    assert settings.port == 8101
+    assert settings.workers == 2
+    assert settings.max_body_bytes == 16 * 1024
+    assert settings.broker.host == "localhost"
+
+
+def test_inventory_service_defaults():
+    settings = inventory_config.load({})
+    assert settings.port == 8102
+    assert settings.success_rate == 0.9
+    assert "Burger" in settings.menu
+
+
+def test_notification_service_defaults():
+    assert notification_config.load({}).port == 8103
+
+
+def test_inventory_menu_from_environment():
+    settings = inventory_config.load({"INVENTORY_MENU": " Burger , Pizza ,, "})
+    assert settings.menu == ("Burger", "Pizza")
+    with pytest.raises(ConfigError, match="INVENTORY_MENU"):
+        inventory_config.load({"INVENTORY_MENU": " , ,"})
+
+
+def test_services_read_port_and_success_rate():
+    assert order_config.load({"PORT": "9001"}).port == 9001
+    assert inventory_config.load({"INVENTORY_SUCCESS_RATE": "0.5"}).success_rate == 0.5
+    assert notification_config.load({"PORT": "9003"}).port == 9003
+
+
+@pytest.mark.parametrize("load", [order_config.load, inventory_config.load,
+                                  notification_config.load], ids=["order", "inventory",
+                                                                  "notification"])
+@pytest.mark.parametrize("env, message", [
+    ({"PORT": "abc"}, "PORT must be an integer, got 'abc'"),
+    ({"PORT": "0"}, "PORT must be between 1 and 65535"),
+    ({"RABBITMQ_PORT": "x"}, "RABBITMQ_PORT must be an integer"),
+    ({"PREFETCH_COUNT": "2", "BATCH_SIZE": "3"}, "BATCH_SIZE must be between 1 and 2"),
+])
+def test_every_service_fails_fast_on_bad_values(load, env, message):
+    with pytest.raises(ConfigError, match=message):
+        load(env)
+
+
+@pytest.mark.parametrize("raw", ["1.5", "-0.1", "ninety"])
+def test_bad_success_rate(raw):
+    with pytest.raises(ConfigError, match="INVENTORY_SUCCESS_RATE"):
+        inventory_config.load({"INVENTORY_SUCCESS_RATE": raw})
+
+
+@pytest.mark.parametrize("env, name", [({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY"),
+                                       ({"WEB_CONCURRENCY": "many"}, "WEB_CONCURRENCY"),
+                                       ({"WEB_THREADS": "0"}, "WEB_THREADS")])
+def test_bad_order_service_worker_settings(env, name):
+    with pytest.raises(ConfigError, match=name):
+        order_config.load(env)
