@@ -19,9 +19,9 @@ logger = logging.getLogger(SERVICE)
 
 
 def main() -> int:
-    logs.configure()
     try:
         settings = config.load()
+        logs.configure()
     except ConfigError as exc:
         print(f"inventory-service: configuration error: {exc}", file=sys.stderr)
         return 2

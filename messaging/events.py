@@ -41,6 +41,8 @@ def order_field_errors(payload: dict[str, Any]) -> dict[str, str]:
             errors[field] = "must be a non-empty string"
         elif len(value) > MAX_TEXT_LENGTH:
             errors[field] = f"must be at most {MAX_TEXT_LENGTH} characters"
+        elif not _encodable(value):
+            errors[field] = "must be valid Unicode text (no lone surrogates)"
     quantity = payload.get("quantity")
     if "quantity" not in payload:
         errors["quantity"] = "is required"
@@ -49,6 +51,14 @@ def order_field_errors(payload: dict[str, Any]) -> dict[str, str]:
     elif not 1 <= quantity <= MAX_QUANTITY:
         errors["quantity"] = f"must be between 1 and {MAX_QUANTITY}"
     return errors
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -91,8 +101,8 @@ def encode(event: OrderPlaced | InventoryResult) -> bytes:
 def _decode_object(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise Poison("malformed-json", f"body is not JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise Poison("malformed-json", f"body is not JSON: {exc!r}"[:300]) from None
     if not isinstance(payload, dict):
         raise Poison("not-an-object", f"body is a JSON {type(payload).__name__}, not an object")
     return payload

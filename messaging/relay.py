@@ -134,6 +134,7 @@ class Relay(threading.Thread):
         self._connection = None
         self._inflight.clear()
         self._returned.clear()
+        self._tag = 0  # delivery tags restart at 1 on every new channel
         try:
             outbox.release_all(self._db, self.owner)
         except sqlite3.Error:

@@ -50,9 +50,9 @@ def env_float(env: Mapping[str, str], name: str, default: float, low: float, hig
 
 def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     """Return a setting that must be one of `choices` (case-insensitive)."""
-    value = env.get(name, default).upper()
+    value = (env.get(name) or default).upper()
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {env.get(name)!r}")
     return value
 
 

@@ -54,9 +54,9 @@ def _stop_background(_server, worker) -> None:
 
 
 def main() -> int:
-    logs.configure()
     try:
         settings = config.load()
+        logs.configure()
     except ConfigError as exc:
         print(f"order-service: configuration error: {exc}", file=sys.stderr)
         return 2

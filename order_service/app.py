@@ -77,7 +77,7 @@ def _json_body() -> Any:
         raise InvalidRequest({"Content-Type": "must be application/json"})
     try:
         return json.loads(request.get_data(cache=False))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidRequest({"body": "must be valid JSON"}) from None
 
 

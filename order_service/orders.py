@@ -90,12 +90,12 @@ class ListQuery:
     offset: int = 0
 
 
-def _whole_number(args: Mapping[str, str], name: str, default: int, high: int) -> int:
+def _whole_number(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) > high:
-        raise InvalidRequest({name: f"must be a whole number from 0 to {high}"})
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise InvalidRequest({name: f"must be a whole number from {low} to {high}"})
     return int(raw)
 
 
@@ -107,8 +107,6 @@ def list_query(args: Mapping[str, str]) -> ListQuery:
     status = args.get("status")
     if status is not None and status not in STATUSES:
         raise InvalidRequest({"status": f"must be one of {', '.join(STATUSES)}"})
-    limit = _whole_number(args, "limit", DEFAULT_LIMIT, MAX_LIMIT)
-    if limit == 0:
-        raise InvalidRequest({"limit": f"must be a whole number from 1 to {MAX_LIMIT}"})
-    return ListQuery(status=status, user_id=args.get("user_id") or None, limit=limit,
-                     offset=_whole_number(args, "offset", 0, 10**9))
+    return ListQuery(status=status, user_id=args.get("user_id") or None,
+                     limit=_whole_number(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+                     offset=_whole_number(args, "offset", 0, 0, 10**9))

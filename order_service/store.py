@@ -79,6 +79,10 @@ class OrderStore(Database):
         known = conn.execute("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)).fetchone()
         return "duplicate" if known else "unknown"
 
+    def statuses(self) -> dict[str, str]:
+        """order_id -> status for every order."""
+        return dict(self.conn.execute("SELECT order_id, status FROM orders"))
+
     def status_counts(self) -> dict[str, int]:
         """How many orders are in each status."""
         return dict(self.conn.execute("SELECT status, COUNT(*) FROM orders GROUP BY status"))

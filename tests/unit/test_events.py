@@ -204,14 +204,15 @@ def test_poison_is_a_value_error_with_a_reason():
     assert str(poison) == "body is not JSON"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: order_field_errors accepts strings with lone surrogates (valid JSON '\\ud800'), which "
-    "cannot be encoded as UTF-8; SQLite then raises UnicodeEncodeError instead of the message "
-    "being rejected as Poison"))
 def test_text_that_cannot_be_utf8_encoded_is_poison():
     body = events.encode(order_placed()).replace(b'"user123"', b'"\\ud800"')
     assert json.loads(body)["user_id"] == "\ud800"
     assert poison_reason(parse_order_placed, body) == "invalid-field"
+
+
+@pytest.mark.parametrize("parse, valid", PARSERS)
+def test_deeply_nested_json_is_poison(parse, valid):
+    assert poison_reason(parse, b"[" * 2000 + b"]" * 2000) == "malformed-json"
 
 
 # --- round trip and envelope ---

@@ -1,0 +1,1 @@
+"""Operator tools that look across the services' stores."""

@@ -1,0 +1,119 @@
+"""Check the system's invariants across the three services' stores: `python -m ops.audit`.
+
+Run it when the system is idle. It prints each invariant with its figures and exits 1 if one is
+broken (2 if a store cannot be read).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from inventory_service.store import InventoryStore
+from messaging.settings import StorageSettings
+from notification_service.store import NotificationStore
+from order_service.store import OrderStore
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the audit reads from the stores."""
+
+    orders: dict[str, str]            # order_id -> status (OrderService)
+    outcomes: dict[str, str]          # order_id -> reserved | failed (InventoryService)
+    stock: list[dict]                 # item, initial, available, reserved
+    notified: list[str]               # order ids notified (NotificationService)
+    backlogs: dict[str, int]          # service -> outbox rows not yet confirmed
+
+
+@dataclass(frozen=True)
+class Invariant:
+    name: str
+    ok: bool
+    figures: str
+
+
+def check(s: Snapshot) -> list[Invariant]:
+    """Evaluate every invariant on a snapshot."""
+    counts = Counter(s.orders.values())
+    pending = counts.get("accepted", 0)
+    reserved = {o for o, status in s.orders.items() if status == "reserved"}
+    failed = {o for o, status in s.orders.items() if status == "failed"}
+    without_outcome = set(s.orders) - set(s.outcomes)
+    unknown_outcomes = set(s.outcomes) - set(s.orders)
+    mismatched = {o for o in set(s.orders) & set(s.outcomes)
+                  if s.orders[o] != "accepted" and s.orders[o] != s.outcomes[o]}
+    wrong_stock = [row["item"] for row in s.stock
+                   if row["available"] != row["initial"] - row["reserved"]]
+    notified = Counter(s.notified)
+    doubled = [o for o, n in notified.items() if n > 1]
+    unnotified = reserved - set(notified)
+    wrongly_notified = set(notified) - reserved
+    return [
+        Invariant("every accepted order has exactly one final status", pending == 0,
+                  f"{len(s.orders)} orders: {counts.get('reserved', 0)} reserved, "
+                  f"{len(failed)} failed, {pending} still accepted"),
+        Invariant("every order has exactly one inventory outcome",
+                  not without_outcome and not mismatched,
+                  f"{len(s.outcomes)} outcomes, {len(without_outcome)} orders without one, "
+                  f"{len(mismatched)} disagreeing with the order's status, "
+                  f"{len(unknown_outcomes)} for orders placed outside OrderService"),
+        Invariant("stock = initial - reserved quantities", not wrong_stock,
+                  f"{len(s.stock)} items, {sum(r['reserved'] for r in s.stock)} units reserved, "
+                  f"mismatched: {wrong_stock or 'none'}"),
+        Invariant("exactly one notification per reserved order, none for failed ones",
+                  not doubled and not unnotified and not (wrongly_notified & failed),
+                  f"{len(notified)} notified of {len(reserved)} reserved, {len(doubled)} doubled, "
+                  f"{len(unnotified)} missing, {len(wrongly_notified & failed)} for failed orders"),
+        Invariant("outboxes empty", not any(s.backlogs.values()),
+                  ", ".join(f"{name}: {n}" for name, n in s.backlogs.items())),
+    ]
+
+
+def read(order_db: str, inventory_db: str, notification_db: str) -> Snapshot:
+    """Read a snapshot from the three SQLite files."""
+    for path in (order_db, inventory_db, notification_db):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no store at {path}")
+    storage = StorageSettings()
+    orders = OrderStore(order_db, storage)
+    inventory = InventoryStore(inventory_db, storage)
+    notifications = NotificationStore(notification_db, storage)
+    return Snapshot(
+        orders=orders.statuses(), outcomes=inventory.outcomes(), stock=inventory.stock_levels(),
+        notified=notifications.notified_orders(),
+        backlogs={"order-service": orders.outbox_backlog(),
+                  "inventory-service": inventory.outbox_backlog()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.audit", description=__doc__)
+    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "./data"),
+                        help="directory holding all three stores (default: $DATA_DIR or ./data)")
+    parser.add_argument("--orders-db", help="OrderService's orders.db")
+    parser.add_argument("--inventory-db", help="InventoryService's inventory.db")
+    parser.add_argument("--notifications-db", help="NotificationService's notifications.db")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    paths = (args.orders_db or os.path.join(args.data_dir, "orders.db"),
+             args.inventory_db or os.path.join(args.data_dir, "inventory.db"),
+             args.notifications_db or os.path.join(args.data_dir, "notifications.db"))
+    try:
+        results = check(read(*paths))
+    except (OSError, sqlite3.Error) as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        for r in results:
+            print(f"[{'OK' if r.ok else 'BROKEN'}] {r.name}: {r.figures}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Chaos tooling: a stream of orders, broker faults, and settling the system before an audit."""
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import requests
+
+from ops import audit
+from stack.broker import Broker
+from stack.processes import ROOT, Stack
+from tests.client import wait_for
+
+
+class OrderStream(threading.Thread):
+    """POST orders at about `rate` per second until stopped; remember every 202."""
+
+    def __init__(self, base_url: str, rate: float = 40.0, limit: int = 10_000) -> None:
+        super().__init__(daemon=True)
+        self.base_url, self.interval, self.limit = base_url, 1.0 / rate, limit
+        self.accepted: list[str] = []
+        self.refused = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        session = requests.Session()
+        items = ("Burger", "Pizza", "Salad", "Sushi", "Coffee")
+        i = 0
+        while not self._halt.is_set() and i < self.limit:
+            body = {"user_id": f"user{i % 7}", "item": items[i % len(items)], "quantity": 1 + i % 3}
+            try:
+                response = session.post(f"{self.base_url}/order", json=body, timeout=5)
+                if response.status_code == 202:
+                    self.accepted.append(response.json()["order_id"])
+                else:
+                    self.refused += 1
+            except requests.RequestException:
+                self.refused += 1
+                session = requests.Session()
+            i += 1
+            self._halt.wait(self.interval)
+
+    def stop(self) -> list[str]:
+        self._halt.set()
+        self.join(timeout=30)
+        return self.accepted
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+@contextlib.contextmanager
+def broker_stopped() -> Iterator[None]:
+    """Stop the RabbitMQ application for the block; always start it again."""
+    rabbitmqctl("stop_app")
+    try:
+        yield
+    finally:
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+
+
+def snapshot(stack: Stack) -> audit.Snapshot:
+    return audit.read(str(stack["order"].data_dir / "orders.db"),
+                      str(stack["inventory"].data_dir / "inventory.db"),
+                      str(stack["notification"].data_dir / "notifications.db"))
+
+
+def settled(stack: Stack, broker: Broker, accepted: list[str]) -> bool:
+    """Every accepted order is final, every invariant holds and no queue holds work."""
+    try:
+        snap = snapshot(stack)
+        if not all(snap.orders.get(order_id) in ("reserved", "failed") for order_id in accepted):
+            return False
+        if not all(invariant.ok for invariant in audit.check(snap)):
+            return False
+        return all(broker.depth(stack.vhost, q) == 0
+                   for q in ("order-events", "inventory-events", "order-status"))
+    except Exception:  # noqa: BLE001 - a store or the broker may still be coming back
+        return False
+
+
+@dataclass
+class Figures:
+    """What one scenario measured."""
+
+    scenario: str
+    accepted: int = 0
+    refused: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    recovery_seconds: float = 0.0
+    notes: dict = field(default_factory=dict)
+
+
+def settle_and_audit(stack: Stack, broker: Broker, accepted: list[str], figures: Figures,
+                     since: float, timeout: float = 90.0) -> audit.Snapshot:
+    """Wait for the system to settle, then assert the audit passes; fill in the figures."""
+    wait_for(lambda: settled(stack, broker, accepted), timeout=timeout, interval=0.25,
+             what=f"{figures.scenario}: the system to settle with every invariant holding")
+    figures.recovery_seconds = round(time.monotonic() - since, 2)
+    snap = snapshot(stack)
+    figures.accepted = len(accepted)
+    figures.lost = sum(1 for order_id in accepted if snap.orders.get(order_id) not in ("reserved", "failed"))
+    stock_units = sum(row["initial"] - row["available"] for row in snap.stock)
+    expected_units = sum(row["reserved"] for row in snap.stock)
+    figures.duplicated = (stock_units - expected_units) + (len(snap.notified) - len(set(snap.notified)))
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.audit",
+         "--orders-db", str(stack["order"].data_dir / "orders.db"),
+         "--inventory-db", str(stack["inventory"].data_dir / "inventory.db"),
+         "--notifications-db", str(stack["notification"].data_dir / "notifications.db")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert figures.lost == 0 and figures.duplicated == 0
+    return snap

@@ -1,0 +1,234 @@
+"""InventoryService's store and batch handler with a real temporary SQLite file (no broker)."""
+from __future__ import annotations
+
+import pytest
+
+from inventory_service.consumer import InventoryConsumer
+from inventory_service.store import InventoryStore
+from messaging import events, outbox
+from messaging.consumer import Rejection
+from messaging.events import parse_inventory_result
+from tests.unit.factories import delivery, order_placed, payload_of, to_body
+
+
+class Wakes:
+    """Counts relay wake-ups (the relay's `wake` interface)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+def wakes() -> Wakes:
+    return Wakes()
+
+
+@pytest.fixture
+def consumer(inventory_store: InventoryStore, wakes: Wakes) -> InventoryConsumer:
+    return InventoryConsumer(inventory_store, 1.0, wakes)
+
+
+def levels(store: InventoryStore) -> dict[str, dict]:
+    return {row["item"]: row for row in store.stock_levels()}
+
+
+def available(store: InventoryStore, item: str = "Burger") -> int:
+    return levels(store)[item]["available"]
+
+
+def published(store: InventoryStore) -> list:
+    """Every result waiting in the outbox, oldest first (claimed with an already-expired lease)."""
+    return [p.message for p in outbox.claim(store.conn, "test", 1000, -1.0)]
+
+
+def placed(event) -> bytes:
+    return events.encode(event)
+
+
+def test_seeded_stock_levels(inventory_store):
+    assert levels(inventory_store) == {
+        "Burger": {"item": "Burger", "initial": 10, "available": 10, "reserved": 0},
+        "Pizza": {"item": "Pizza", "initial": 5, "available": 5, "reserved": 0},
+    }
+
+
+def test_seed_does_not_reset_existing_stock(inventory_store, consumer):
+    consumer.handle_batch([delivery(placed(order_placed(quantity=3)))])
+    inventory_store.seed(("Burger", "burger", "Sushi"), 1000)
+    assert levels(inventory_store)["Burger"] == {"item": "Burger", "initial": 10, "available": 7,
+                                                 "reserved": 3}
+    assert levels(inventory_store)["Sushi"]["available"] == 1000
+    assert len(levels(inventory_store)) == 3
+
+
+def test_valid_event_reserves_once_and_writes_one_outbox_row(inventory_store, consumer, wakes):
+    event = order_placed(quantity=3)
+    assert consumer.handle_batch([delivery(placed(event))]) == []
+    assert available(inventory_store) == 7
+    assert inventory_store.outcomes() == {event.order_id: "reserved"}
+    [message] = published(inventory_store)
+    assert (message.exchange, message.routing_key) == ("inventory", "inventory.reserved")
+    result = parse_inventory_result(message.body)
+    assert (result.event_type, result.order_id, result.quantity) == (
+        "InventoryReserved", event.order_id, 3)
+    assert wakes.count == 1
+
+
+def test_same_event_three_times_in_one_batch_reserves_once(inventory_store, consumer):
+    body = placed(order_placed(quantity=2))
+    assert consumer.handle_batch([delivery(body), delivery(body), delivery(body)]) == []
+    assert available(inventory_store) == 8
+    assert inventory_store.outbox_backlog() == 1
+
+
+def test_same_event_across_batches_reserves_once(inventory_store, consumer):
+    body = placed(order_placed(quantity=2))
+    for _ in range(3):
+        assert consumer.handle_batch([delivery(body, redelivered=True)]) == []
+    assert available(inventory_store) == 8
+    assert inventory_store.outbox_backlog() == 1
+    assert levels(inventory_store)["Burger"]["reserved"] == 2
+
+
+def test_new_event_id_for_the_same_order_does_not_reserve_again(inventory_store, consumer):
+    first = order_placed(quantity=2)
+    second = order_placed(order_id=first.order_id, quantity=2)
+    consumer.handle_batch([delivery(placed(first))])
+    consumer.handle_batch([delivery(placed(second))])
+    consumer.handle_batch([delivery(placed(order_placed(order_id=first.order_id)))] * 2)
+    assert available(inventory_store) == 8
+    assert inventory_store.outbox_backlog() == 1
+
+
+def test_stock_is_taken_in_order_within_a_batch(inventory_store, consumer):
+    batch = [delivery(placed(order_placed(quantity=4))) for _ in range(3)]
+    consumer.handle_batch(batch)
+    assert available(inventory_store) == 2
+    results = [parse_inventory_result(m.body) for m in published(inventory_store)]
+    assert [r.event_type for r in results] == ["InventoryReserved", "InventoryReserved",
+                                               "InventoryFailed"]
+    assert results[2].reason == "insufficient stock: 2 Burger left, 4 requested"
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"not json", "malformed-json"),
+    (b"\xff\xfe{}", "malformed-json"),
+    (b"[1, 2, 3]", "not-an-object"),
+    (b"null", "not-an-object"),
+    (to_body({"event_type": "Bogus"}), "unknown-event-type"),
+    (to_body({**payload_of(order_placed()), "quantity": 0}), "invalid-field"),
+    (to_body({**payload_of(order_placed()), "event_id": "nope"}), "invalid-field"),
+])
+def test_poison_is_rejected_with_its_reason_and_changes_nothing(inventory_store, consumer,
+                                                                wakes, body, reason):
+    bad = delivery(body)
+    [rejection] = consumer.handle_batch([bad])
+    assert isinstance(rejection, Rejection)
+    assert rejection.delivery is bad
+    assert rejection.reason == reason
+    assert rejection.error
+    assert available(inventory_store) == 10
+    assert inventory_store.outcomes() == {}
+    assert inventory_store.outbox_backlog() == 0
+    assert wakes.count == 0, "nothing was published, so the relay need not wake"
+
+
+def test_poison_in_a_batch_does_not_stop_the_good_ones(inventory_store, consumer, wakes):
+    good = order_placed(quantity=1)
+    bad = delivery(b"{oops")
+    rejections = consumer.handle_batch([bad, delivery(placed(good))])
+    assert [(r.delivery, r.reason) for r in rejections] == [(bad, "malformed-json")]
+    assert inventory_store.outcomes() == {good.order_id: "reserved"}
+    assert wakes.count == 1
+
+
+def test_item_matches_case_insensitively(inventory_store, consumer):
+    event = order_placed(item="burger", quantity=4)
+    consumer.handle_batch([delivery(placed(event))])
+    assert available(inventory_store) == 6
+    assert levels(inventory_store)["Burger"]["reserved"] == 4
+    [message] = published(inventory_store)
+    assert message.routing_key == "inventory.reserved"
+
+
+def test_insufficient_stock_fails_without_taking_stock(inventory_store, consumer):
+    event = order_placed(item="Pizza", quantity=6)
+    consumer.handle_batch([delivery(placed(event))])
+    assert available(inventory_store, "Pizza") == 5
+    assert inventory_store.outcomes() == {event.order_id: "failed"}
+    [message] = published(inventory_store)
+    assert message.routing_key == "inventory.failed"
+    assert parse_inventory_result(message.body).reason == (
+        "insufficient stock: 5 Pizza left, 6 requested")
+
+
+def test_exact_stock_is_reserved(inventory_store, consumer):
+    consumer.handle_batch([delivery(placed(order_placed(item="Pizza", quantity=5)))])
+    assert levels(inventory_store)["Pizza"] == {"item": "Pizza", "initial": 5, "available": 0,
+                                                "reserved": 5}
+
+
+def test_unknown_item_fails(inventory_store, consumer):
+    event = order_placed(item="Caviar")
+    consumer.handle_batch([delivery(placed(event))])
+    assert inventory_store.outcomes() == {event.order_id: "failed"}
+    assert parse_inventory_result(published(inventory_store)[0].body).reason == (
+        "unknown item: Caviar")
+    assert set(levels(inventory_store)) == {"Burger", "Pizza"}
+
+
+def test_success_rate_zero_fails_without_taking_stock(inventory_store, wakes):
+    consumer = InventoryConsumer(inventory_store, 0.0, wakes)
+    event = order_placed(quantity=1)
+    consumer.handle_batch([delivery(placed(event))])
+    assert available(inventory_store) == 10
+    assert inventory_store.outcomes() == {event.order_id: "failed"}
+    assert parse_inventory_result(published(inventory_store)[0].body).reason == (
+        "inventory check failed")
+
+
+def test_stock_levels_stay_consistent(inventory_store, consumer):
+    batch = [delivery(placed(order_placed(item=item, quantity=q)))
+             for item, q in [("Burger", 3), ("burger", 2), ("Pizza", 9), ("Pizza", 4),
+                             ("Caviar", 1)]]
+    consumer.handle_batch(batch)
+    for row in inventory_store.stock_levels():
+        assert row["initial"] - row["available"] == row["reserved"], row
+    assert levels(inventory_store)["Burger"]["reserved"] == 5
+    assert levels(inventory_store)["Pizza"]["reserved"] == 4
+
+
+def test_a_failed_batch_changes_nothing(inventory_store, consumer, monkeypatch):
+    def explode(*_args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(inventory_store, "record", explode)
+    with pytest.raises(RuntimeError):
+        consumer.handle_batch([delivery(placed(order_placed()))])
+    monkeypatch.undo()
+    assert available(inventory_store) == 10
+    assert inventory_store.outbox_backlog() == 0
+    event = order_placed()
+    consumer.handle_batch([delivery(placed(event))])
+    assert inventory_store.outcomes() == {event.order_id: "reserved"}
+
+
+def test_count_redelivery_is_durable(inventory_store, storage):
+    assert inventory_store.count_redelivery("id:abc") == 2
+    assert inventory_store.count_redelivery("id:abc") == 3
+    reopened = InventoryStore(storage.path("inventory.db"), storage)
+    assert reopened.count_redelivery("id:abc") == 4
+    reopened.close()
+
+
+def test_state_survives_reopening_the_store(inventory_store, consumer, storage, wakes):
+    event = order_placed(quantity=1)
+    consumer.handle_batch([delivery(placed(event))])
+    reopened = InventoryStore(storage.path("inventory.db"), storage)
+    InventoryConsumer(reopened, 1.0, wakes).handle_batch([delivery(placed(event))])
+    assert available(reopened) == 9
+    assert reopened.outbox_backlog() == 1
+    reopened.close()

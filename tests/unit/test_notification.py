@@ -1,0 +1,120 @@
+"""NotificationService: what to say, and saying it once per reserved order (no broker)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from messaging import events
+from messaging.events import INVENTORY_FAILED
+from notification_service.consumer import NotificationConsumer
+from notification_service.handlers import notification_for
+from notification_service.store import NotificationStore
+from tests.unit.factories import delivery, inventory_result, payload_of, to_body
+
+CONSUMER_LOGGER = "notification_service.consumer"
+
+
+@pytest.fixture
+def consumer(notification_store: NotificationStore) -> NotificationConsumer:
+    return NotificationConsumer(notification_store)
+
+
+def sent_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == CONSUMER_LOGGER and r.getMessage().startswith("Notification sent")]
+
+
+def test_notification_for_a_reservation():
+    result = inventory_result(quantity=3, item="Pizza")
+    text = notification_for(result)
+    assert "3 x Pizza" in text
+    assert result.order_id in text
+
+
+def test_no_notification_for_a_failure():
+    assert notification_for(inventory_result(event_type=INVENTORY_FAILED, reason="no")) is None
+
+
+def test_reserved_order_is_recorded_and_logged_once(consumer, notification_store, caplog):
+    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+    result = inventory_result()
+    body = events.encode(result)
+    assert consumer.handle_batch([delivery(body), delivery(body)]) == []
+    assert consumer.handle_batch([delivery(body, redelivered=True)]) == []
+    assert notification_store.notified_orders() == [result.order_id]
+    assert notification_store.count() == 1
+    [line] = sent_lines(caplog)
+    assert f"order_id={result.order_id}" in line
+    assert f"event_id={result.event_id}" in line
+
+
+def test_one_notification_per_order_even_with_a_different_event_id(consumer, notification_store,
+                                                                   caplog):
+    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+    first = inventory_result()
+    again = inventory_result(order_id=first.order_id)
+    consumer.handle_batch([delivery(events.encode(first))])
+    consumer.handle_batch([delivery(events.encode(again))])
+    assert notification_store.count() == 1
+    assert len(sent_lines(caplog)) == 1
+
+
+def test_one_line_per_reserved_order_in_a_mixed_batch(consumer, notification_store, caplog):
+    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+    reserved = [inventory_result() for _ in range(3)]
+    failed = [inventory_result(event_type=INVENTORY_FAILED, reason="no stock") for _ in range(2)]
+    bodies = [events.encode(r) for r in reserved + failed]
+    consumer.handle_batch([delivery(b) for b in bodies + bodies])
+    assert sorted(notification_store.notified_orders()) == sorted(r.order_id for r in reserved)
+    lines = sent_lines(caplog)
+    assert len(lines) == 3
+    for result in reserved:
+        assert sum(f"order_id={result.order_id}" in line for line in lines) == 1
+
+
+def test_never_notifies_for_inventory_failed(consumer, notification_store, caplog):
+    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+    failed = inventory_result(event_type=INVENTORY_FAILED, reason="insufficient stock")
+    assert consumer.handle_batch([delivery(events.encode(failed))] * 3) == []
+    assert notification_store.count() == 0
+    assert sent_lines(caplog) == []
+
+
+def test_failed_then_reserved_for_the_same_order_notifies_once(consumer, notification_store):
+    failed = inventory_result(event_type=INVENTORY_FAILED, reason="x")
+    reserved = inventory_result(order_id=failed.order_id)
+    consumer.handle_batch([delivery(events.encode(failed)), delivery(events.encode(reserved))])
+    assert notification_store.notified_orders() == [failed.order_id]
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"garbage", "malformed-json"),
+    (b'"InventoryReserved"', "not-an-object"),
+    (to_body({**payload_of(inventory_result()), "event_type": "OrderPlaced"}),
+     "unknown-event-type"),
+    (to_body({**payload_of(inventory_result()), "order_id": "x"}), "invalid-field"),
+])
+def test_poison_is_rejected_and_sends_nothing(consumer, notification_store, caplog, body, reason):
+    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+    good = inventory_result()
+    bad = delivery(body)
+    rejections = consumer.handle_batch([bad, delivery(events.encode(good))])
+    assert [(r.delivery, r.reason) for r in rejections] == [(bad, reason)]
+    assert notification_store.notified_orders() == [good.order_id]
+    assert len(sent_lines(caplog)) == 1
+
+
+def test_dedup_survives_reopening_the_store(consumer, notification_store, storage, caplog):
+    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+    body = events.encode(inventory_result())
+    consumer.handle_batch([delivery(body)])
+    reopened = NotificationStore(storage.path("notifications.db"), storage)
+    NotificationConsumer(reopened).handle_batch([delivery(body, redelivered=True)])
+    assert reopened.count() == 1
+    assert len(sent_lines(caplog)) == 1
+    reopened.close()
+
+
+def test_count_redelivery(notification_store):
+    assert [notification_store.count_redelivery("sha256:x") for _ in range(2)] == [2, 3]

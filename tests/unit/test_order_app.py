@@ -1,0 +1,340 @@
+"""OrderService's HTTP shell through Flask's test client, with a real temporary store (no broker)."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from flask.testing import FlaskClient
+
+from messaging import outbox
+from messaging.events import parse_order_placed
+from messaging.settings import StorageSettings
+from order_service import config
+from order_service.app import create_app
+from order_service.orders import ListQuery
+from order_service.store import OrderStore
+
+VALID = {"user_id": "user123", "item": "Burger", "quantity": 2}
+
+
+class Relay:
+    """The app's view of the outbox relay: `connected` and a `wake()` that is counted."""
+
+    def __init__(self, connected: bool = True) -> None:
+        self.connected = connected
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> config.Settings:
+    return config.Settings(storage=StorageSettings(data_dir=str(tmp_path), busy_timeout_ms=50))
+
+
+@pytest.fixture
+def store(settings: config.Settings) -> Iterator[OrderStore]:
+    store = OrderStore(settings.storage.path("orders.db"), settings.storage)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def relay() -> Relay:
+    return Relay()
+
+
+@pytest.fixture
+def client(settings, store, relay) -> FlaskClient:
+    return create_app(settings, store, relay).test_client()
+
+
+def post(client: FlaskClient, payload=VALID, **kwargs):
+    return client.post("/order", json=payload, **kwargs)
+
+
+def assert_nothing_stored(store: OrderStore) -> None:
+    assert store.find(ListQuery())[1] == 0
+    assert store.outbox_backlog() == 0
+
+
+# --- POST /order ---
+
+def test_post_order_is_accepted_with_the_spec_body(client, store, relay):
+    response = post(client)
+    assert response.status_code == 202
+    assert response.is_json
+    body = response.get_json()
+    assert set(body) == {"order_id", "status", "message", "timestamp"}
+    assert uuid.UUID(body["order_id"])
+    assert body["status"] == "accepted"
+    assert body["message"] == "Order received and being processed"
+    assert body["timestamp"].endswith("Z")
+    assert response.headers["Location"] == f"/orders/{body['order_id']}"
+    assert relay.wakes == 1
+
+
+def test_post_order_stores_the_order_and_exactly_one_outbox_row(client, store):
+    body = post(client).get_json()
+    order = store.get(body["order_id"])
+    assert (order.status, order.user_id, order.item, order.quantity) == (
+        "accepted", "user123", "Burger", 2)
+    assert order.created_at == body["timestamp"]
+    assert store.outbox_backlog() == 1
+    [pending] = outbox.claim(store.conn, "test", 10, -1.0)
+    assert (pending.message.exchange, pending.message.routing_key) == ("orders", "order.placed")
+    event = parse_order_placed(pending.message.body)
+    assert (event.order_id, event.user_id, event.item, event.quantity) == (
+        body["order_id"], "user123", "Burger", 2)
+    assert pending.message.message_id == event.event_id
+
+
+def test_each_post_is_a_new_order(client, store, relay):
+    ids = {post(client).get_json()["order_id"] for _ in range(3)}
+    assert len(ids) == 3
+    assert store.outbox_backlog() == 3
+    assert relay.wakes == 3
+
+
+def test_post_without_a_publisher_still_accepts(settings, store):
+    client = create_app(settings, store, None).test_client()
+    assert post(client).status_code == 202
+    assert store.outbox_backlog() == 1
+
+
+def test_charset_in_content_type_is_fine(client):
+    response = client.post("/order", data=json.dumps(VALID),
+                           content_type="application/json; charset=utf-8")
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("payload, field, problem", [
+    ({"item": "Burger", "quantity": 2}, "user_id", "is required"),
+    ({"user_id": "u", "quantity": 2}, "item", "is required"),
+    ({"user_id": "u", "item": "Burger"}, "quantity", "is required"),
+    ({**VALID, "price": 9.5}, "price", "is not a known field"),
+    ({**VALID, "quantity": True}, "quantity", "must be an integer"),
+    ({**VALID, "quantity": "2"}, "quantity", "must be an integer"),
+    ({**VALID, "quantity": 2.5}, "quantity", "must be an integer"),
+    ({**VALID, "quantity": None}, "quantity", "must be an integer"),
+    ({**VALID, "quantity": 0}, "quantity", "must be between 1 and 100"),
+    ({**VALID, "quantity": 1000}, "quantity", "must be between 1 and 100"),
+    ({**VALID, "quantity": -1}, "quantity", "must be between 1 and 100"),
+    ({**VALID, "user_id": ""}, "user_id", "must be a non-empty string"),
+    ({**VALID, "user_id": "   "}, "user_id", "must be a non-empty string"),
+    ({**VALID, "item": "x" * 65}, "item", "must be at most 64 characters"),
+    ([VALID], "body", "must be a JSON object"),
+    ("Burger", "body", "must be a JSON object"),
+    (None, "body", "must be a JSON object"),
+])
+def test_bad_order_is_a_400_naming_the_problem(client, store, relay, payload, field, problem):
+    response = client.post("/order", data=json.dumps(payload), content_type="application/json")
+    assert response.status_code == 400
+    assert response.is_json
+    body = response.get_json()
+    assert body["errors"][field] == problem
+    assert field in body["error"]
+    assert_nothing_stored(store)
+    assert relay.wakes == 0
+
+
+def test_all_problems_are_listed(client, store):
+    response = post(client, {"user_id": "", "quantity": "many", "size": "L"})
+    assert response.status_code == 400
+    assert response.get_json()["errors"] == {"size": "is not a known field",
+                                             "user_id": "must be a non-empty string",
+                                             "item": "is required",
+                                             "quantity": "must be an integer"}
+    assert_nothing_stored(store)
+
+
+@pytest.mark.parametrize("data", [b"not json", b'{"user_id": ', b"", b"\xff\xfe\x00"])
+def test_non_json_body_is_a_400(client, store, data):
+    response = client.post("/order", data=data, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["errors"] == {"body": "must be valid JSON"}
+    assert_nothing_stored(store)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          None])
+def test_wrong_content_type_is_a_400(client, store, content_type):
+    kwargs = {"content_type": content_type} if content_type else {}
+    response = client.post("/order", data=json.dumps(VALID), **kwargs)
+    assert response.status_code == 400
+    assert response.get_json()["errors"] == {"Content-Type": "must be application/json"}
+    assert "Content-Type" in response.get_json()["error"]
+    assert_nothing_stored(store)
+
+
+def test_body_over_16_kib_is_a_413_json(client, store, relay):
+    payload = {**VALID, "user_id": "x" * (16 * 1024)}
+    response = post(client, payload)
+    assert response.status_code == 413
+    assert response.is_json
+    body = response.get_json()
+    assert body["status"] == 413
+    assert body["error"]
+    assert_nothing_stored(store)
+    assert relay.wakes == 0
+
+
+def test_body_just_under_the_limit_is_read(client, store):
+    data = json.dumps({**VALID, "user_id": "u"}).encode()
+    data += b" " * (16 * 1024 - len(data))
+    response = client.post("/order", data=data, content_type="application/json")
+    assert response.status_code == 202
+    assert store.outbox_backlog() == 1
+
+
+def test_deeply_nested_json_is_a_400(client, store):
+    data = b"[" * 2000 + b"]" * 2000
+    response = client.post("/order", data=data, content_type="application/json")
+    assert response.status_code == 400
+    assert_nothing_stored(store)
+
+
+def test_text_that_cannot_be_stored_is_a_400(client, store):
+    data = b'{"user_id": "\\ud800", "item": "Burger", "quantity": 1}'
+    response = client.post("/order", data=data, content_type="application/json")
+    assert response.status_code == 400
+    assert "user_id" in response.get_json()["errors"]
+    assert_nothing_stored(store)
+
+
+# --- GET /orders/{id}, errors ---
+
+def test_get_order(client):
+    order_id = post(client).get_json()["order_id"]
+    response = client.get(f"/orders/{order_id}")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["order_id"] == order_id
+    assert (body["status"], body["user_id"], body["item"], body["quantity"]) == (
+        "accepted", "user123", "Burger", 2)
+    assert "reason" not in body
+
+
+def test_get_failed_order_shows_the_reason(client, store):
+    order_id = post(client).get_json()["order_id"]
+    with store.transaction() as conn:
+        store.finish(conn, order_id, "failed", "unknown item: Burger", "2030-01-01T00:00:00Z")
+    body = client.get(f"/orders/{order_id}").get_json()
+    assert (body["status"], body["reason"]) == ("failed", "unknown item: Burger")
+
+
+def test_get_unknown_order_is_a_404_json(client):
+    order_id = str(uuid.uuid4())
+    response = client.get(f"/orders/{order_id}")
+    assert response.status_code == 404
+    assert response.is_json
+    assert order_id in response.get_json()["error"]
+
+
+def test_unknown_route_is_a_404_json(client):
+    response = client.get("/no/such/route")
+    assert response.status_code == 404
+    assert response.is_json
+    assert response.get_json()["status"] == 404
+    assert response.get_json()["error"]
+
+
+@pytest.mark.parametrize("method, path", [("get", "/order"), ("put", "/order"),
+                                          ("delete", "/orders/x"), ("post", "/orders"),
+                                          ("post", "/health")])
+def test_wrong_method_is_a_405_json(client, store, method, path):
+    response = getattr(client, method)(path)
+    assert response.status_code == 405
+    assert response.is_json
+    assert response.get_json()["status"] == 405
+    assert_nothing_stored(store)
+
+
+# --- GET /orders ---
+
+def test_list_orders_empty(client):
+    response = client.get("/orders")
+    assert response.status_code == 200
+    assert response.get_json() == {"orders": [], "count": 0}
+
+
+def test_list_orders_newest_first_with_count(client):
+    ids = [post(client, {**VALID, "user_id": f"u{n}"}).get_json()["order_id"] for n in range(4)]
+    body = client.get("/orders").get_json()
+    assert body["count"] == 4
+    assert [o["order_id"] for o in body["orders"]] == list(reversed(ids))
+
+
+def test_list_orders_limit_and_offset(client):
+    ids = [post(client).get_json()["order_id"] for _ in range(5)][::-1]
+    body = client.get("/orders?limit=2&offset=1").get_json()
+    assert body["count"] == 5
+    assert [o["order_id"] for o in body["orders"]] == ids[1:3]
+
+
+def test_list_orders_filters(client, store):
+    alice = [post(client, {**VALID, "user_id": "alice"}).get_json()["order_id"] for _ in range(2)]
+    bob = post(client, {**VALID, "user_id": "bob"}).get_json()["order_id"]
+    with store.transaction() as conn:
+        store.finish(conn, alice[0], "reserved", None, "2030-01-01T00:00:00Z")
+    by_user = client.get("/orders?user_id=alice").get_json()
+    assert (by_user["count"], [o["order_id"] for o in by_user["orders"]]) == (2, alice[::-1])
+    reserved = client.get("/orders?status=reserved").get_json()
+    assert [o["order_id"] for o in reserved["orders"]] == [alice[0]]
+    accepted = client.get("/orders?status=accepted&user_id=bob").get_json()
+    assert [o["order_id"] for o in accepted["orders"]] == [bob]
+    assert client.get("/orders?status=failed").get_json() == {"orders": [], "count": 0}
+
+
+@pytest.mark.parametrize("query, field", [("limit=0", "limit"), ("limit=501", "limit"),
+                                          ("limit=abc", "limit"), ("offset=-1", "offset"),
+                                          ("status=done", "status"), ("sort=asc", "sort")])
+def test_list_orders_bad_query_is_a_400(client, query, field):
+    response = client.get(f"/orders?{query}")
+    assert response.status_code == 400
+    assert response.is_json
+    assert field in response.get_json()["errors"]
+
+
+def test_list_orders_superscript_limit_is_a_400(client):
+    response = client.get("/orders?limit=%C2%B2")
+    assert response.status_code == 400
+
+
+# --- GET /health ---
+
+@pytest.mark.parametrize("connected, broker", [(True, "connected"), (False, "disconnected")])
+def test_health(settings, store, connected, broker):
+    client = create_app(settings, store, Relay(connected=connected)).test_client()
+    post(client)
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "healthy", "service": "order-service",
+                                   "database": "writable", "broker": broker,
+                                   "outbox_backlog": 1}
+
+
+def test_health_without_a_publisher_reports_broker_disconnected(settings, store):
+    client = create_app(settings, store, None).test_client()
+    assert client.get("/health").get_json()["broker"] == "disconnected"
+
+
+def test_health_is_503_when_the_database_cannot_be_written(client, store):
+    post(client)
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        response = client.get("/health")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert response.status_code == 503
+    body = response.get_json()
+    assert (body["status"], body["database"]) == ("unhealthy", "unavailable")
+    assert body["outbox_backlog"] == 1
+    assert client.get("/health").status_code == 200, "healthy again once the lock is gone"

@@ -1,0 +1,129 @@
+"""OrderService storage: the order and its outbox row together, listing, and final status."""
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+
+import pytest
+
+from messaging import outbox
+from order_service import orders
+from order_service.orders import ListQuery
+from order_service.store import OrderStore
+from tests.unit.factories import TIMESTAMP
+
+
+def place(store: OrderStore, user_id: str = "user123", item: str = "Burger", quantity: int = 1):
+    order, message = orders.place({"user_id": user_id, "item": item, "quantity": quantity},
+                                  TIMESTAMP)
+    store.add(order, message)
+    return order, message
+
+
+def finish(store: OrderStore, order_id: str, status: str, reason: str | None = None) -> str:
+    with store.transaction() as conn:
+        return store.finish(conn, order_id, status, reason, "2026-02-11T00:00:01.000000Z")
+
+
+def test_add_stores_the_order_and_its_outbox_row(order_store):
+    order, message = place(order_store)
+    assert order_store.get(order.order_id) == order
+    assert order_store.outbox_backlog() == 1
+    [pending] = outbox.claim(order_store.conn, "test", 10, -1.0)
+    assert pending.message == message
+
+
+def test_add_is_atomic_when_the_outbox_insert_fails(order_store):
+    order, message = orders.place({"user_id": "u", "item": "Burger", "quantity": 1}, TIMESTAMP)
+    unstorable = dataclasses.replace(message, body=object())
+    with pytest.raises(sqlite3.Error):
+        order_store.add(order, unstorable)
+    assert order_store.get(order.order_id) is None
+    assert order_store.outbox_backlog() == 0
+
+
+def test_add_is_atomic_when_the_order_insert_fails(order_store):
+    order, _ = place(order_store)
+    _, other_message = orders.place({"user_id": "u", "item": "Pizza", "quantity": 1}, TIMESTAMP)
+    with pytest.raises(sqlite3.IntegrityError):
+        order_store.add(order, other_message)
+    assert order_store.outbox_backlog() == 1
+
+
+def test_get_unknown_order(order_store):
+    assert order_store.get("no-such-order") is None
+
+
+def test_find_newest_first_with_total(order_store):
+    placed = [place(order_store, user_id=f"u{n}")[0].order_id for n in range(5)]
+    found, total = order_store.find(ListQuery())
+    assert total == 5
+    assert [o.order_id for o in found] == list(reversed(placed))
+
+
+def test_find_pages_with_limit_and_offset(order_store):
+    placed = [place(order_store)[0].order_id for _ in range(7)]
+    newest_first = list(reversed(placed))
+    found, total = order_store.find(ListQuery(limit=3, offset=2))
+    assert total == 7
+    assert [o.order_id for o in found] == newest_first[2:5]
+    found, total = order_store.find(ListQuery(limit=3, offset=6))
+    assert [o.order_id for o in found] == newest_first[6:]
+    found, total = order_store.find(ListQuery(limit=3, offset=100))
+    assert (found, total) == ([], 7)
+
+
+def test_find_filters_by_status_and_user(order_store):
+    a1 = place(order_store, user_id="alice")[0].order_id
+    b1 = place(order_store, user_id="bob")[0].order_id
+    a2 = place(order_store, user_id="alice")[0].order_id
+    finish(order_store, a1, "reserved")
+    finish(order_store, b1, "failed", "no stock")
+
+    def ids(**filters):
+        found, total = order_store.find(ListQuery(**filters))
+        assert total == len(found)
+        return [o.order_id for o in found]
+
+    assert ids(user_id="alice") == [a2, a1]
+    assert ids(status="accepted") == [a2]
+    assert ids(status="reserved", user_id="alice") == [a1]
+    assert ids(status="reserved", user_id="bob") == []
+    assert ids(status="failed") == [b1]
+    assert order_store.status_counts() == {"accepted": 1, "reserved": 1, "failed": 1}
+
+
+def test_finish_moves_an_accepted_order(order_store):
+    order, _ = place(order_store)
+    assert finish(order_store, order.order_id, "failed", "unknown item") == "updated"
+    stored = order_store.get(order.order_id)
+    assert (stored.status, stored.reason) == ("failed", "unknown item")
+    assert stored.updated_at == "2026-02-11T00:00:01.000000Z"
+    assert stored.created_at == TIMESTAMP
+
+
+def test_finish_never_moves_a_final_order(order_store):
+    order, _ = place(order_store)
+    assert finish(order_store, order.order_id, "reserved") == "updated"
+    assert finish(order_store, order.order_id, "failed", "late") == "duplicate"
+    assert finish(order_store, order.order_id, "reserved") == "duplicate"
+    stored = order_store.get(order.order_id)
+    assert (stored.status, stored.reason) == ("reserved", None)
+
+
+def test_finish_unknown_order(order_store):
+    assert finish(order_store, "no-such-order", "reserved") == "unknown"
+    assert order_store.find(ListQuery())[1] == 0
+
+
+def test_writable(order_store):
+    assert order_store.writable() is True
+    assert not order_store.conn.in_transaction
+
+
+def test_release_claims_frees_stale_claims(order_store):
+    place(order_store)
+    assert len(outbox.claim(order_store.conn, "crashed-relay", 10, 3600.0)) == 1
+    assert outbox.claim(order_store.conn, "new-relay", 10, 60.0) == []
+    order_store.release_claims()
+    assert len(outbox.claim(order_store.conn, "new-relay", 10, 60.0)) == 1

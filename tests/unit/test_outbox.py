@@ -1,0 +1,217 @@
+"""The outbox, inbox and delivery-count tables, and the SQLite transaction helper."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Iterator
+
+import pytest
+
+from messaging import outbox
+from messaging.events import Message
+from messaging.settings import StorageSettings
+from messaging.storage import Database, is_transient, open_db, transaction
+from tests.unit.factories import wait_for
+
+
+@pytest.fixture
+def db(storage: StorageSettings) -> Iterator[sqlite3.Connection]:
+    conn = open_db(storage.path("outbox.db"), storage)
+    outbox.create_schema(conn)
+    yield conn
+    conn.close()
+
+
+def message(n: int) -> Message:
+    return Message("orders", "order.placed", f'{{"n":{n}}}'.encode(), f"msg-{n}", f"order-{n}",
+                   "OrderPlaced")
+
+
+def add_messages(db: sqlite3.Connection, count: int) -> None:
+    with transaction(db):
+        for n in range(count):
+            outbox.add(db, message(n))
+
+
+def ids_of(pending) -> list[str]:
+    return [p.message.message_id for p in pending]
+
+
+def test_open_db_uses_wal_and_the_configured_settings(tmp_path):
+    settings = StorageSettings(data_dir=str(tmp_path), synchronous="FULL", busy_timeout_ms=1234)
+    conn = open_db(settings.path("x.db"), settings)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 1234
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    conn.close()
+
+
+def test_storage_path_creates_the_directory(tmp_path):
+    settings = StorageSettings(data_dir=str(tmp_path / "a" / "b"))
+    path = settings.path("f.db")
+    assert (tmp_path / "a" / "b").is_dir()
+    assert path == str(tmp_path / "a" / "b" / "f.db")
+
+
+def test_add_and_claim_round_trip(db):
+    add_messages(db, 1)
+    assert outbox.backlog(db) == 1
+    [pending] = outbox.claim(db, "relay-a", 10, 30.0)
+    assert pending.message == message(0)
+    assert isinstance(pending.message.body, bytes)
+    assert pending.created_at > 0
+
+
+def test_add_same_message_id_twice_keeps_one_row(db):
+    with transaction(db):
+        outbox.add(db, message(1))
+        outbox.add(db, message(1))
+    with transaction(db):
+        outbox.add(db, message(1))
+    assert outbox.backlog(db) == 1
+
+
+def test_claim_returns_oldest_first_and_respects_limit(db):
+    add_messages(db, 5)
+    assert ids_of(outbox.claim(db, "relay-a", 3, 30.0)) == ["msg-0", "msg-1", "msg-2"]
+    assert ids_of(outbox.claim(db, "relay-a", 10, 30.0)) == ["msg-3", "msg-4"]
+    assert outbox.claim(db, "relay-a", 10, 30.0) == []
+
+
+def test_claim_on_empty_outbox(db):
+    assert outbox.claim(db, "relay-a", 10, 30.0) == []
+    assert outbox.backlog(db) == 0
+
+
+def test_second_owner_cannot_claim_under_an_unexpired_lease(db):
+    add_messages(db, 2)
+    assert len(outbox.claim(db, "relay-a", 10, 60.0)) == 2
+    assert outbox.claim(db, "relay-b", 10, 60.0) == []
+    assert outbox.claim(db, "relay-a", 10, 60.0) == [], "a lease also stops its own owner"
+
+
+def test_second_owner_can_claim_after_the_lease_expires(db):
+    add_messages(db, 2)
+    assert len(outbox.claim(db, "relay-a", 10, 0.05)) == 2
+    assert outbox.claim(db, "relay-b", 10, 60.0) == []
+    taken = wait_for(lambda: outbox.claim(db, "relay-b", 10, 60.0))
+    assert ids_of(taken) == ["msg-0", "msg-1"]
+
+
+def test_already_expired_lease_is_claimable_at_once(db):
+    add_messages(db, 1)
+    assert len(outbox.claim(db, "relay-a", 10, -1.0)) == 1
+    assert ids_of(outbox.claim(db, "relay-b", 10, 60.0)) == ["msg-0"]
+
+
+def test_delete_removes_only_the_given_rows(db):
+    add_messages(db, 3)
+    pending = outbox.claim(db, "relay-a", 10, 30.0)
+    outbox.delete(db, [pending[0].id, pending[2].id])
+    assert outbox.backlog(db) == 1
+    outbox.release_all(db)
+    assert ids_of(outbox.claim(db, "relay-a", 10, 30.0)) == ["msg-1"]
+
+
+def test_release_makes_rows_claimable_again(db):
+    add_messages(db, 3)
+    pending = outbox.claim(db, "relay-a", 10, 60.0)
+    outbox.release(db, [pending[1].id])
+    assert ids_of(outbox.claim(db, "relay-b", 10, 60.0)) == ["msg-1"]
+    assert outbox.backlog(db) == 3
+
+
+def test_release_with_delay_holds_the_row_back_until_the_delay_passes(db):
+    add_messages(db, 1)
+    [pending] = outbox.claim(db, "relay-a", 10, 60.0)
+    outbox.release(db, [pending.id], delay=0.05)
+    assert outbox.claim(db, "relay-b", 10, 60.0) == []
+    assert ids_of(wait_for(lambda: outbox.claim(db, "relay-b", 10, 60.0))) == ["msg-0"]
+
+
+def test_release_all_for_one_owner_leaves_others_claims(db):
+    add_messages(db, 4)
+    outbox.claim(db, "relay-a", 2, 60.0)
+    outbox.claim(db, "relay-b", 2, 60.0)
+    outbox.release_all(db, "relay-a")
+    assert ids_of(outbox.claim(db, "relay-c", 10, 60.0)) == ["msg-0", "msg-1"]
+
+
+def test_release_all_frees_everybody(db):
+    add_messages(db, 4)
+    outbox.claim(db, "relay-a", 2, 60.0)
+    outbox.claim(db, "relay-b", 2, 60.0)
+    outbox.release_all(db)
+    assert ids_of(outbox.claim(db, "relay-c", 10, 60.0)) == ["msg-0", "msg-1", "msg-2", "msg-3"]
+
+
+def test_backlog_counts_claimed_and_unclaimed_rows(db):
+    add_messages(db, 3)
+    outbox.claim(db, "relay-a", 1, 60.0)
+    assert outbox.backlog(db) == 3
+
+
+def test_mark_processed_is_true_once_then_false(db):
+    assert outbox.mark_processed(db, "event-1") is True
+    assert outbox.mark_processed(db, "event-1") is False
+    assert outbox.mark_processed(db, "event-2") is True
+
+
+def test_count_delivery_counts_from_two(db):
+    assert [outbox.count_delivery(db, "id:m") for _ in range(3)] == [2, 3, 4]
+    assert outbox.count_delivery(db, "id:other") == 2
+
+
+def test_transaction_commits(db):
+    with transaction(db):
+        outbox.add(db, message(1))
+    assert not db.in_transaction
+    assert outbox.backlog(db) == 1
+
+
+def test_transaction_rolls_back_on_an_exception(db):
+    with pytest.raises(RuntimeError, match="boom"):
+        with transaction(db):
+            outbox.add(db, message(1))
+            assert outbox.mark_processed(db, "event-1")
+            raise RuntimeError("boom")
+    assert not db.in_transaction
+    assert outbox.backlog(db) == 0
+    assert outbox.mark_processed(db, "event-1") is True
+
+
+def test_transaction_holds_the_write_lock(storage):
+    path = storage.path("lock.db")
+    busy = StorageSettings(data_dir=storage.data_dir, busy_timeout_ms=50)
+    first, second = open_db(path, busy), open_db(path, busy)
+    outbox.create_schema(first)
+    with transaction(first):
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            second.execute("BEGIN IMMEDIATE")
+        assert is_transient(caught.value)
+    first.close()
+    second.close()
+
+
+def test_is_transient_only_for_operational_errors():
+    assert is_transient(sqlite3.OperationalError("database is locked"))
+    assert not is_transient(sqlite3.IntegrityError("UNIQUE constraint failed"))
+    assert not is_transient(ValueError("x"))
+
+
+def test_database_keeps_one_connection_per_thread(storage):
+    database = Database(storage.path("t.db"), storage)
+    mine = database.conn
+    assert database.conn is mine
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(database.conn))
+    thread.start()
+    thread.join()
+    assert seen[0] is not mine
+    seen[0].close()
+    other = database.connect()
+    assert other is not mine
+    other.close()
+    database.close()
+    assert database.conn is not mine
+    database.close()
