@@ -100,7 +100,7 @@ class Figures:
 
 
 def settle_and_audit(stack: Stack, broker: Broker, accepted: list[str], figures: Figures,
-                     since: float, timeout: float = 90.0) -> audit.Snapshot:
+                     since: float, timeout: float = 30.0) -> audit.Snapshot:
     """Wait for the system to settle, then assert the audit passes; fill in the figures."""
     wait_for(lambda: settled(stack, broker, accepted), timeout=timeout, interval=0.25,
              what=f"{figures.scenario}: the system to settle with every invariant holding")
