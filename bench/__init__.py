@@ -1,0 +1,1 @@
+"""Benchmark of the running system against same-machine baselines: `python -m bench`."""

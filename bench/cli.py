@@ -1,0 +1,89 @@
+"""Command-line options of `python -m bench`, with the full and --quick profiles."""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.schedule import parse_rates
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FULL = {"duration": 10.0, "rates": "100,200,400,800,1200,1600,2400,3200,4800,6400",
+        "drain_orders": 5000, "raw_messages": 20000}
+QUICK = {"duration": 3.0, "rates": "200,800,1600", "drain_orders": 1000, "raw_messages": 5000}
+
+
+@dataclass(frozen=True)
+class Options:
+    """One run's settings, as recorded in its results file."""
+
+    quick: bool
+    duration: float
+    rates: list[int]
+    drain_orders: int
+    concurrency: int
+    connections: int
+    workers: int
+    threads: int
+    raw_messages: int
+    soak: int
+    soak_rate: float
+    settle_timeout: float
+    output: Path
+
+    def record(self) -> dict:
+        return {**asdict(self), "output": str(self.output)}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark OrderService, InventoryService and NotificationService on the local "
+                    "RabbitMQ against a bare gunicorn endpoint and raw pika, in one run.")
+    p.add_argument("--quick", action="store_true",
+                   help="a short smoke run (about a minute): 3 s steps, 3 rates, 1000 drain orders")
+    p.add_argument("--duration", type=float, help="seconds per load step (default 10, quick 3)")
+    p.add_argument("--rates", help=f"offered rates of the open-loop sweep, stopping at saturation "
+                                   f"(default {FULL['rates']}; quick {QUICK['rates']})")
+    p.add_argument("--drain-orders", type=int, help="orders queued for the drain test (default 5000)")
+    p.add_argument("--concurrency", type=int, default=16,
+                   help="clients of the closed-loop runs and of the drain posting (default 16)")
+    p.add_argument("--connections", type=int, default=64,
+                   help="keep-alive connections of the open-loop generator (default 64)")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")),
+                   help="gunicorn workers of OrderService and of the bare endpoint (default 2)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("WEB_THREADS", "4")),
+                   help="gunicorn threads per worker of both (default 4)")
+    p.add_argument("--raw-messages", type=int, help="messages of the raw pika baseline (default 20000)")
+    p.add_argument("--soak", type=int, default=0, metavar="N",
+                   help="instead of the benchmark, post N orders at --soak-rate and report RSS")
+    p.add_argument("--soak-rate", type=float, default=500.0, help="orders/s of the soak (default 500)")
+    p.add_argument("--settle-timeout", type=float, default=180.0,
+                   help="seconds to wait for every order to become final after a step (default 180)")
+    p.add_argument("--output", type=Path, default=RESULTS, help="results directory (bench/results)")
+    return p
+
+
+def parse(argv: list[str] | None = None) -> Options:
+    """Parse the command line into Options, filling unset values from the chosen profile."""
+    p = parser()
+    args = p.parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else profile[name]  # noqa: E731
+    try:
+        rates = parse_rates(pick("rates"))
+    except ValueError as exc:
+        p.error(str(exc))
+    for name in ("concurrency", "connections", "workers", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if pick("duration") <= 0 or pick("drain_orders") < 1 or pick("raw_messages") < 1:
+        p.error("--duration, --drain-orders and --raw-messages must be positive")
+    if args.soak < 0 or args.soak_rate <= 0:
+        p.error("--soak must be >= 0 and --soak-rate positive")
+    return Options(quick=args.quick, duration=pick("duration"), rates=rates,
+                   drain_orders=pick("drain_orders"), concurrency=args.concurrency,
+                   connections=args.connections, workers=args.workers, threads=args.threads,
+                   raw_messages=pick("raw_messages"), soak=args.soak, soak_rate=args.soak_rate,
+                   settle_timeout=args.settle_timeout, output=args.output)

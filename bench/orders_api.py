@@ -1,0 +1,54 @@
+"""What the benchmark asks OrderService between load runs: backlog, settling, and every order."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+PAGE = 500
+
+
+class OrderApi:
+    """OrderService's HTTP API, read sparingly (one small request per poll)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._http = requests.Session()
+
+    def pending(self) -> int:
+        """Orders not yet final (status accepted)."""
+        page = self._http.get(f"{self.url}/orders", params={"status": "accepted", "limit": 1},
+                              timeout=30)
+        page.raise_for_status()
+        return page.json()["count"]
+
+    def outbox_backlog(self) -> int:
+        """OrderPlaced events not yet confirmed by the broker."""
+        return self._http.get(f"{self.url}/health", timeout=30).json()["outbox_backlog"]
+
+    def wait_settled(self, timeout: float, poll: float = 0.2) -> float:
+        """Wait until no order is pending; return the seconds waited (raises TimeoutError)."""
+        start = time.monotonic()
+        while True:
+            left = self.pending()
+            if left == 0:
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"{left} orders still not final after {timeout:.0f}s")
+            time.sleep(poll)
+
+    def all_orders(self) -> list[dict[str, Any]]:
+        """Every order, newest first, paging through GET /orders (limit 500)."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self._http.get(f"{self.url}/orders",
+                                  params={"limit": PAGE, "offset": len(found)}, timeout=60)
+            page.raise_for_status()
+            body = page.json()
+            found.extend(body["orders"])
+            if len(found) >= body["count"] or not body["orders"]:
+                return found
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,159 @@
+"""The benchmark's phases, run in order inside one Environment, each adding to the results."""
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from typing import Any, Callable, Iterator
+
+from bench import amqp_baseline, drain
+from bench.cli import Options
+from bench.environment import Environment
+from bench.loadgen import Outcome, closed_loop, open_loop
+from bench.orders_api import OrderApi
+from bench.procstats import CpuMeter, find_process, rss_bytes
+from bench.summary import FINAL, e2e_summary, run_summary
+from messaging import topology
+
+
+class Run:
+    """One benchmark run: call full() or soak(), then read `results`."""
+
+    def __init__(self, options: Options, env: Environment, results: dict[str, Any]) -> None:
+        self.o, self.env, self.results = options, env, results
+        self.api = OrderApi(env.stack.order_url)
+        self.labels: dict[str, str] = {}  # order_id -> the run that placed it
+        self.meter = CpuMeter({})
+        results.setdefault("phases_s", {})
+
+    # --- the two kinds of run ---
+
+    def full(self) -> None:
+        """Baselines, closed-loop maxima, the open-loop sweep, the drain, and the final checks."""
+        self.results["rss"] = {"start": self.rss()}
+        with self.phase("amqp_baseline"):
+            self.amqp()
+        with self.phase("closed_loop"):
+            self.closed()
+        with self.phase("sweep"):
+            self.sweep()
+        self.results["rss"]["end"] = self.rss()  # before the drain restarts InventoryService
+        with self.phase("drain"):
+            self.backlog_drain()
+        with self.phase("verify"):
+            self.verify()
+
+    def soak(self) -> None:
+        """Post `--soak` orders at `--soak-rate` in ten chunks, sampling RSS after each chunk."""
+        total, rate = self.o.soak, self.o.soak_rate
+        chunk, posted = math.ceil(total / 10), 0
+        series = [{"orders": 0, "rss": self.rss()}]
+        with self.phase("soak"):
+            while posted < total:
+                count = min(chunk, total - posted)
+                row = self.load(open_loop, self.env.stack.order_url, rate, count / rate,
+                                f"soak {posted + count}/{total}", self.o.connections)
+                posted += count
+                series.append({"orders": posted, "rss": self.rss(), "post": row})
+            settle = self.api.wait_settled(self.o.settle_timeout)
+            series.append({"orders": posted, "rss": self.rss(), "settled_after_s": round(settle, 3)})
+        self.results["soak"] = {"orders": total, "rate": rate, "series": series}
+        with self.phase("verify"):
+            self.verify()
+
+    # --- phases ---
+
+    def amqp(self) -> None:
+        vhost, n = self.env.scratch_vhost, self.o.raw_messages
+        self.results["amqp_baseline"] = {
+            "publish": amqp_baseline.publish_rate(self.env.broker, vhost, n),
+            "consume": amqp_baseline.consume_rate(self.env.broker, vhost, n)}
+
+    def closed(self) -> None:
+        c, d = self.o.concurrency, self.o.duration
+        bare = self.load(closed_loop, self.env.bare.url, c, "bare closed", duration=d)
+        order = self.load(closed_loop, self.env.stack.order_url, c, "order closed", duration=d)
+        order["settle_s"] = round(self.api.wait_settled(self.o.settle_timeout), 3)
+        self.results["closed_loop"] = {"bare": bare, "order": order}
+
+    def sweep(self) -> None:
+        rows: dict[str, list] = {"bare": [], "order": []}
+        urls = {"bare": self.env.bare.url, "order": self.env.stack.order_url}
+        live = {"bare": True, "order": True}
+        self.results["sweep"] = rows
+        for rate in self.o.rates:
+            for target in [t for t in ("bare", "order") if live[t]]:
+                row = self.load(open_loop, urls[target], rate, self.o.duration,
+                                f"{target}@{rate}/s", self.o.connections)
+                if target == "order":
+                    row["settle_s"] = round(self.api.wait_settled(self.o.settle_timeout), 3)
+                rows[target].append(row)
+                live[target] = not row["saturated"]
+            if not any(live.values()):
+                break
+
+    def backlog_drain(self) -> None:
+        post, flush_s = drain.queue_orders(self.env, self.api, self.o.drain_orders,
+                                           self.o.concurrency, self.o.settle_timeout)
+        self._label(post)
+        curve = drain.drain(self.env, self.api, self.o.settle_timeout)
+        self.results["drain"] = {"post": run_summary(post), "outbox_flush_s": round(flush_s, 3),
+                                 **curve}
+
+    def verify(self) -> None:
+        """Every order we got a 202 for must exist and be final; nothing may sit in a DLQ."""
+        waited = self.api.wait_settled(self.o.settle_timeout)
+        stored = {order["order_id"]: order for order in self.api.all_orders()}
+        lost = [oid for oid in self.labels if oid not in stored]
+        pending = [oid for oid in self.labels if oid in stored
+                   and stored[oid]["status"] not in FINAL]
+        groups: dict[str, list] = {}
+        for oid, label in self.labels.items():
+            if oid in stored:
+                groups.setdefault(label, []).append(stored[oid])
+        self.results["e2e"] = {label: e2e_summary(orders) for label, orders in groups.items()}
+        self.results["verify"] = {
+            "accepted": len(self.labels), "stored": len(stored), "lost": len(lost),
+            "not_final": len(pending), "lost_sample": lost[:10],
+            "stored_without_our_202": len(stored.keys() - self.labels.keys()),
+            "settle_s": round(waited, 3),
+            "dead_letters": {q.name: self.env.broker.depth(self.env.vhost, q.name)
+                             for q in topology.DEAD_LETTER_QUEUES}}
+
+    # --- measuring ---
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.results["phases_s"][name] = round(time.monotonic() - start, 3)
+
+    def load(self, run_load: Callable[..., Outcome], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Run a load function; summarise it with the CPU each process tree used meanwhile."""
+        self.meter.pids = self._pids()
+        before, start = self.meter.snapshot(), time.perf_counter()
+        run = run_load(*args, **kwargs)
+        row = run_summary(run)
+        row["cpu_cores"] = CpuMeter.used(before, self.meter.snapshot(), time.perf_counter() - start)
+        if args and args[0] == self.env.stack.order_url:
+            self._label(run)
+        return row
+
+    def _label(self, run: Outcome) -> None:
+        self.labels.update((order_id, run.label) for order_id in run.order_ids)
+
+    def _pids(self) -> dict[str, int | None]:
+        pids = {name: self.env.stack[name].process.pid for name in ("order", "inventory",
+                                                                     "notification")}
+        pids["bare"] = self.env.bare.process.pid if self.env.bare else None
+        pids["rabbitmq"] = find_process("beam.smp")
+        return pids
+
+    def rss(self) -> dict[str, int]:
+        """Resident bytes of each service (gunicorn: master plus workers)."""
+        return {name: rss_bytes(pid) for name, pid in self._pids().items()
+                if pid and name != "rabbitmq"}

@@ -1,0 +1,110 @@
+"""The results as plain-text tables for the terminal."""
+from __future__ import annotations
+
+from typing import Any
+
+MB = 1024 * 1024
+
+
+def _n(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _lat(summary: dict[str, Any] | None) -> list[str]:
+    summary = summary or {}
+    return [_n(summary.get(k)) for k in ("p50", "p95", "p99", "max")]
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+
+
+def render(results: dict[str, Any]) -> str:
+    """Every section the results hold, as text."""
+    out: list[str] = []
+    out += _headline(results.get("headline", {}))
+    if "closed_loop" in results:
+        out += ["", "Closed loop (max throughput, latency from send, ms):"]
+        rows = [[name, _n(r["concurrency"]), _n(r["achieved_rps"]), *_lat(r["latency_ms"]),
+                 _n(r["failed"]), _n(r["generator_us_per_request"])]
+                for name, r in results["closed_loop"].items()]
+        out += _grid(["target", "clients", "req/s", "p50", "p95", "p99", "max", "failed",
+                      "gen us/req"], rows)
+    if "amqp_baseline" in results:
+        raw = results["amqp_baseline"]
+        out += ["", f"Raw pika: publish {_n(raw['publish']['per_s'])}/s "
+                    f"({raw['publish']['client']}, window {raw['publish']['window']}); "
+                    f"consume+ack {_n(raw['consume']['per_s'])}/s "
+                    f"(prefetch {raw['consume']['prefetch']}, {raw['consume']['messages']} msgs)"]
+    if results.get("sweep"):
+        out += ["", "Open-loop sweep (latency from the scheduled send time, ms; * = saturated):"]
+        out += _sweep(results["sweep"], results.get("e2e", {}))
+    if "drain" in results:
+        d = results["drain"]
+        out += ["", f"Drain: {d['queued']} queued; first taken after {_n(d['startup_s'], 2)} s; "
+                    f"empty after {_n(d['empty_s'], 2)} s; all final after {_n(d['all_final_s'], 2)} s; "
+                    f"drain {_n(d['drain_per_s'])}/s; to final {_n(d['final_per_s'])}/s"]
+    out += _memory(results)
+    out += _cpu(results)
+    if "verify" in results:
+        v = results["verify"]
+        out += ["", f"Verify: {v['accepted']} accepted, {v['stored']} stored, {v['lost']} lost, "
+                    f"{v['not_final']} not final, dead letters {v['dead_letters']}"]
+    if "phases_s" in results:
+        out += ["", "Phases (s): " + ", ".join(f"{k} {_n(v)}" for k, v in results["phases_s"].items())]
+    return "\n".join(out)
+
+
+def _headline(figures: dict[str, Any]) -> list[str]:
+    rows = [[name, _n(f["value"], 3), f["target"], {True: "yes", False: "NO", None: "-"}[f["met"]]]
+            for name, f in figures.items()]
+    return ["Headline (ratios to same-machine baselines):", *_grid(["figure", "value", "target",
+                                                                    "met"], rows)] if rows else []
+
+
+def _sweep(sweep: dict[str, list], e2e: dict[str, Any]) -> list[str]:
+    bare = {r["offered_rps"]: r for r in sweep.get("bare", [])}
+    order = {r["offered_rps"]: r for r in sweep.get("order", [])}
+    rows = []
+    for rate in sorted(bare.keys() | order.keys()):
+        b, o = bare.get(rate), order.get(rate)
+        e = (e2e.get(o["label"]) or {}) if o else {}
+        rows.append([str(rate),
+                     (_n(b["achieved_rps"]) + ("*" if b["saturated"] else "")) if b else "-",
+                     *(_lat(b["latency_ms"]) if b else ["-"] * 4),
+                     (_n(o["achieved_rps"]) + ("*" if o["saturated"] else "")) if o else "-",
+                     *(_lat(o["latency_ms"]) if o else ["-"] * 4),
+                     *_lat(e.get("latency_ms"))[:3], _n(e.get("orders_per_s"))])
+    return _grid(["offered", "bare/s", "p50", "p95", "p99", "max", "order/s", "p50", "p95", "p99",
+                  "max", "e2e p50", "e2e p95", "e2e p99", "e2e/s"], rows)
+
+
+def _memory(results: dict[str, Any]) -> list[str]:
+    rss = results.get("rss")
+    if rss and "end" in rss:
+        rows = [[name, _n(rss["start"][name] / MB), _n(rss["end"][name] / MB),
+                 _n((rss["end"][name] - rss["start"][name]) / MB)] for name in rss["start"]]
+        return ["", "RSS (MB, before the drain restarts InventoryService):",
+                *_grid(["service", "start", "end", "growth"], rows)]
+    soak = results.get("soak")
+    if soak:
+        names = list(soak["series"][0]["rss"])
+        rows = [[_n(point["orders"]), *[_n(point["rss"][n] / MB) for n in names]]
+                for point in soak["series"]]
+        return ["", "Soak RSS (MB):", *_grid(["orders", *names], rows)]
+    return []
+
+
+def _cpu(results: dict[str, Any]) -> list[str]:
+    runs = [*results.get("closed_loop", {}).values(), *results.get("sweep", {}).get("order", [])]
+    if not runs:
+        return []
+    names = list(runs[0]["cpu_cores"])
+    rows = [[r["label"], *[_n(r["cpu_cores"].get(n), 2) for n in names]] for r in runs]
+    return ["", "CPU cores used during each run (1.0 = one core busy):", *_grid(["run", *names], rows)]
