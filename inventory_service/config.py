@@ -2,12 +2,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-from messaging.settings import (BrokerSettings, ConfigError, ConsumerSettings, StorageSettings,
-                                broker_settings, consumer_settings, env_float, env_int, env_str,
-                                storage_settings)
+from messaging.settings import (
+    BrokerSettings,
+    ConfigError,
+    ConsumerSettings,
+    StorageSettings,
+    broker_settings,
+    consumer_settings,
+    env_float,
+    env_int,
+    env_str,
+    storage_settings,
+)
 
 DEFAULT_MENU = ("Burger", "Pizza", "Salad", "Sushi", "Tacos", "Sandwich", "Noodles", "Coffee",
                 "Smoothie", "Fries")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from inventory_service import handlers
 from inventory_service.store import InventoryStore

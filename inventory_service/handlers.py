@@ -6,8 +6,14 @@ import uuid
 from dataclasses import dataclass
 
 from messaging import topology
-from messaging.events import (INVENTORY_FAILED, INVENTORY_RESERVED, InventoryResult, Message,
-                              OrderPlaced, message_for)
+from messaging.events import (
+    INVENTORY_FAILED,
+    INVENTORY_RESERVED,
+    InventoryResult,
+    Message,
+    OrderPlaced,
+    message_for,
+)
 
 # Result events get a deterministic identity derived from the OrderPlaced event they answer,
 # so a result re-published after a crash carries the same event_id and is recognised downstream.

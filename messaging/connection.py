@@ -66,5 +66,5 @@ def close_quietly(connection: pika.BlockingConnection | None) -> None:
     try:
         if connection.is_open:
             connection.close()
-    except Exception:  # noqa: BLE001 - the connection is being discarded anyway
+    except Exception:
         logger.debug("ignoring error while closing a connection", exc_info=True)

@@ -10,8 +10,8 @@ import hashlib
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pika
 import pika.exceptions
@@ -86,7 +86,7 @@ class ConsumeLoop:
             except CONNECTION_ERRORS as exc:
                 logger.warning("%s lost RabbitMQ (%r); reconnecting", self._service, exc)
                 self._stopping.wait(backoff.next_delay())
-            except Exception:  # noqa: BLE001 - unsettled messages are redelivered after reconnect
+            except Exception:
                 logger.exception("%s: unexpected error; reconnecting", self._service)
                 self._stopping.wait(backoff.next_delay())
             finally:
@@ -165,7 +165,7 @@ class ConsumeLoop:
         for attempt in range(1, self._settings.retry_limit + 1):
             try:
                 return self._handle(batch)
-            except Exception as exc:  # noqa: BLE001 - classified below, never swallowed silently
+            except Exception as exc:
                 if not self._is_transient(exc):
                     logger.exception("%s: handler failed on a batch of %d", self._service, len(batch))
                     return exc

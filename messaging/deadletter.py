@@ -27,7 +27,7 @@ ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 MAX_ERROR_LENGTH = 1000
 
 
-def story_headers(rejection: "Rejection", queue: topology.Queue, service: str) -> dict:
+def story_headers(rejection: Rejection, queue: topology.Queue, service: str) -> dict:
     """Return the original headers plus where the message came from and why it died."""
     delivery = rejection.delivery
     headers = dict(delivery.properties.headers or {})
@@ -45,7 +45,7 @@ def story_headers(rejection: "Rejection", queue: topology.Queue, service: str) -
 
 
 def dead_letter(publisher: BlockingChannel, consumer: BlockingChannel, queue: topology.Queue,
-                rejection: "Rejection", service: str) -> bool:
+                rejection: Rejection, service: str) -> bool:
     """Publish the message to `dlx` with its story (confirmed); fall back to a broker reject.
 
     Returns True when the delivery still needs its ack, False when it was rejected instead.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 ORDER_PLACED = "OrderPlaced"
@@ -27,7 +27,7 @@ class Poison(ValueError):
 
 def utc_now() -> str:
     """Return the current time as ISO-8601 UTC with a trailing Z."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def order_field_errors(payload: dict[str, Any]) -> dict[str, str]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -16,11 +17,11 @@ def serve(port: int, routes: dict[str, Route], host: str = "0.0.0.0") -> Threadi
     """Serve `routes` (path -> (status, JSON body)) on a daemon thread; returns the server."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             route = routes.get(self.path.split("?", 1)[0])
             try:
                 status, body = route() if route else (404, {"error": f"no route {self.path}"})
-            except Exception as exc:  # noqa: BLE001 - a health probe must answer, not crash
+            except Exception as exc:
                 logger.exception("route %s failed", self.path)
                 status, body = 503, {"status": "unhealthy", "error": str(exc)}
             payload = json.dumps(body).encode()
@@ -30,7 +31,7 @@ def serve(port: int, routes: dict[str, Route], host: str = "0.0.0.0") -> Threadi
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed
+        def log_message(self, format: str, *args: Any) -> None:
             logger.debug("health: " + format, *args)
 
     server = ThreadingHTTPServer((host, port), Handler)

@@ -12,7 +12,7 @@ import socket
 import sqlite3
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pika
 import pika.spec
@@ -60,7 +60,7 @@ class Relay(threading.Thread):
         self._wake_pending = True
         try:
             connection.ioloop.add_callback_threadsafe(self._on_wake)
-        except Exception:  # noqa: BLE001 - the loop is gone; the next connection polls anyway
+        except Exception:
             self._wake_pending = False
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -71,7 +71,7 @@ class Relay(threading.Thread):
         if connection is not None:
             try:
                 connection.ioloop.add_callback_threadsafe(self._pump)
-            except Exception:  # noqa: BLE001 - already closed
+            except Exception:
                 pass
         self._stopped.wait(timeout + 2.0)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from messaging.settings import StorageSettings
 
@@ -57,7 +57,7 @@ class Database:
         """Open a new connection for a thread that manages its own (e.g. a relay)."""
         return open_db(self.path, self._settings)
 
-    def transaction(self) -> "contextlib.AbstractContextManager[sqlite3.Connection]":
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A write transaction on this thread's connection."""
         return transaction(self.conn)
 

@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-from messaging.settings import (BrokerSettings, ConsumerSettings, StorageSettings, broker_settings,
-                                consumer_settings, env_int, env_str, storage_settings)
+from messaging.settings import (
+    BrokerSettings,
+    ConsumerSettings,
+    StorageSettings,
+    broker_settings,
+    consumer_settings,
+    env_int,
+    env_str,
+    storage_settings,
+)
 
 
 @dataclass(frozen=True)

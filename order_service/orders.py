@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from messaging import topology
-from messaging.events import (ORDER_FIELDS, InventoryResult, Message, OrderPlaced, message_for,
-                              order_field_errors)
+from messaging.events import (
+    ORDER_FIELDS,
+    InventoryResult,
+    Message,
+    OrderPlaced,
+    message_for,
+    order_field_errors,
+)
 
 ACCEPTED, RESERVED, FAILED = "accepted", "reserved", "failed"
 STATUSES = (ACCEPTED, RESERVED, FAILED)

@@ -28,7 +28,7 @@ COLUMNS = "order_id, user_id, item, quantity, status, created_at, updated_at, re
 
 
 def _order(row: sqlite3.Row) -> Order:
-    return Order(**{key: row[key] for key in row.keys()})
+    return Order(**dict(row))
 
 
 class OrderStore(Database):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import pika

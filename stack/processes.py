@@ -40,14 +40,13 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, **env: str) -> "ServiceProcess":
+    def start(self, **env: str) -> ServiceProcess:
         """Start the process (extra environment overrides for this start only)."""
         assert not self.running, f"{self.name} is already running"
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT,
-                                        env={**self.env, **env}, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT,
+                                            env={**self.env, **env}, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     @property
@@ -62,7 +61,7 @@ class ServiceProcess:
         except (requests.RequestException, ValueError):
             return None
 
-    def wait_healthy(self, timeout: float = 30.0) -> "ServiceProcess":
+    def wait_healthy(self, timeout: float = 30.0) -> ServiceProcess:
         """Poll /health until it answers 200, or fail with the log's tail."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -120,7 +119,7 @@ class Stack:
     def order_url(self) -> str:
         return self.services["order"].url
 
-    def start(self, *names: str, timeout: float = 30.0) -> "Stack":
+    def start(self, *names: str, timeout: float = 30.0) -> Stack:
         """Start the named services (all by default) and wait until each is healthy."""
         chosen = [self.services[n] for n in (names or MODULES)]
         for service in chosen:
@@ -135,7 +134,7 @@ class Stack:
             if service.running:
                 try:
                     service.terminate(timeout=15)
-                except Exception:  # noqa: BLE001 - teardown must reach every process
+                except Exception:
                     service.kill()
             else:
                 service.kill()

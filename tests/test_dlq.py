@@ -5,7 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-
 if __name__ == "__main__":  # `python tests/test_dlq.py`, as the spec's README runs it
     import pytest
 
@@ -14,8 +13,7 @@ if __name__ == "__main__":  # `python tests/test_dlq.py`, as the spec's README r
 import pytest
 
 from messaging import deadletter, topology
-from tests.client import all_final, drain, order_placed_body, post_orders, publish
-from tests.client import wait_for
+from tests.client import all_final, drain, order_placed_body, post_orders, publish, wait_for
 
 POISON = {
     "malformed-json": b"{not json",

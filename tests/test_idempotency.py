@@ -5,7 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-
 if __name__ == "__main__":  # `python tests/test_idempotency.py`, as the spec's README runs it
     import pytest
 
@@ -13,8 +12,7 @@ if __name__ == "__main__":  # `python tests/test_idempotency.py`, as the spec's 
 
 import requests
 
-from tests.client import drain, order_placed_body, publish
-from tests.client import wait_for
+from tests.client import drain, order_placed_body, publish, wait_for
 
 
 def stock_of(inventory, item: str) -> dict:

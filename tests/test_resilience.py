@@ -4,15 +4,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 if __name__ == "__main__":  # `python tests/test_resilience.py`, as the spec's README runs it
     import pytest
 
     sys.exit(pytest.main([__file__, "-v", "--rootdir", str(Path(__file__).resolve().parents[1])]))
 
 from messaging import topology
-from tests.client import all_final, post_orders, statuses
-from tests.client import wait_for
+from tests.client import all_final, post_orders, statuses, wait_for
 
 ORDERS = 40
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import requests
 
@@ -82,7 +82,7 @@ def settled(stack: Stack, broker: Broker, accepted: list[str]) -> bool:
             return False
         return all(broker.depth(stack.vhost, q) == 0
                    for q in ("order-events", "inventory-events", "order-status"))
-    except Exception:  # noqa: BLE001 - a store or the broker may still be coming back
+    except Exception:
         return False
 
 

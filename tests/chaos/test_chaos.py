@@ -4,8 +4,6 @@ Zero orders lost and zero effects doubled in every scenario.
 """
 from __future__ import annotations
 
-import json
-import signal
 import threading
 import time
 

@@ -28,7 +28,7 @@ def test_spec_order_goes_from_accepted_to_reserved_and_is_notified_once(stack):
     assert order["updated_at"] >= order["created_at"]
     wait_for(lambda: f"Notification sent: order_id={body['order_id']}" in stack["notification"].log(),
              what="the notification")
-    line = next(l for l in stack["notification"].log().splitlines() if body["order_id"] in l)
+    line = next(text for text in stack["notification"].log().splitlines() if body["order_id"] in text)
     assert "user=user123" in line and "item=Burger" in line
 
 

@@ -1,8 +1,8 @@
 """Fixtures for broker-free unit tests: temporary SQLite stores."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

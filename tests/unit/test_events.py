@@ -7,8 +7,15 @@ import uuid
 import pytest
 
 from messaging import events
-from messaging.events import (INVENTORY_FAILED, INVENTORY_RESERVED, ORDER_PLACED, Poison,
-                              order_field_errors, parse_inventory_result, parse_order_placed)
+from messaging.events import (
+    INVENTORY_FAILED,
+    INVENTORY_RESERVED,
+    ORDER_PLACED,
+    Poison,
+    order_field_errors,
+    parse_inventory_result,
+    parse_order_placed,
+)
 from tests.unit.factories import inventory_result, order_placed, payload_of, to_body
 
 VALID = {"user_id": "user123", "item": "Burger", "quantity": 2}

@@ -133,4 +133,4 @@ def test_reserved_message_body_has_the_spec_fields_and_no_reason():
 
 def test_namespace_is_stable():
     # Changing it would give re-published results new ids, defeating downstream dedup.
-    assert handlers.RESULT_NAMESPACE == uuid.UUID("5f1d3c1e-8a4b-4f43-9a51-3f0c2e7d9b10")
+    assert uuid.UUID("5f1d3c1e-8a4b-4f43-9a51-3f0c2e7d9b10") == handlers.RESULT_NAMESPACE

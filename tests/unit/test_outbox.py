@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -170,11 +170,10 @@ def test_transaction_commits(db):
 
 
 def test_transaction_rolls_back_on_an_exception(db):
-    with pytest.raises(RuntimeError, match="boom"):
-        with transaction(db):
-            outbox.add(db, message(1))
-            assert outbox.mark_processed(db, "event-1")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), transaction(db):
+        outbox.add(db, message(1))
+        assert outbox.mark_processed(db, "event-1")
+        raise RuntimeError("boom")
     assert not db.in_transaction
     assert outbox.backlog(db) == 0
     assert outbox.mark_processed(db, "event-1") is True

@@ -4,11 +4,18 @@ from __future__ import annotations
 import pytest
 
 from inventory_service import config as inventory_config
-from messaging.settings import (ConfigError, broker_settings, consumer_settings, env_choice,
-                                env_float, env_int, env_str, storage_settings)
+from messaging.settings import (
+    ConfigError,
+    broker_settings,
+    consumer_settings,
+    env_choice,
+    env_float,
+    env_int,
+    env_str,
+    storage_settings,
+)
 from notification_service import config as notification_config
 from order_service import config as order_config
-
 
 # --- the primitives ---
 
