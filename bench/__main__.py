@@ -6,6 +6,7 @@ import logging
 import os
 import platform
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -16,11 +17,17 @@ import pika
 import requests
 
 from bench import cli, table
+from bench.cli import RESULTS
 from bench.environment import Environment
 from bench.headline import headline
 from bench.runner import Run
+from bench.soak import SoakRun
 
 logger = logging.getLogger("bench")
+ROOT = RESULTS.parent.parent
+TUNABLES = ("PREFETCH_COUNT", "BATCH_SIZE", "SQLITE_SYNCHRONOUS", "SQLITE_BUSY_TIMEOUT_MS",
+            "TRANSIENT_RETRY_LIMIT", "TRANSIENT_RETRY_DELAY", "REDELIVERY_LIMIT",
+            "RABBITMQ_HEARTBEAT", "GRACEFUL_TIMEOUT")
 
 
 def _interrupt(signum, _frame) -> None:
@@ -36,7 +43,21 @@ def _machine(env: Environment) -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "load_average_start": os.getloadavg(),
             "python": platform.python_version(), "pika": pika.__version__,
             "rabbitmq": overview.get("rabbitmq_version"), "erlang": overview.get("erlang_version"),
-            "service_env": env.env}
+            "service_env": env.env,
+            "inherited_env": {name: os.environ[name] for name in TUNABLES if name in os.environ}}
+
+
+def _code() -> dict[str, Any]:
+    """The commit measured, and the files that differed from it (the benchmark's own aside)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.rstrip("\n")
+    try:
+        changed = [line[3:] for line in git("status", "--porcelain").splitlines()
+                   if not line[3:].startswith(("bench/", "tests/bench/"))]
+        return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": changed}
+    except (OSError, subprocess.SubprocessError):
+        return {}
 
 
 def write(results: dict[str, Any], output: Path) -> list[Path]:
@@ -60,23 +81,26 @@ def write(results: dict[str, Any], output: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     options = cli.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("pika").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _interrupt)
     results: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "command": " ".join(["python -m bench", *(argv or sys.argv[1:])]),
-                               "options": options.record()}
+                               "options": options.record(), "code": _code()}
     env = Environment(options.workers, options.threads)
-    code, started = 1, time.monotonic()
+    code, started = 2, time.monotonic()
     try:
         env.start(baselines=not options.soak)
         results["machine"] = _machine(env)
-        run = Run(options, env, results)
-        run.soak() if options.soak else run.full()
+        if options.soak:
+            SoakRun(options, env, results).soak()
+        else:
+            Run(options, env, results).full()
         verify = results["verify"]
         code = 0 if verify["lost"] == 0 and verify["not_final"] == 0 else 1
     except KeyboardInterrupt:
         results["error"], code = "interrupted", 130
         print("interrupted: tearing down", file=sys.stderr)
-    except Exception as exc:  # noqa: BLE001 - reported, then the environment is torn down
+    except Exception as exc:
         results["error"], code = f"{exc.__class__.__name__}: {exc}", 2
         traceback.print_exc()
     finally:

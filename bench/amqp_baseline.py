@@ -3,11 +3,13 @@
 Publish: one pika SelectConnection, persistent messages to a durable queue, publisher confirms,
 pipelined with up to `window` unconfirmed messages (the relay's design, without its SQLite).
 Consume: one BlockingConnection, prefetch 100, each message acknowledged on its own.
+Both are run three times and the median round is reported, as the machine is shared.
 """
 from __future__ import annotations
 
 import collections
 import json
+import sys
 import time
 import uuid
 
@@ -123,3 +125,20 @@ def consume_rate(broker: Broker, vhost: str, count: int, prefetch: int = 100) ->
     return {"client": "pika BlockingConnection, basic_consume, one basic_ack per message",
             "prefetch": prefetch, "messages": taken, "seconds": round(seconds, 3),
             "per_s": round(taken / seconds, 1)}
+
+
+def measure(broker: Broker, vhost: str, count: int, rounds: int = 3) -> dict:
+    """Publish then consume `count` messages `rounds` times; report the median round of each."""
+    publishes, consumes = [], []
+    for round_no in range(1, rounds + 1):
+        publishes.append(publish_rate(broker, vhost, count))
+        consumes.append(consume_rate(broker, vhost, count))
+        print(f"  [raw pika] round {round_no}/{rounds}: publish {publishes[-1]['per_s']}/s, "
+              f"consume+ack {consumes[-1]['per_s']}/s", file=sys.stderr, flush=True)
+    return {"publish": _median(publishes), "consume": _median(consumes)}
+
+
+def _median(rounds: list[dict]) -> dict:
+    ranked = sorted(rounds, key=lambda r: r["per_s"])
+    return {**ranked[len(ranked) // 2], "rounds_per_s": [r["per_s"] for r in rounds],
+            "statistic": f"median of {len(rounds)} rounds"}

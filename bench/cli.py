@@ -28,7 +28,7 @@ class Options:
     threads: int
     raw_messages: int
     soak: int
-    soak_rate: float
+    soak_rate: float | None
     settle_timeout: float
     output: Path
 
@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-messages", type=int, help="messages of the raw pika baseline (default 20000)")
     p.add_argument("--soak", type=int, default=0, metavar="N",
                    help="instead of the benchmark, post N orders at --soak-rate and report RSS")
-    p.add_argument("--soak-rate", type=float, default=500.0, help="orders/s of the soak (default 500)")
+    p.add_argument("--soak-rate", type=float,
+                   help="orders/s of the soak (default: 60%% of a 5 s closed-loop maximum)")
     p.add_argument("--settle-timeout", type=float, default=180.0,
                    help="seconds to wait for every order to become final after a step (default 180)")
     p.add_argument("--output", type=Path, default=RESULTS, help="results directory (bench/results)")
@@ -70,7 +71,11 @@ def parse(argv: list[str] | None = None) -> Options:
     p = parser()
     args = p.parse_args(argv)
     profile = QUICK if args.quick else FULL
-    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else profile[name]  # noqa: E731
+
+    def pick(name: str):
+        value = getattr(args, name)
+        return profile[name] if value is None else value
+
     try:
         rates = parse_rates(pick("rates"))
     except ValueError as exc:
@@ -80,7 +85,7 @@ def parse(argv: list[str] | None = None) -> Options:
             p.error(f"--{name} must be at least 1")
     if pick("duration") <= 0 or pick("drain_orders") < 1 or pick("raw_messages") < 1:
         p.error("--duration, --drain-orders and --raw-messages must be positive")
-    if args.soak < 0 or args.soak_rate <= 0:
+    if args.soak < 0 or (args.soak_rate is not None and args.soak_rate <= 0):
         p.error("--soak must be >= 0 and --soak-rate positive")
     return Options(quick=args.quick, duration=pick("duration"), rates=rates,
                    drain_orders=pick("drain_orders"), concurrency=args.concurrency,

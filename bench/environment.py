@@ -45,7 +45,7 @@ class Environment:
         self.stack: Stack | None = None
         self.bare: BareProcess | None = None
 
-    def start(self, baselines: bool = True) -> "Environment":
+    def start(self, baselines: bool = True) -> Environment:
         """Create the vhost(s) and start the services (and the bare endpoint); wait until healthy."""
         self.broker.vhosts()  # fails at once, with the API's address, when RabbitMQ is not there
         self.vhost = self.broker.create_vhost("bench")
@@ -64,7 +64,7 @@ class Environment:
             for step in (self._stop_bare, self._stop_stack, self._delete_vhosts):
                 try:
                     step()
-                except Exception:  # noqa: BLE001 - teardown must reach every step
+                except Exception:
                     logger.exception("teardown step %s failed", step.__name__)
             if keep_workdir:
                 logger.warning("service logs and databases kept in %s", self.workdir)

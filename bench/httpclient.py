@@ -59,7 +59,7 @@ class Connection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def open(self) -> "Connection":
+    async def open(self) -> Connection:
         self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         return self
 

@@ -36,6 +36,7 @@ class Outcome:
     done: list[float] = field(default_factory=list)
     status: list[int] = field(default_factory=list)
     order_ids: list[str] = field(default_factory=list)
+    loop_lag: list[float] = field(default_factory=list)  # how late a sleeping worker woke up
     unsent: int = 0
     timed_out: int = 0
     inflight: int = 0
@@ -115,6 +116,7 @@ async def _open_loop(run: Outcome, url: str, table: Timetable, connections: int,
             now = time.perf_counter()
             if due > now:
                 await asyncio.sleep(due - now)
+                run.loop_lag.append(time.perf_counter() - due)
             elif now > t0 + table.duration + grace:
                 run.unsent += 1
                 continue

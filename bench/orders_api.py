@@ -1,6 +1,7 @@
 """What the benchmark asks OrderService between load runs: backlog, settling, and every order."""
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -29,13 +30,17 @@ class OrderApi:
 
     def wait_settled(self, timeout: float, poll: float = 0.2) -> float:
         """Wait until no order is pending; return the seconds waited (raises TimeoutError)."""
-        start = time.monotonic()
+        start = next_print = time.monotonic()
         while True:
             left = self.pending()
             if left == 0:
                 return time.monotonic() - start
             if time.monotonic() - start > timeout:
                 raise TimeoutError(f"{left} orders still not final after {timeout:.0f}s")
+            if time.monotonic() >= next_print + 1.0:
+                next_print = time.monotonic()
+                print(f"  [settle] {next_print - start:5.0f}s  {left} orders not final yet",
+                      file=sys.stderr, flush=True)
             time.sleep(poll)
 
     def all_orders(self) -> list[dict[str, Any]]:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from bench import amqp_baseline, drain
 from bench.cli import Options
@@ -18,7 +18,7 @@ from messaging import topology
 
 
 class Run:
-    """One benchmark run: call full() or soak(), then read `results`."""
+    """One benchmark run: call full(), then read `results` (bench.soak.SoakRun adds soak())."""
 
     def __init__(self, options: Options, env: Environment, results: dict[str, Any]) -> None:
         self.o, self.env, self.results = options, env, results
@@ -27,7 +27,7 @@ class Run:
         self.meter = CpuMeter({})
         results.setdefault("phases_s", {})
 
-    # --- the two kinds of run ---
+    # --- the full run ---
 
     def full(self) -> None:
         """Baselines, closed-loop maxima, the open-loop sweep, the drain, and the final checks."""
@@ -44,31 +44,11 @@ class Run:
         with self.phase("verify"):
             self.verify()
 
-    def soak(self) -> None:
-        """Post `--soak` orders at `--soak-rate` in ten chunks, sampling RSS after each chunk."""
-        total, rate = self.o.soak, self.o.soak_rate
-        chunk, posted = math.ceil(total / 10), 0
-        series = [{"orders": 0, "rss": self.rss()}]
-        with self.phase("soak"):
-            while posted < total:
-                count = min(chunk, total - posted)
-                row = self.load(open_loop, self.env.stack.order_url, rate, count / rate,
-                                f"soak {posted + count}/{total}", self.o.connections)
-                posted += count
-                series.append({"orders": posted, "rss": self.rss(), "post": row})
-            settle = self.api.wait_settled(self.o.settle_timeout)
-            series.append({"orders": posted, "rss": self.rss(), "settled_after_s": round(settle, 3)})
-        self.results["soak"] = {"orders": total, "rate": rate, "series": series}
-        with self.phase("verify"):
-            self.verify()
-
     # --- phases ---
 
     def amqp(self) -> None:
-        vhost, n = self.env.scratch_vhost, self.o.raw_messages
-        self.results["amqp_baseline"] = {
-            "publish": amqp_baseline.publish_rate(self.env.broker, vhost, n),
-            "consume": amqp_baseline.consume_rate(self.env.broker, vhost, n)}
+        self.results["amqp_baseline"] = amqp_baseline.measure(
+            self.env.broker, self.env.scratch_vhost, self.o.raw_messages)
 
     def closed(self) -> None:
         c, d = self.o.concurrency, self.o.duration
@@ -76,6 +56,12 @@ class Run:
         order = self.load(closed_loop, self.env.stack.order_url, c, "order closed", duration=d)
         order["settle_s"] = round(self.api.wait_settled(self.o.settle_timeout), 3)
         self.results["closed_loop"] = {"bare": bare, "order": order}
+        per_request = bare["generator_us_per_request"]
+        self.results["generator"] = {
+            "cpu_us_per_request": per_request,
+            "ceiling_rps_on_one_core": round(1e6 / per_request) if per_request else None,
+            "cores_used_at_bare_max": bare["cpu_cores"]["bench"],
+            "bare_max_rps": bare["achieved_rps"]}
 
     def sweep(self) -> None:
         rows: dict[str, list] = {"bare": [], "order": []}
@@ -92,6 +78,10 @@ class Run:
                 live[target] = not row["saturated"]
             if not any(live.values()):
                 break
+        steady = [r["generator_loop_lag_ms"]["p99"] for rs in rows.values() for r in rs
+                  if not r["saturated"]]
+        self.results.setdefault("generator", {})["worst_loop_lag_p99_ms_unsaturated"] = max(
+            (lag for lag in steady if lag is not None), default=None)
 
     def backlog_drain(self) -> None:
         post, flush_s = drain.queue_orders(self.env, self.api, self.o.drain_orders,

@@ -1,8 +1,9 @@
 """Turn raw measurements into report rows: one load run, and orders' end-to-end times."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from bench.loadgen import Outcome
 from bench.stats import is_saturated, summarize
@@ -28,6 +29,7 @@ def run_summary(run: Outcome) -> dict[str, Any]:
         "latency_ms": latency,
         "service_ms": summarize(run.done[i] - run.sent[i] for i in ok),
         "send_lag_ms": summarize(run.sent[i] - run.due[i] for i in ok),
+        "generator_loop_lag_ms": summarize(run.loop_lag),
         "generator_cpu_s": round(run.cpu_seconds, 3),
         "generator_cpu_share": round(run.cpu_seconds / run.wall_seconds, 3) if run.wall_seconds else None,
         "generator_us_per_request": (round(run.cpu_seconds / len(run.status) * 1e6, 1)

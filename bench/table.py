@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.stats import ratio
+
 MB = 1024 * 1024
 
 
@@ -20,14 +22,19 @@ def _lat(summary: dict[str, Any] | None) -> list[str]:
 
 
 def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(c).rjust(w) for c, w in zip(cells, widths, strict=True))
+
     return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
 
 
 def render(results: dict[str, Any]) -> str:
     """Every section the results hold, as text."""
     out: list[str] = []
+    if results.get("error"):
+        out += [f"PARTIAL RESULTS, the run stopped early: {results['error']}", ""]
     out += _headline(results.get("headline", {}))
     if "closed_loop" in results:
         out += ["", "Closed loop (max throughput, latency from send, ms):"]
@@ -36,15 +43,29 @@ def render(results: dict[str, Any]) -> str:
                 for name, r in results["closed_loop"].items()]
         out += _grid(["target", "clients", "req/s", "p50", "p95", "p99", "max", "failed",
                       "gen us/req"], rows)
+    if "generator" in results:
+        g = results["generator"]
+        out += ["", f"Generator: {_n(g.get('cpu_us_per_request'))} us CPU per request, so about "
+                    f"{_n(g.get('ceiling_rps_on_one_core'))} req/s on one free core; it used "
+                    f"{_n(g.get('cores_used_at_bare_max'), 2)} cores while the bare endpoint did "
+                    f"{_n(g.get('bare_max_rps'))} req/s; its own wake-up lag (p99, worst unsaturated "
+                    f"step) {_n(g.get('worst_loop_lag_p99_ms_unsaturated'))} ms"]
     if "amqp_baseline" in results:
         raw = results["amqp_baseline"]
         out += ["", f"Raw pika: publish {_n(raw['publish']['per_s'])}/s "
                     f"({raw['publish']['client']}, window {raw['publish']['window']}); "
                     f"consume+ack {_n(raw['consume']['per_s'])}/s "
-                    f"(prefetch {raw['consume']['prefetch']}, {raw['consume']['messages']} msgs)"]
+                    f"(prefetch {raw['consume']['prefetch']}, {raw['consume']['messages']} msgs); "
+                    f"medians of rounds {raw['publish'].get('rounds_per_s')} and "
+                    f"{raw['consume'].get('rounds_per_s')}"]
     if results.get("sweep"):
         out += ["", "Open-loop sweep (latency from the scheduled send time, ms; * = saturated):"]
         out += _sweep(results["sweep"], results.get("e2e", {}))
+    if results.get("e2e"):
+        out += ["", "End to end (updated_at - created_at, ms; orders/s = final orders / span):"]
+        rows = [[label, _n(e["final"]), *_lat(e["latency_ms"]), _n(e.get("orders_per_s"))]
+                for label, e in results["e2e"].items()]
+        out += _grid(["run", "orders", "p50", "p95", "p99", "max", "orders/s"], rows)
     if "drain" in results:
         d = results["drain"]
         out += ["", f"Drain: {d['queued']} queued; first taken after {_n(d['startup_s'], 2)} s; "
@@ -80,9 +101,10 @@ def _sweep(sweep: dict[str, list], e2e: dict[str, Any]) -> list[str]:
                      *(_lat(b["latency_ms"]) if b else ["-"] * 4),
                      (_n(o["achieved_rps"]) + ("*" if o["saturated"] else "")) if o else "-",
                      *(_lat(o["latency_ms"]) if o else ["-"] * 4),
+                     _n(ratio(o["latency_ms"]["p99"], b["latency_ms"]["p99"]) if o and b else None),
                      *_lat(e.get("latency_ms"))[:3], _n(e.get("orders_per_s"))])
     return _grid(["offered", "bare/s", "p50", "p95", "p99", "max", "order/s", "p50", "p95", "p99",
-                  "max", "e2e p50", "e2e p95", "e2e p99", "e2e/s"], rows)
+                  "max", "p99 x", "e2e p50", "e2e p95", "e2e p99", "e2e/s"], rows)
 
 
 def _memory(results: dict[str, Any]) -> list[str]:
@@ -95,9 +117,11 @@ def _memory(results: dict[str, Any]) -> list[str]:
     soak = results.get("soak")
     if soak:
         names = list(soak["series"][0]["rss"])
-        rows = [[_n(point["orders"]), *[_n(point["rss"][n] / MB) for n in names]]
-                for point in soak["series"]]
-        return ["", "Soak RSS (MB):", *_grid(["orders", *names], rows)]
+        rows = [[_n(point["orders"]), _n(point.get("post", {}).get("achieved_rps")),
+                 _n(point.get("post", {}).get("latency_ms", {}).get("p99")),
+                 *[_n(point["rss"][n] / MB) for n in names]] for point in soak["series"]]
+        return ["", f"Soak at {_n(soak['rate'])} orders/s, RSS in MB (the last row: all final):",
+                *_grid(["orders", "POST/s", "p99 ms", *names], rows)]
     return []
 
 

@@ -27,8 +27,8 @@ def main() -> int:
         return 2
     store = InventoryStore(settings.storage.path("inventory.db"), settings.storage)
     store.seed(settings.menu, settings.initial_stock)
-    relay = Relay(settings.broker, store.connect, SERVICE)
-    consumer = InventoryConsumer(store, settings.success_rate, relay.wake)
+    relay = Relay(settings.broker, store, SERVICE)
+    consumer = InventoryConsumer(store, settings.success_rate, relay)
     loop = ConsumeLoop(settings.broker, topology.ORDER_EVENTS, consumer.handle_batch, SERVICE,
                        settings.consumer, is_transient, store.count_redelivery)
     server = health.serve(settings.port, {

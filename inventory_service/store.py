@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS reservations (
 
 
 class InventoryStore(Database):
-    """The stock ledger; every write happens inside `transaction()`."""
+    """The stock ledger; every write goes through `write()`."""
 
     def __init__(self, path: str, settings: StorageSettings) -> None:
         super().__init__(path, settings)
@@ -37,9 +37,9 @@ class InventoryStore(Database):
 
     def seed(self, menu: tuple[str, ...], initial: int) -> None:
         """Stock each menu item with `initial` units unless it is already stocked."""
-        with self.transaction() as conn:
-            conn.executemany("INSERT OR IGNORE INTO stock (item, initial, available) VALUES (?, ?, ?)",
-                             [(item, initial, initial) for item in menu])
+        self.write(lambda conn: conn.executemany(
+            "INSERT OR IGNORE INTO stock (item, initial, available) VALUES (?, ?, ?)",
+            [(item, initial, initial) for item in menu]))
 
     def stock_of(self, conn: sqlite3.Connection, item: str) -> tuple[str, int] | None:
         """(menu name, units on hand) of `item`, matched case-insensitively; None if not on the menu."""
@@ -81,5 +81,4 @@ class InventoryStore(Database):
 
     def count_redelivery(self, key: str) -> int:
         """Count a redelivery of the message `key` durably and return its delivery count."""
-        with self.transaction() as conn:
-            return outbox.count_delivery(conn, key)
+        return self.write(lambda conn: outbox.count_delivery(conn, key))

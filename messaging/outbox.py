@@ -45,14 +45,26 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
 
 
-def add(conn: sqlite3.Connection, message: Message) -> None:
-    """Queue `message` for publishing; call inside the transaction that makes the change."""
-    conn.execute(
+CLAIM_LEASE = 30.0  # seconds a claimed row is left to its relay before another may take it
+
+
+def add(conn: sqlite3.Connection, message: Message,
+        claimant: str | None = None) -> PendingMessage | None:
+    """Queue `message` for publishing; call inside the transaction that makes the change.
+
+    With a `claimant` (a connected relay's owner name) the row is born claimed by that relay, so it
+    can be handed to the relay in memory and published without another write. Returns the row, or
+    None when a row with this message_id already exists.
+    """
+    now = time.time()
+    cursor = conn.execute(
         "INSERT OR IGNORE INTO outbox (message_id, exchange, routing_key, body, correlation_id, type,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " created_at, claimed_by, claimed_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (message.message_id, message.exchange, message.routing_key, message.body,
-         message.correlation_id, message.type, time.time()),
+         message.correlation_id, message.type, now, claimant,
+         now + CLAIM_LEASE if claimant else None),
     )
+    return PendingMessage(cursor.lastrowid, now, message) if cursor.rowcount == 1 else None
 
 
 def claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float) -> list[PendingMessage]:

@@ -12,7 +12,8 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from functools import partial
 
 import pika
 import pika.spec
@@ -21,7 +22,7 @@ from messaging import outbox
 from messaging.connection import Backoff, close_quietly, connect
 from messaging.outbox import PendingMessage
 from messaging.settings import BrokerSettings
-from messaging.storage import transaction
+from messaging.storage import Database
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +32,11 @@ RETRY_DELAY = 1.0  # seconds before a nacked or unroutable message is published 
 class Relay(threading.Thread):
     """Drain an outbox to RabbitMQ; `wake()` after committing a row to publish it at once."""
 
-    def __init__(self, broker: BrokerSettings, open_db: Callable[[], sqlite3.Connection], name: str,
-                 batch: int = 250, max_inflight: int = 1000, lease: float = 30.0,
+    def __init__(self, broker: BrokerSettings, db: Database, name: str,
+                 batch: int = 250, max_inflight: int = 1000, lease: float = outbox.CLAIM_LEASE,
                  poll_interval: float = 0.5) -> None:
         super().__init__(name=f"{name}-relay", daemon=True)
-        self._broker, self._open_db = broker, open_db
+        self._broker, self._db = broker, db
         self._batch, self._max_inflight = batch, max_inflight
         self._lease, self._poll_interval = lease, poll_interval
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{name}"
@@ -44,13 +45,27 @@ class Relay(threading.Thread):
         self._connection: pika.SelectConnection | None = None
         self._channel = None
         self._inflight: dict[int, PendingMessage] = {}
+        self._handed: deque[PendingMessage] = deque()
         self._returned: set[str] = set()
         self._tag = 0
         self._drained = False
+        self._look_in_outbox = True
         self._wake_pending = False
         self._backoff = Backoff()
         self.connected = False
         self.published = 0
+
+    def claimant(self) -> str | None:
+        """The owner name to claim new outbox rows for, or None while disconnected."""
+        return self.owner if self.connected else None
+
+    def hand_over(self, rows: list[PendingMessage]) -> None:
+        """Publish rows committed as claimed by `claimant()`, without reading them back (thread-safe)."""
+        if self.connected and rows:
+            self._handed.extend(rows)
+        else:  # committed unclaimed (we were disconnected): read them from the outbox
+            self._look_in_outbox = True
+        self.wake()
 
     def wake(self) -> None:
         """Ask the relay to look for new rows now (thread-safe, cheap, coalesced)."""
@@ -76,7 +91,6 @@ class Relay(threading.Thread):
         self._stopped.wait(timeout + 2.0)
 
     def run(self) -> None:
-        self._db = self._open_db()
         while not self._stopping.is_set():
             probe = connect(self._broker, self._stopping, self.name)  # declares the topology
             close_quietly(probe)
@@ -90,7 +104,7 @@ class Relay(threading.Thread):
             self._after_disconnect()
             if not self._stopping.is_set():
                 self._stopping.wait(self._backoff.next_delay())
-        self._db.close()
+        self._db.close()  # this thread's connection
         self._stopped.set()
 
     # --- connection lifecycle (all on the ioloop thread) ---
@@ -116,10 +130,16 @@ class Relay(threading.Thread):
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
 
     def _on_confirm_mode(self, _frame) -> None:
+        try:
+            # Rows claimed for us but never published on an old channel are free again.
+            self._db.write(lambda conn: outbox.release_all(conn, self.owner))
+        except sqlite3.Error:
+            logger.exception("%s could not release its claims; they expire with the lease", self.name)
+        self._handed.clear()
         self.connected = True
         self._backoff.reset()
         logger.info("%s publishing with confirms", self.name)
-        self._pump()
+        self._pump(look_in_outbox=True)
         self._schedule_tick()
 
     def _on_channel_closed(self, _channel, reason: BaseException) -> None:
@@ -133,10 +153,11 @@ class Relay(threading.Thread):
         self.connected = False
         self._connection = None
         self._inflight.clear()
+        self._handed.clear()
         self._returned.clear()
         self._tag = 0  # delivery tags restart at 1 on every new channel
         try:
-            outbox.release_all(self._db, self.owner)
+            self._db.write(lambda conn: outbox.release_all(conn, self.owner))
         except sqlite3.Error:
             logger.exception("%s could not release its claims; they expire with the lease", self.name)
 
@@ -147,21 +168,31 @@ class Relay(threading.Thread):
             self._connection.ioloop.call_later(self._poll_interval, self._tick)
 
     def _tick(self) -> None:
-        self._pump()
+        self._pump(look_in_outbox=True)
         self._schedule_tick()
 
     def _on_wake(self) -> None:
         self._wake_pending = False
         self._pump()
 
-    def _pump(self) -> None:
-        """Publish claimed rows while there is room in the confirm window."""
-        if self._channel is None or not self._channel.is_open:
-            return self._maybe_finish()
+    def _pump(self, look_in_outbox: bool = False) -> None:
+        """Publish handed-over rows, then (when asked) claimed outbox rows, while the window has room.
+
+        The outbox is read on the periodic tick, at connect and shutdown, and when rows were
+        committed unclaimed; rows handed over in memory cost no read at all.
+        """
+        if not self.connected or self._channel is None or not self._channel.is_open:
+            return self._maybe_finish()  # publish only once confirms are on: tags start there
         room = self._max_inflight - len(self._inflight)
+        while room > 0 and self._handed and not self._past_deadline():
+            self._publish(self._handed.popleft())
+            room -= 1
+        if not (look_in_outbox or self._look_in_outbox or self._stopping.is_set()):
+            return self._maybe_finish()
+        self._look_in_outbox = room <= 0  # window full: continue when confirms free it
         while room > 0 and not self._past_deadline():
             try:
-                rows = outbox.claim(self._db, self.owner, min(room, self._batch), self._lease)
+                rows = self._db.write(partial(self._claim, min(room, self._batch)))
             except sqlite3.Error:
                 logger.exception("%s could not read the outbox; retrying on the next tick", self.name)
                 break
@@ -171,7 +202,11 @@ class Relay(threading.Thread):
             for row in rows:
                 self._publish(row)
             room -= len(rows)
+            self._look_in_outbox = room <= 0
         self._maybe_finish()
+
+    def _claim(self, limit: int, conn: sqlite3.Connection) -> list[PendingMessage]:
+        return outbox.claim(conn, self.owner, limit, self._lease)
 
     def _publish(self, row: PendingMessage) -> None:
         message = row.message
@@ -199,9 +234,8 @@ class Relay(threading.Thread):
         retry = [r.id for r in rows if r.id not in done]
         self._returned.difference_update(r.message.message_id for r in rows)
         try:
-            with transaction(self._db):
-                outbox.delete(self._db, done)
-                outbox.release(self._db, retry, RETRY_DELAY)
+            self._db.write(lambda conn: (outbox.delete(conn, done),
+                                         outbox.release(conn, retry, RETRY_DELAY)))
         except sqlite3.Error:
             logger.exception("%s could not record confirms; rows will be re-sent after the lease",
                              self.name)

@@ -1,13 +1,17 @@
-"""SQLite plumbing shared by every store: opening a file in WAL mode and explicit transactions."""
+"""SQLite plumbing shared by every store: WAL files, explicit transactions and group commit."""
 from __future__ import annotations
 
-import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from messaging.settings import StorageSettings
+
+T = TypeVar("T")
 
 
 def open_db(path: str, settings: StorageSettings) -> sqlite3.Connection:
@@ -38,12 +42,39 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError)
 
 
+class _Job:
+    """One write job waiting for a shared transaction."""
+
+    __slots__ = ("run", "done", "lead", "result", "error")
+
+    def __init__(self, run: Callable[[sqlite3.Connection], Any]) -> None:
+        self.run, self.done, self.lead = run, threading.Event(), False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
 class Database:
-    """One SQLite file with a connection per thread (sqlite3 connections are not shared)."""
+    """One SQLite file: a connection per thread for reads, group commit for writes.
+
+    `write(job)` runs `job(conn)` inside a write transaction. Jobs that arrive from other threads
+    while a transaction is being committed are run together in the next one (group commit), each
+    inside its own savepoint, so one job's failure never undoes another's. Threads of a process thus
+    never fight over SQLite's write lock (whose busy handler sleeps), and a burst of requests costs
+    one commit instead of one each.
+    """
 
     def __init__(self, path: str, settings: StorageSettings) -> None:
         self.path, self._settings = path, settings
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._queue: list[_Job] = []
+        self._leading = False
+        self._lock_fd, self._lock_pid = -1, -1
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -54,12 +85,70 @@ class Database:
         return conn
 
     def connect(self) -> sqlite3.Connection:
-        """Open a new connection for a thread that manages its own (e.g. a relay)."""
+        """Open a separate connection (for a caller that manages its own)."""
         return open_db(self.path, self._settings)
 
-    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        """A write transaction on this thread's connection."""
-        return transaction(self.conn)
+    def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `job(conn)` in a committed write transaction and return its result (or raise)."""
+        item = _Job(job)
+        with self._lock:
+            self._queue.append(item)
+            follower = self._leading
+            self._leading = True
+        if follower:
+            item.done.wait()
+            if not item.lead:
+                return item.outcome()
+        with self._lock:  # leading: commit everything queued so far, our own job included
+            batch, self._queue = self._queue, []
+        self._commit(batch)
+        with self._lock:
+            if self._queue:  # hand the lead to the oldest waiter
+                self._queue[0].lead = True
+                self._queue[0].done.set()
+            else:
+                self._leading = False
+        return item.outcome()
+
+    def _exclusive(self) -> int:
+        """This process's descriptor of the file lock that queues writers across processes."""
+        if self._lock_pid != os.getpid():  # opened after a fork: never share it with the parent
+            self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self._lock_pid = os.getpid()
+        return self._lock_fd
+
+    def _commit(self, batch: list[_Job]) -> None:
+        # Writers in other processes (gunicorn workers, replicas) queue on a file lock, which wakes
+        # the next one the moment it is free, instead of polling in SQLite's sleeping busy handler.
+        fd = self._exclusive()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            self._commit_locked(batch)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _commit_locked(self, batch: list[_Job]) -> None:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    item.result = item.run(conn)
+                    conn.execute("RELEASE job")
+                except Exception as exc:  # handed back to the job's own thread
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    item.error = exc
+            conn.execute("COMMIT")
+        except Exception as exc:  # BEGIN or COMMIT failed: nothing was written
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for item in batch:
+                item.result, item.error = None, item.error or exc
+        finally:
+            for item in batch:
+                item.done.set()
 
     def close(self) -> None:
         """Close this thread's connection."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from messaging import events
 from messaging.consumer import Delivery, Rejection
@@ -22,7 +23,8 @@ class NotificationConsumer:
         """Record and send notifications; return the poison deliveries for dead-lettering."""
         rejections: list[Rejection] = []
         sent: list[tuple] = []
-        with self._store.transaction() as conn:
+
+        def settle(conn: sqlite3.Connection) -> None:
             for delivery in deliveries:
                 try:
                     result = events.parse_inventory_result(delivery.body)
@@ -38,6 +40,8 @@ class NotificationConsumer:
                 else:
                     logger.info("Duplicate InventoryReserved detected, skipping: order_id=%s "
                                 "event_id=%s", result.order_id, result.event_id)
+
+        self._store.write(settle)
         for result, message in sent:
             logger.info("Notification sent: order_id=%s event_id=%s user=%s item=%s: %s",
                         result.order_id, result.event_id, result.user_id, result.item, message)

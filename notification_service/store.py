@@ -49,5 +49,4 @@ class NotificationStore(Database):
 
     def count_redelivery(self, key: str) -> int:
         """Count a redelivery of the message `key` durably and return its delivery count."""
-        with self.transaction() as conn:
-            return outbox.count_delivery(conn, key)
+        return self.write(lambda conn: outbox.count_delivery(conn, key))

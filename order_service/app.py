@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from messaging import events
+from messaging.outbox import PendingMessage
 from order_service import config, orders
 from order_service.orders import InvalidRequest
 from order_service.store import OrderStore
@@ -19,9 +21,12 @@ logger = logging.getLogger(__name__)
 class Publisher(Protocol):
     """What the app needs of the outbox relay."""
 
-    connected: bool
+    def claimant(self) -> str | None: ...
 
-    def wake(self) -> None: ...
+    def hand_over(self, rows: list[PendingMessage]) -> None: ...
+
+    @property
+    def connected(self) -> bool: ...
 
 
 def create_app(settings: config.Settings | None = None, store: OrderStore | None = None,
@@ -38,11 +43,13 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     def place_order() -> tuple[Response, int, dict[str, str]]:
         fields = orders.validate(_json_body())
         order, message = orders.place(fields, events.utc_now())
-        store.add(order, message)
+        publisher = app.extensions["publisher"]
+        claimant = publisher.claimant() if publisher is not None else None
+        pending = store.add(order, message, claimant)
         logger.info("Order accepted: order_id=%s event_id=%s user=%s item=%s quantity=%d",
                     order.order_id, message.message_id, order.user_id, order.item, order.quantity)
-        if app.extensions["publisher"] is not None:
-            app.extensions["publisher"].wake()
+        if publisher is not None:
+            publisher.hand_over([pending] if claimant else [])
         return jsonify(orders.accepted_body(order)), 202, {"Location": f"/orders/{order.order_id}"}
 
     @app.get("/orders")
@@ -64,6 +71,12 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     @app.errorhandler(InvalidRequest)
     def invalid(exc: InvalidRequest) -> tuple[Response, int]:
         return jsonify({"error": str(exc), "errors": exc.errors}), 400
+
+    @app.errorhandler(sqlite3.OperationalError)
+    def database_unavailable(exc: sqlite3.OperationalError) -> tuple[Response, int, dict[str, str]]:
+        logger.error("database unavailable: %s", exc)
+        return (jsonify({"error": "the order database is busy or unavailable; retry shortly",
+                         "status": 503}), 503, {"Retry-After": "1"})
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:

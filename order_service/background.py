@@ -24,7 +24,7 @@ class Background:
 
     def __init__(self, settings: Settings, store: OrderStore) -> None:
         name = f"order-service-{os.getpid()}"
-        self.relay = Relay(settings.broker, store.connect, name)
+        self.relay = Relay(settings.broker, store, name)
         self.status = ConsumeLoop(settings.broker, topology.ORDER_STATUS,
                                   StatusConsumer(store).handle_batch, f"{name}-status",
                                   settings.consumer, is_transient, store.count_redelivery)

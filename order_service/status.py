@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from messaging import events
 from messaging.consumer import Delivery, Rejection
@@ -22,7 +23,8 @@ class StatusConsumer:
         """Apply each result to its order; return poison deliveries for dead-lettering."""
         rejections: list[Rejection] = []
         outcomes: list[tuple] = []
-        with self._store.transaction() as conn:
+
+        def settle(conn: sqlite3.Connection) -> None:
             for delivery in deliveries:
                 try:
                     result = events.parse_inventory_result(delivery.body)
@@ -32,6 +34,8 @@ class StatusConsumer:
                 status, reason = orders.final_status(result)
                 outcome = self._store.finish(conn, result.order_id, status, reason, events.utc_now())
                 outcomes.append((outcome, result, status))
+
+        self._store.write(settle)
         for outcome, result, status in outcomes:
             if outcome == "updated":
                 logger.info("Order %s: order_id=%s event_id=%s", status, result.order_id,

@@ -5,6 +5,7 @@ import sqlite3
 
 from messaging import outbox
 from messaging.events import Message
+from messaging.outbox import PendingMessage
 from messaging.settings import StorageSettings
 from messaging.storage import Database
 from order_service.orders import ACCEPTED, ListQuery, Order
@@ -39,14 +40,16 @@ class OrderStore(Database):
         self.conn.executescript(SCHEMA)
         outbox.create_schema(self.conn)
 
-    def add(self, order: Order, message: Message) -> None:
-        """Store a new order and its OrderPlaced event in one transaction."""
-        with self.transaction() as conn:
+    def add(self, order: Order, message: Message, claimant: str | None = None) -> PendingMessage:
+        """Store a new order and its OrderPlaced event in one transaction; return the outbox row."""
+        def insert(conn: sqlite3.Connection) -> PendingMessage:
             conn.execute(
                 f"INSERT INTO orders ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (order.order_id, order.user_id, order.item, order.quantity, order.status,
                  order.created_at, order.updated_at, order.reason))
-            outbox.add(conn, message)
+            return outbox.add(conn, message, claimant)
+
+        return self.write(insert)
 
     def get(self, order_id: str) -> Order | None:
         """One order, or None."""
@@ -90,9 +93,7 @@ class OrderStore(Database):
     def writable(self) -> bool:
         """Tell whether a write transaction can be opened right now."""
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute("ROLLBACK")
-            return True
+            return self.write(lambda conn: True)
         except sqlite3.Error:
             return False
 
@@ -106,5 +107,4 @@ class OrderStore(Database):
 
     def count_redelivery(self, key: str) -> int:
         """Count a redelivery of the message `key` durably and return its delivery count."""
-        with self.transaction() as conn:
-            return outbox.count_delivery(conn, key)
+        return self.write(lambda conn: outbox.count_delivery(conn, key))

@@ -12,13 +12,20 @@ from tests.unit.factories import delivery, order_placed, payload_of, to_body
 
 
 class Wakes:
-    """Counts relay wake-ups (the relay's `wake` interface)."""
+    """The relay's interface (`claimant`, `hand_over`), counting hand-overs."""
+
+    owner = "test-relay"
 
     def __init__(self) -> None:
         self.count = 0
+        self.rows: list = []
 
-    def __call__(self) -> None:
+    def claimant(self) -> str:
+        return self.owner
+
+    def hand_over(self, rows: list) -> None:
         self.count += 1
+        self.rows.extend(rows)
 
 
 @pytest.fixture
@@ -40,7 +47,8 @@ def available(store: InventoryStore, item: str = "Burger") -> int:
 
 
 def published(store: InventoryStore) -> list:
-    """Every result waiting in the outbox, oldest first (claimed with an already-expired lease)."""
+    """Every result waiting in the outbox, oldest first (claims released, then re-claimed)."""
+    outbox.release_all(store.conn)
     return [p.message for p in outbox.claim(store.conn, "test", 1000, -1.0)]
 
 
@@ -75,6 +83,7 @@ def test_valid_event_reserves_once_and_writes_one_outbox_row(inventory_store, co
     assert (result.event_type, result.order_id, result.quantity) == (
         "InventoryReserved", event.order_id, 3)
     assert wakes.count == 1
+    assert [row.message for row in wakes.rows] == [message], "handed to the relay in memory"
 
 
 def test_same_event_three_times_in_one_batch_reserves_once(inventory_store, consumer):

@@ -22,14 +22,21 @@ VALID = {"user_id": "user123", "item": "Burger", "quantity": 2}
 
 
 class Relay:
-    """The app's view of the outbox relay: `connected` and a `wake()` that is counted."""
+    """The app's view of the outbox relay: `connected`, `claimant()` and a counted `hand_over()`."""
+
+    owner = "test-relay"
 
     def __init__(self, connected: bool = True) -> None:
         self.connected = connected
         self.wakes = 0
+        self.rows: list = []
 
-    def wake(self) -> None:
+    def claimant(self) -> str | None:
+        return self.owner if self.connected else None
+
+    def hand_over(self, rows: list) -> None:
         self.wakes += 1
+        self.rows.extend(rows)
 
 
 @pytest.fixture
@@ -86,12 +93,28 @@ def test_post_order_stores_the_order_and_exactly_one_outbox_row(client, store):
         "accepted", "user123", "Burger", 2)
     assert order.created_at == body["timestamp"]
     assert store.outbox_backlog() == 1
+    assert outbox.claim(store.conn, "another-relay", 10, 30.0) == [], "born claimed by our relay"
+    outbox.release_all(store.conn)
     [pending] = outbox.claim(store.conn, "test", 10, -1.0)
     assert (pending.message.exchange, pending.message.routing_key) == ("orders", "order.placed")
     event = parse_order_placed(pending.message.body)
     assert (event.order_id, event.user_id, event.item, event.quantity) == (
         body["order_id"], "user123", "Burger", 2)
     assert pending.message.message_id == event.event_id
+
+
+def test_a_connected_relay_gets_the_new_row_in_memory(client, store, relay):
+    body = post(client).get_json()
+    [row] = relay.rows
+    assert row.message.correlation_id == body["order_id"]
+    assert store.outbox_backlog() == 1
+
+
+def test_a_disconnected_relay_gets_no_row_and_the_row_stays_unclaimed(settings, store):
+    relay = Relay(connected=False)
+    create_app(settings, store, relay).test_client().post("/order", json=VALID)
+    assert relay.rows == [] and relay.wakes == 1
+    assert len(outbox.claim(store.conn, "any-relay", 10, 30.0)) == 1
 
 
 def test_each_post_is_a_new_order(client, store, relay):
@@ -222,8 +245,8 @@ def test_get_order(client):
 
 def test_get_failed_order_shows_the_reason(client, store):
     order_id = post(client).get_json()["order_id"]
-    with store.transaction() as conn:
-        store.finish(conn, order_id, "failed", "unknown item: Burger", "2030-01-01T00:00:00Z")
+    store.write(lambda conn: store.finish(conn, order_id, "failed", "unknown item: Burger",
+                                          "2030-01-01T00:00:00Z"))
     body = client.get(f"/orders/{order_id}").get_json()
     assert (body["status"], body["reason"]) == ("failed", "unknown item: Burger")
 
@@ -280,8 +303,7 @@ def test_list_orders_limit_and_offset(client):
 def test_list_orders_filters(client, store):
     alice = [post(client, {**VALID, "user_id": "alice"}).get_json()["order_id"] for _ in range(2)]
     bob = post(client, {**VALID, "user_id": "bob"}).get_json()["order_id"]
-    with store.transaction() as conn:
-        store.finish(conn, alice[0], "reserved", None, "2030-01-01T00:00:00Z")
+    store.write(lambda conn: store.finish(conn, alice[0], "reserved", None, "2030-01-01T00:00:00Z"))
     by_user = client.get("/orders?user_id=alice").get_json()
     assert (by_user["count"], [o["order_id"] for o in by_user["orders"]]) == (2, alice[::-1])
     reserved = client.get("/orders?status=reserved").get_json()
@@ -338,3 +360,16 @@ def test_health_is_503_when_the_database_cannot_be_written(client, store):
     assert (body["status"], body["database"]) == ("unhealthy", "unavailable")
     assert body["outbox_backlog"] == 1
     assert client.get("/health").status_code == 200, "healthy again once the lock is gone"
+
+
+def test_post_while_the_database_is_locked_is_a_503_json_and_stores_nothing(client, store):
+    holder = store.connect()
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        response = post(client)
+    finally:
+        holder.execute("ROLLBACK")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert "retry" in response.get_json()["error"]
+    assert_nothing_stored(store)

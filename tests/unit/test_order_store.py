@@ -21,8 +21,8 @@ def place(store: OrderStore, user_id: str = "user123", item: str = "Burger", qua
 
 
 def finish(store: OrderStore, order_id: str, status: str, reason: str | None = None) -> str:
-    with store.transaction() as conn:
-        return store.finish(conn, order_id, status, reason, "2026-02-11T00:00:01.000000Z")
+    return store.write(lambda conn: store.finish(conn, order_id, status, reason,
+                                                 "2026-02-11T00:00:01.000000Z"))
 
 
 def test_add_stores_the_order_and_its_outbox_row(order_store):

@@ -1,0 +1,104 @@
+"""Database.write: group commit from many threads, each job isolated in its own savepoint."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from messaging.settings import StorageSettings
+from messaging.storage import Database
+from tests.client import wait_for
+
+
+@pytest.fixture
+def db(tmp_path) -> Database:
+    database = Database(str(tmp_path / "t.db"), StorageSettings(data_dir=str(tmp_path),
+                                                                busy_timeout_ms=100))
+    database.conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, thread TEXT)")
+    return database
+
+
+def count(db: Database) -> int:
+    return db.conn.execute("SELECT COUNT(*) FROM t").fetchone()[0]
+
+
+def test_write_returns_the_jobs_result_and_commits(db):
+    assert db.write(lambda conn: conn.execute("INSERT INTO t (k) VALUES (1)").rowcount) == 1
+    other = db.connect()
+    assert other.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1, "visible to another connection"
+
+
+def test_many_threads_all_commit_in_fewer_transactions(db):
+    commits = []
+    db.conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    barrier = threading.Barrier(16)
+    errors = []
+
+    def worker(n: int) -> None:
+        db.conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+        barrier.wait()
+        for i in range(50):
+            try:
+                db.write(lambda conn, k=n * 1000 + i: conn.execute(
+                    "INSERT INTO t (k, thread) VALUES (?, ?)", (k, threading.current_thread().name)))
+            except Exception as exc:  # pragma: no cover - surfaced by the assertion below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert count(db) == 16 * 50
+    assert len(commits) < 16 * 50, "concurrent jobs share commits"
+
+
+def test_a_failing_job_is_rolled_back_alone_and_its_error_raised_in_its_thread(db):
+    outcomes: dict[str, object] = {}
+    gate = threading.Event()
+
+    def slow_first(conn):
+        conn.execute("INSERT INTO t (k) VALUES (1)")
+        gate.wait(5)  # hold the lead so the next jobs queue up behind it
+
+    def failing(conn):
+        conn.execute("INSERT INTO t (k) VALUES (2)")
+        raise ValueError("bad job")
+
+    def good(conn):
+        conn.execute("INSERT INTO t (k) VALUES (3)")
+        return "ok"
+
+    def run(name, job):
+        try:
+            outcomes[name] = db.write(job)
+        except Exception as exc:
+            outcomes[name] = exc
+
+    leader = threading.Thread(target=run, args=("slow", slow_first))
+    leader.start()
+    followers = [threading.Thread(target=run, args=args) for args in (("bad", failing), ("good", good))]
+    for follower in followers:
+        follower.start()
+    wait_for(lambda: len(db._queue) >= 2, timeout=5, what="both followers queued behind the leader")
+    gate.set()
+    for thread in [leader, *followers]:
+        thread.join(timeout=10)
+    assert isinstance(outcomes["bad"], ValueError)
+    assert outcomes["good"] == "ok"
+    assert sorted(r[0] for r in db.conn.execute("SELECT k FROM t")) == [1, 3]
+
+
+def test_a_locked_database_fails_every_job_with_the_transient_error(db):
+    holder = db.connect()
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            db.write(lambda conn: conn.execute("INSERT INTO t (k) VALUES (1)"))
+    finally:
+        holder.execute("ROLLBACK")
+    assert count(db) == 0
+    db.write(lambda conn: conn.execute("INSERT INTO t (k) VALUES (1)"))
+    assert count(db) == 1, "the lead is free again after a failure"
