@@ -48,7 +48,8 @@ class _Job:
     __slots__ = ("run", "done", "lead", "result", "error")
 
     def __init__(self, run: Callable[[sqlite3.Connection], Any]) -> None:
-        self.run, self.done, self.lead = run, threading.Event(), False
+        self.run, self.lead = run, False
+        self.done: threading.Event | None = None  # only a job that waits for a leader needs one
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -95,6 +96,8 @@ class Database:
             self._queue.append(item)
             follower = self._leading
             self._leading = True
+            if follower:
+                item.done = threading.Event()
         if follower:
             item.done.wait()
             if not item.lead:
@@ -148,7 +151,8 @@ class Database:
                 item.result, item.error = None, item.error or exc
         finally:
             for item in batch:
-                item.done.set()
+                if item.done is not None:
+                    item.done.set()
 
     def close(self) -> None:
         """Close this thread's connection."""
