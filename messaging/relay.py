@@ -7,7 +7,6 @@ and given back when it is nacked or returned as unroutable, so nothing is lost a
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sqlite3
 import threading
@@ -39,7 +38,9 @@ class Relay(threading.Thread):
         self._broker, self._db = broker, db
         self._batch, self._max_inflight = batch, max_inflight
         self._lease, self._poll_interval = lease, poll_interval
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{name}"
+        # Stable across restarts of the same service on the same host (container), so a restarted
+        # relay frees the claims its crashed predecessor held as soon as it connects.
+        self.owner = f"{socket.gethostname()}:{name}"
         self._stopping, self._stopped = threading.Event(), threading.Event()
         self._flush_deadline = float("inf")
         self._connection: pika.SelectConnection | None = None

@@ -65,7 +65,7 @@ def test_crash_between_commit_and_ack_does_not_reserve_twice(make_stack, broker)
                  what="all 200 reservations")
         results = []
         wait_for(lambda: results.extend(drain(channel, "probe-results")) or
-                 len({json.loads(b)["order_id"] for _, b in results}) == 200, timeout=30,
+                 len({json.loads(b)["order_id"] for _, b in results}) == 200, timeout=10,
                  what="a result for every order")
         ids = [json.loads(body)["event_id"] for _, body in results]
         # A result may be re-published after the crash, but always with the same identity.
