@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -50,15 +48,3 @@ def delivery(body: bytes, redelivered: bool = False) -> Delivery:
     """A hand-built delivery as the consume loop would pass it."""
     return Delivery(tag=next(_tags), exchange="orders", routing_key="order.placed",
                     redelivered=redelivered, properties=pika.BasicProperties(), body=body)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)

@@ -11,7 +11,7 @@ from messaging import outbox
 from messaging.events import Message
 from messaging.settings import StorageSettings
 from messaging.storage import Database, is_transient, open_db, transaction
-from tests.unit.factories import wait_for
+from tests.client import wait_for
 
 
 @pytest.fixture
