@@ -54,7 +54,6 @@ class Relay(threading.Thread):
         self._wake_pending = False
         self._backoff = Backoff()
         self.connected = False
-        self.published = 0
 
     def claimant(self) -> str | None:
         """The owner name to claim new outbox rows for, or None while disconnected."""
@@ -240,7 +239,6 @@ class Relay(threading.Thread):
         except sqlite3.Error:
             logger.exception("%s could not record confirms; rows will be re-sent after the lease",
                              self.name)
-        self.published += len(done)
         if retry:
             logger.warning("%s: %d message(s) nacked or unroutable; retrying", self.name, len(retry))
         self._pump()
