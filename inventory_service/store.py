@@ -4,10 +4,9 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from messaging import outbox
 from messaging.events import InventoryResult, OrderPlaced
+from messaging.outbox import MessagingStore
 from messaging.settings import StorageSettings
-from messaging.storage import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (
@@ -27,13 +26,12 @@ CREATE TABLE IF NOT EXISTS reservations (
 """
 
 
-class InventoryStore(Database):
+class InventoryStore(MessagingStore):
     """The stock ledger; every write goes through `write()`."""
 
     def __init__(self, path: str, settings: StorageSettings) -> None:
         super().__init__(path, settings)
         self.conn.executescript(SCHEMA)
-        outbox.create_schema(self.conn)
 
     def seed(self, menu: tuple[str, ...], initial: int) -> None:
         """Stock each menu item with `initial` units unless it is already stocked."""
@@ -74,11 +72,3 @@ class InventoryStore(Database):
     def outcomes(self) -> dict[str, str]:
         """order_id -> 'reserved' | 'failed' for every order seen."""
         return dict(self.conn.execute("SELECT order_id, status FROM reservations").fetchall())
-
-    def outbox_backlog(self) -> int:
-        """Results not yet confirmed by the broker."""
-        return outbox.backlog(self.conn)
-
-    def count_redelivery(self, key: str) -> int:
-        """Count a redelivery of the message `key` durably and return its delivery count."""
-        return self.write(lambda conn: outbox.count_delivery(conn, key))

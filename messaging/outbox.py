@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 
 from messaging.events import Message
+from messaging.settings import StorageSettings
+from messaging.storage import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -128,3 +130,19 @@ def count_delivery(conn: sqlite3.Connection, message_key: str) -> int:
     )
     return conn.execute("SELECT attempts FROM deliveries WHERE message_key = ?",
                         (message_key,)).fetchone()[0]
+
+
+class MessagingStore(Database):
+    """A service's SQLite file with the outbox, inbox and delivery-count tables every service has."""
+
+    def __init__(self, path: str, settings: StorageSettings) -> None:
+        super().__init__(path, settings)
+        create_schema(self.conn)
+
+    def outbox_backlog(self) -> int:
+        """Messages not yet confirmed by the broker."""
+        return backlog(self.conn)
+
+    def count_redelivery(self, key: str) -> int:
+        """Count a redelivery of the message `key` durably and return its delivery count."""
+        return self.write(lambda conn: count_delivery(conn, key))

@@ -4,10 +4,9 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from messaging import outbox
 from messaging.events import InventoryResult
+from messaging.outbox import MessagingStore
 from messaging.settings import StorageSettings
-from messaging.storage import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -22,13 +21,12 @@ CREATE TABLE IF NOT EXISTS notifications (
 """
 
 
-class NotificationStore(Database):
+class NotificationStore(MessagingStore):
     """Remembers every notification sent."""
 
     def __init__(self, path: str, settings: StorageSettings) -> None:
         super().__init__(path, settings)
         self.conn.executescript(SCHEMA)
-        outbox.create_schema(self.conn)
 
     def record(self, conn: sqlite3.Connection, result: InventoryResult, message: str) -> bool:
         """Record a notification for the order; False when it was already notified."""
@@ -46,7 +44,3 @@ class NotificationStore(Database):
     def count(self) -> int:
         """How many notifications were sent."""
         return self.conn.execute("SELECT COUNT(*) FROM notifications").fetchone()[0]
-
-    def count_redelivery(self, key: str) -> int:
-        """Count a redelivery of the message `key` durably and return its delivery count."""
-        return self.write(lambda conn: outbox.count_delivery(conn, key))

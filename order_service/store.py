@@ -5,9 +5,8 @@ import sqlite3
 
 from messaging import outbox
 from messaging.events import Message
-from messaging.outbox import PendingMessage
+from messaging.outbox import MessagingStore, PendingMessage
 from messaging.settings import StorageSettings
-from messaging.storage import Database
 from order_service.orders import ACCEPTED, ListQuery, Order
 
 SCHEMA = """
@@ -32,13 +31,12 @@ def _order(row: sqlite3.Row) -> Order:
     return Order(**dict(row))
 
 
-class OrderStore(Database):
+class OrderStore(MessagingStore):
     """Orders, written together with their events (transactional outbox)."""
 
     def __init__(self, path: str, settings: StorageSettings) -> None:
         super().__init__(path, settings)
         self.conn.executescript(SCHEMA)
-        outbox.create_schema(self.conn)
 
     def add(self, order: Order, message: Message, claimant: str | None = None) -> PendingMessage:
         """Store a new order and its OrderPlaced event in one transaction; return the outbox row."""
@@ -97,14 +95,6 @@ class OrderStore(Database):
         except sqlite3.Error:
             return False
 
-    def outbox_backlog(self) -> int:
-        """Events not yet confirmed by the broker."""
-        return outbox.backlog(self.conn)
-
     def release_claims(self) -> None:
         """Free every outbox claim; call at start-up, before any relay runs."""
         outbox.release_all(self.conn)
-
-    def count_redelivery(self, key: str) -> int:
-        """Count a redelivery of the message `key` durably and return its delivery count."""
-        return self.write(lambda conn: outbox.count_delivery(conn, key))
