@@ -27,6 +27,7 @@ def main() -> int:
         return 2
     store = InventoryStore(settings.storage.path("inventory.db"), settings.storage)
     store.seed(settings.menu, settings.initial_stock)
+    store.start_checkpoints()
     relay = Relay(settings.broker, store, SERVICE)
     consumer = InventoryConsumer(store, settings.success_rate, relay)
     loop = ConsumeLoop(settings.broker, topology.ORDER_EVENTS, consumer.handle_batch, SERVICE,
@@ -43,6 +44,7 @@ def main() -> int:
     loop.run()
     relay.stop(timeout=5.0)
     server.shutdown()
+    store.stop_checkpoints()
     logger.info("InventoryService stopped")
     return 0
 

@@ -25,6 +25,7 @@ def main() -> int:
         print(f"notification-service: configuration error: {exc}", file=sys.stderr)
         return 2
     store = NotificationStore(settings.storage.path("notifications.db"), settings.storage)
+    store.start_checkpoints()
     consumer = NotificationConsumer(store)
     loop = ConsumeLoop(settings.broker, topology.INVENTORY_EVENTS, consumer.handle_batch, SERVICE,
                        settings.consumer, is_transient, store.count_redelivery)
@@ -34,6 +35,7 @@ def main() -> int:
     logger.info("NotificationService started: health on port %d", settings.port)
     loop.run()
     server.shutdown()
+    store.stop_checkpoints()
     logger.info("NotificationService stopped")
     return 0
 

@@ -1,4 +1,5 @@
-"""What each gunicorn worker runs beside its requests: the outbox relay and the status consumer.
+"""What each gunicorn worker runs beside its requests: the outbox relay, the status consumer and
+the WAL checkpoints.
 
 Both are started after the fork (gunicorn's post_worker_init), each with its own connection.
 """
@@ -24,6 +25,7 @@ class Background:
 
     def __init__(self, settings: Settings, store: OrderStore) -> None:
         name = f"order-service-{os.getpid()}"
+        self._store = store
         self.relay = Relay(settings.broker, store, name)
         self.status = ConsumeLoop(settings.broker, topology.ORDER_STATUS,
                                   StatusConsumer(store).handle_batch, f"{name}-status",
@@ -31,7 +33,8 @@ class Background:
         self._thread = threading.Thread(target=self.status.run, name=f"{name}-status", daemon=True)
 
     def start(self) -> None:
-        """Start publishing and consuming."""
+        """Start checkpointing the WAL, publishing and consuming."""
+        self._store.start_checkpoints()
         self.relay.start()
         self._thread.start()
 
@@ -40,3 +43,4 @@ class Background:
         self.status.stop()
         self.relay.stop(timeout=timeout)
         self._thread.join(timeout=max(1.0, timeout / 2))
+        self._store.stop_checkpoints()

@@ -102,3 +102,44 @@ def test_a_locked_database_fails_every_job_with_the_transient_error(db):
     assert count(db) == 0
     db.write(lambda conn: conn.execute("INSERT INTO t (k) VALUES (1)"))
     assert count(db) == 1, "the lead is free again after a failure"
+
+
+def _wal_autocheckpoint(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+
+
+def test_commits_checkpoint_the_wal_themselves_by_default(db):
+    assert _wal_autocheckpoint(db.conn) == 1000, "SQLite's default: the commit past 1,000 pages"
+
+
+def test_background_checkpoints_take_the_wal_copy_out_of_commits(db, tmp_path):
+    db.start_checkpoints(interval=0.05)
+    try:
+        assert _wal_autocheckpoint(db.conn) == 0, "the existing connection stops checkpointing"
+        seen: list[int] = []
+        thread = threading.Thread(target=lambda: seen.append(_wal_autocheckpoint(db.conn)))
+        thread.start()
+        thread.join()
+        assert seen == [0], "so do connections opened afterwards, in any thread"
+        main_file = tmp_path / "t.db"
+        before = main_file.stat().st_size
+        for k in range(2000):  # about 1,500 WAL pages: past the default threshold
+            db.write(lambda conn, k=k: conn.execute("INSERT INTO t (k, thread) VALUES (?, ?)",
+                                                    (k, "x" * 2000)))
+        # Only a checkpoint copies pages into the main file; the commits no longer do it.
+        wait_for(lambda: main_file.stat().st_size > before + 2_000_000, timeout=10,
+                 what="the background checkpoint to copy the WAL into the database file")
+    finally:
+        db.stop_checkpoints()
+    assert count(db) == 2000
+
+
+def test_without_a_checkpointer_nothing_copies_the_wal_when_autocheckpoint_is_off(tmp_path):
+    """The control for the test above: its file growth comes from the checkpoint thread."""
+    database = Database(str(tmp_path / "c.db"), StorageSettings(data_dir=str(tmp_path)))
+    database.conn.execute("PRAGMA wal_autocheckpoint = 0")
+    database.conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, thread TEXT)")
+    before = (tmp_path / "c.db").stat().st_size
+    for k in range(2000):
+        database.write(lambda conn, k=k: conn.execute("INSERT INTO t VALUES (?, ?)", (k, "x" * 2000)))
+    assert (tmp_path / "c.db").stat().st_size == before
