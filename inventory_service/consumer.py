@@ -5,7 +5,7 @@ import logging
 import sqlite3
 
 from inventory_service import handlers
-from inventory_service.store import InventoryStore
+from inventory_service.store import InventoryStore, Outcome, nocase
 from messaging import events, outbox
 from messaging.consumer import Delivery, Rejection
 from messaging.events import OrderPlaced, Poison
@@ -24,41 +24,57 @@ class InventoryConsumer:
     def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
         """Reserve for each valid event; return the poison ones for dead-lettering."""
         rejections: list[Rejection] = []
+        placed: list[OrderPlaced] = []
+        for delivery in deliveries:
+            try:
+                placed.append(events.parse_order_placed(delivery.body))
+            except Poison as poison:
+                rejections.append(Rejection(delivery, poison.reason, str(poison)))
         log_lines: list[tuple] = []
         results: list[PendingMessage] = []
         claimant = self._relay.claimant()
 
         def settle(conn: sqlite3.Connection) -> None:
-            for delivery in deliveries:
-                try:
-                    event = events.parse_order_placed(delivery.body)
-                except Poison as poison:
-                    rejections.append(Rejection(delivery, poison.reason, str(poison)))
-                    continue
-                log_lines.append(self._reserve(conn, event, claimant, results))
+            log_lines.clear()
+            results.clear()
+            outcomes = self._reserve(conn, placed, log_lines)
+            self._store.record(conn, outcomes)
+            results.extend(outbox.add_many(
+                conn, [handlers.result_message(o.result) for o in outcomes], claimant))
 
-        self._store.write(settle)
+        if placed:
+            self._store.write(settle)
         for line in log_lines:
             logger.info(*line)
         if results:
             self._relay.hand_over(results if claimant else [])
         return rejections
 
-    def _reserve(self, conn, event: OrderPlaced, claimant: str | None,
-                 results: list[PendingMessage]) -> tuple:
-        if not outbox.mark_processed(conn, event.event_id) or self._store.has_outcome(conn, event.order_id):
-            return ("Duplicate OrderPlaced detected, skipping: order_id=%s event_id=%s",
-                    event.order_id, event.event_id)
-        stock = self._store.stock_of(conn, event.item)
-        item, available = stock if stock else (event.item, None)
-        decision = handlers.decide(event, available, self._success_rate)
-        result = handlers.result_for(event, decision, events.utc_now())
-        self._store.record(conn, event, item, result)
-        pending = outbox.add(conn, handlers.result_message(result), claimant)
-        if pending is not None:
-            results.append(pending)
-        if decision.reserved:
-            return ("Inventory reserved: order_id=%s event_id=%s item=%s quantity=%d",
-                    event.order_id, event.event_id, item, event.quantity)
-        return ("Inventory failed: order_id=%s event_id=%s item=%s reason=%s",
-                event.order_id, event.event_id, event.item, decision.reason)
+    def _reserve(self, conn: sqlite3.Connection, placed: list[OrderPlaced],
+                 log_lines: list[tuple]) -> list[Outcome]:
+        """Decide each new event in delivery order against the stock as the batch leaves it."""
+        fresh = outbox.mark_processed_many(conn, [event.event_id for event in placed])
+        decided = self._store.outcomes_among(conn, {event.order_id for event in placed})
+        stock = self._store.stock_for(conn, {event.item for event in placed})
+        now = events.utc_now()
+        outcomes: list[Outcome] = []
+        for event in placed:
+            if event.event_id not in fresh or event.order_id in decided:
+                log_lines.append(("Duplicate OrderPlaced detected, skipping: order_id=%s event_id=%s",
+                                  event.order_id, event.event_id))
+                continue
+            fresh.discard(event.event_id)  # a second copy in this very batch is a duplicate too
+            decided.add(event.order_id)
+            key = nocase(event.item)
+            item, available = stock.get(key, (event.item, None))
+            decision = handlers.decide(event, available, self._success_rate)
+            if decision.reserved:
+                stock[key] = (item, available - event.quantity)
+            outcomes.append(Outcome(event, item, handlers.result_for(event, decision, now)))
+            if decision.reserved:
+                log_lines.append(("Inventory reserved: order_id=%s event_id=%s item=%s quantity=%d",
+                                  event.order_id, event.event_id, item, event.quantity))
+            else:
+                log_lines.append(("Inventory failed: order_id=%s event_id=%s item=%s reason=%s",
+                                  event.order_id, event.event_id, event.item, decision.reason))
+        return outcomes

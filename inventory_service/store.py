@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass
 
 from messaging.events import InventoryResult, OrderPlaced
-from messaging.outbox import MessagingStore
+from messaging.outbox import MessagingStore, chunks
 from messaging.settings import StorageSettings
 
 SCHEMA = """
@@ -26,6 +27,23 @@ CREATE TABLE IF NOT EXISTS reservations (
 """
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def nocase(text: str) -> str:
+    """Fold `text` the way SQLite's NOCASE collation compares it (ASCII letters only)."""
+    return text.translate(_ASCII_LOWER)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A decided reservation: the event, the menu name of its item, and the result to publish."""
+
+    event: OrderPlaced
+    item: str
+    result: InventoryResult
+
+
 class InventoryStore(MessagingStore):
     """The stock ledger; every write goes through `write()`."""
 
@@ -39,27 +57,39 @@ class InventoryStore(MessagingStore):
             "INSERT OR IGNORE INTO stock (item, initial, available) VALUES (?, ?, ?)",
             [(item, initial, initial) for item in menu]))
 
-    def stock_of(self, conn: sqlite3.Connection, item: str) -> tuple[str, int] | None:
-        """(menu name, units on hand) of `item`, matched case-insensitively; None if not on the menu."""
-        row = conn.execute("SELECT item, available FROM stock WHERE item = ?", (item,)).fetchone()
-        return None if row is None else (row[0], row[1])
+    def stock_for(self, conn: sqlite3.Connection, items: set[str]) -> dict[str, tuple[str, int]]:
+        """nocase(item) -> (menu name, units on hand) for those of `items` that are on the menu."""
+        rows = []
+        for chunk in chunks(sorted(items)):
+            rows += conn.execute(
+                f"SELECT item, available FROM stock WHERE item IN ({', '.join('?' * len(chunk))})",
+                chunk).fetchall()
+        return {nocase(row[0]): (row[0], row[1]) for row in rows}
 
-    def has_outcome(self, conn: sqlite3.Connection, order_id: str) -> bool:
-        """Tell whether this order already has a reservation outcome."""
-        return conn.execute("SELECT 1 FROM reservations WHERE order_id = ?",
-                            (order_id,)).fetchone() is not None
+    def outcomes_among(self, conn: sqlite3.Connection, order_ids: set[str]) -> set[str]:
+        """Those of `order_ids` that already have a reservation outcome."""
+        known: set[str] = set()
+        for chunk in chunks(sorted(order_ids)):
+            known.update(row[0] for row in conn.execute(
+                f"SELECT order_id FROM reservations WHERE order_id IN ({', '.join('?' * len(chunk))})",
+                chunk))
+        return known
 
-    def record(self, conn: sqlite3.Connection, event: OrderPlaced, item: str,
-               result: InventoryResult) -> None:
-        """Apply an outcome for menu item `item`: take the stock if reserved, remember the outcome."""
-        if result.reserved:
-            conn.execute("UPDATE stock SET available = available - ? WHERE item = ?",
-                         (event.quantity, item))
-        conn.execute(
+    def record(self, conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
+        """Apply outcomes: take the stock of the reserved ones, remember every outcome."""
+        taken: dict[str, int] = {}
+        for o in outcomes:
+            if o.result.reserved:
+                taken[o.item] = taken.get(o.item, 0) + o.event.quantity
+        conn.executemany("UPDATE stock SET available = available - ? WHERE item = ?",
+                         [(quantity, item) for item, quantity in taken.items()])
+        now = time.time()
+        conn.executemany(
             "INSERT INTO reservations (order_id, event_id, item, quantity, status, reason, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (event.order_id, event.event_id, item, event.quantity,
-             "reserved" if result.reserved else "failed", result.reason, time.time()))
+            [(o.event.order_id, o.event.event_id, o.item, o.event.quantity,
+              "reserved" if o.result.reserved else "failed", o.result.reason, now)
+             for o in outcomes])
 
     def stock_levels(self) -> list[dict]:
         """Every item with its initial and available units and what is reserved."""

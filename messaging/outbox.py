@@ -69,6 +69,29 @@ def add(conn: sqlite3.Connection, message: Message,
     return PendingMessage(cursor.lastrowid, now, message) if cursor.rowcount == 1 else None
 
 
+def add_many(conn: sqlite3.Connection, messages: list[Message],
+             claimant: str | None = None) -> list[PendingMessage]:
+    """Queue several messages in one statement; return the rows that were new, in order."""
+    now = time.time()
+    until = now + CLAIM_LEASE if claimant else None
+    by_id = {m.message_id: m for m in messages}
+    rows = []
+    for chunk in chunks(messages):
+        rows += conn.execute(
+            "INSERT OR IGNORE INTO outbox (message_id, exchange, routing_key, body, correlation_id,"
+            " type, created_at, claimed_by, claimed_until) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + " RETURNING id, message_id",
+            [value for m in chunk for value in (m.message_id, m.exchange, m.routing_key, m.body,
+                                                m.correlation_id, m.type, now, claimant, until)],
+        ).fetchall()
+    return sorted((PendingMessage(row[0], now, by_id[row[1]]) for row in rows), key=lambda r: r.id)
+
+
+def chunks(items: list, size: int = 500) -> list[list]:
+    """Split a multi-row statement's rows so it stays far below SQLite's limit of variables."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float) -> list[PendingMessage]:
     """Claim up to `limit` unclaimed (or lease-expired) rows for `owner`, oldest first."""
     now = time.time()
@@ -119,6 +142,18 @@ def mark_processed(conn: sqlite3.Connection, event_id: str) -> bool:
     cursor = conn.execute("INSERT OR IGNORE INTO inbox (event_id, processed_at) VALUES (?, ?)",
                           (event_id, time.time()))
     return cursor.rowcount == 1
+
+
+def mark_processed_many(conn: sqlite3.Connection, event_ids: list[str]) -> set[str]:
+    """Record several event ids as handled in one statement; return those not seen before."""
+    now = time.time()
+    fresh: set[str] = set()
+    for chunk in chunks(event_ids):
+        fresh.update(row[0] for row in conn.execute(
+            "INSERT OR IGNORE INTO inbox (event_id, processed_at) VALUES "
+            + ", ".join(["(?, ?)"] * len(chunk)) + " RETURNING event_id",
+            [value for event_id in chunk for value in (event_id, now)]))
+    return fresh
 
 
 def count_delivery(conn: sqlite3.Connection, message_key: str) -> int:

@@ -157,6 +157,31 @@ def test_mark_processed_is_true_once_then_false(db):
     assert outbox.mark_processed(db, "event-2") is True
 
 
+def test_mark_processed_many_returns_only_the_new_ids_across_statement_chunks(db):
+    assert outbox.mark_processed(db, "event-3") is True
+    ids = [f"event-{n}" for n in range(1200)] + ["event-5"]  # 1,200 rows: three statements
+    with transaction(db):
+        fresh = outbox.mark_processed_many(db, ids)
+    assert fresh == {f"event-{n}" for n in range(1200)} - {"event-3"}
+    assert outbox.mark_processed_many(db, ids) == set()
+    assert outbox.mark_processed_many(db, []) == set()
+    assert db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0] == 1200
+
+
+def test_add_many_queues_new_messages_in_order_and_skips_known_ones(db):
+    outbox.add(db, message(7))
+    batch = [message(n) for n in range(1100)]
+    with transaction(db):
+        added = outbox.add_many(db, batch, "relay-a")
+    assert ids_of(added) == [f"msg-{n}" for n in range(1100) if n != 7]
+    assert [p.id for p in added] == sorted(p.id for p in added)
+    assert all(p.message == batch[int(p.message.message_id[4:])] for p in added)
+    claimed = db.execute("SELECT COUNT(*) FROM outbox WHERE claimed_by = 'relay-a'").fetchone()[0]
+    assert claimed == 1099, "born claimed by the relay they are handed to"
+    assert outbox.add_many(db, batch) == []
+    assert outbox.backlog(db) == 1100
+
+
 def test_count_delivery_counts_from_two(db):
     assert [outbox.count_delivery(db, "id:m") for _ in range(3)] == [2, 3, 4]
     assert outbox.count_delivery(db, "id:other") == 2
