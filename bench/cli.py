@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.schedule import parse_rates
+from order_service.config import DEFAULT_THREADS, DEFAULT_WORKERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL = {"duration": 10.0, "rates": "100,200,400,800,1200,1600,2400,3200,4800,6400",
@@ -51,10 +52,12 @@ def parser() -> argparse.ArgumentParser:
                    help="clients of the closed-loop runs and of the drain posting (default 16)")
     p.add_argument("--connections", type=int, default=64,
                    help="keep-alive connections of the open-loop generator (default 64)")
-    p.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")),
-                   help="gunicorn workers of OrderService and of the bare endpoint (default 2)")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("WEB_THREADS", "4")),
-                   help="gunicorn threads per worker of both (default 4)")
+    p.add_argument("--workers", type=int,
+                   default=int(os.environ.get("WEB_CONCURRENCY", DEFAULT_WORKERS)),
+                   help=f"gunicorn workers of OrderService and of the bare endpoint "
+                        f"(default {DEFAULT_WORKERS})")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("WEB_THREADS", DEFAULT_THREADS)),
+                   help=f"gunicorn threads per worker of both (default {DEFAULT_THREADS})")
     p.add_argument("--raw-messages", type=int, help="messages of the raw pika baseline (default 20000)")
     p.add_argument("--soak", type=int, default=0, metavar="N",
                    help="instead of the benchmark, post N orders at --soak-rate and report RSS")

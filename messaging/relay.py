@@ -26,6 +26,8 @@ from messaging.storage import Database
 logger = logging.getLogger(__name__)
 
 RETRY_DELAY = 1.0  # seconds before a nacked or unroutable message is published again
+DELETE_DELAY = 0.05  # seconds confirmed rows wait, still claimed by us, to be deleted together
+DELETE_BATCH = 1000  # confirmed rows that are deleted at once without waiting
 
 
 class Relay(threading.Thread):
@@ -48,6 +50,7 @@ class Relay(threading.Thread):
         self._inflight: dict[int, PendingMessage] = {}
         self._handed: deque[PendingMessage] = deque()
         self._returned: set[str] = set()
+        self._confirmed: list[int] = []
         self._tag = 0
         self._drained = False
         self._look_in_outbox = True
@@ -152,6 +155,7 @@ class Relay(threading.Thread):
     def _after_disconnect(self) -> None:
         self.connected = False
         self._connection = None
+        self._delete_confirmed()  # before the claims go: a confirmed row must not be re-sent
         self._inflight.clear()
         self._handed.clear()
         self._returned.clear()
@@ -233,15 +237,39 @@ class Relay(threading.Thread):
         done = [r.id for r in rows if acked and r.message.message_id not in self._returned]
         retry = [r.id for r in rows if r.id not in done]
         self._returned.difference_update(r.message.message_id for r in rows)
-        try:
-            self._db.write(lambda conn: (outbox.delete(conn, done),
-                                         outbox.release(conn, retry, RETRY_DELAY)))
-        except sqlite3.Error:
-            logger.exception("%s could not record confirms; rows will be re-sent after the lease",
-                             self.name)
+        self._confirm_later(done)
         if retry:
+            try:
+                self._db.write(lambda conn: outbox.release(conn, retry, RETRY_DELAY))
+            except sqlite3.Error:
+                logger.exception("%s could not give back rejected rows; they return after the lease",
+                                 self.name)
             logger.warning("%s: %d message(s) nacked or unroutable; retrying", self.name, len(retry))
         self._pump()
+
+    def _confirm_later(self, ids: list[int]) -> None:
+        """Delete confirmed rows in one transaction per DELETE_DELAY instead of one per confirm.
+
+        Until then they stay claimed by this relay, so nobody publishes them again; after a crash
+        in between they are re-sent, which consumers recognise as duplicates.
+        """
+        if not ids:
+            return
+        if not self._confirmed and self._connection is not None:
+            self._connection.ioloop.call_later(DELETE_DELAY, self._delete_confirmed)
+        self._confirmed.extend(ids)
+        if len(self._confirmed) >= DELETE_BATCH:
+            self._delete_confirmed()
+
+    def _delete_confirmed(self) -> None:
+        ids, self._confirmed = self._confirmed, []
+        if not ids:
+            return
+        try:
+            self._db.write(lambda conn: outbox.delete(conn, ids))
+        except sqlite3.Error:
+            logger.exception("%s could not delete confirmed rows; they will be re-sent after the "
+                             "lease", self.name)
 
     # --- shutdown ---
 
@@ -252,6 +280,7 @@ class Relay(threading.Thread):
         if not self._stopping.is_set() or self._connection is None:
             return
         if self._past_deadline() or (self._drained and not self._inflight):
+            self._delete_confirmed()
             if self._connection.is_open:
                 self._connection.close()
             elif not self._connection.is_closing:

@@ -16,6 +16,12 @@ from messaging.settings import (
     storage_settings,
 )
 
+# One worker process: its threads share one group commit, one relay and one status consumer, which
+# on a small host is cheaper per order than two processes contending for the same SQLite file.
+# Scale out with more replicas, or more workers (WEB_CONCURRENCY) on a host with cores to spare.
+DEFAULT_WORKERS = 1
+DEFAULT_THREADS = 8
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -41,7 +47,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         consumer=consumer_settings(env),
         host=env_str(env, "HOST", "0.0.0.0"),
         port=env_int(env, "PORT", 8101, 1, 65535),
-        workers=env_int(env, "WEB_CONCURRENCY", 2, 1, 64),
-        threads=env_int(env, "WEB_THREADS", 4, 1, 256),
+        workers=env_int(env, "WEB_CONCURRENCY", DEFAULT_WORKERS, 1, 64),
+        threads=env_int(env, "WEB_THREADS", DEFAULT_THREADS, 1, 256),
         graceful_timeout=env_int(env, "GRACEFUL_TIMEOUT", 20, 1, 600),
     )

@@ -121,7 +121,7 @@ def test_storage_settings_defaults_and_bad_values():
 
 def test_consumer_settings_defaults():
     consumer = consumer_settings({})
-    assert (consumer.prefetch, consumer.max_batch) == (10, 10)
+    assert (consumer.prefetch, consumer.max_batch) == (100, 100)
 
 
 def test_batch_size_defaults_to_prefetch():
@@ -131,8 +131,8 @@ def test_batch_size_defaults_to_prefetch():
 
 def test_batch_size_cannot_exceed_prefetch():
     assert consumer_settings({"PREFETCH_COUNT": "20", "BATCH_SIZE": "20"}).max_batch == 20
-    with pytest.raises(ConfigError, match=r"BATCH_SIZE must be between 1 and 10, got 11"):
-        consumer_settings({"BATCH_SIZE": "11"})
+    with pytest.raises(ConfigError, match=r"BATCH_SIZE must be between 1 and 100, got 101"):
+        consumer_settings({"BATCH_SIZE": "101"})
     with pytest.raises(ConfigError, match=r"BATCH_SIZE must be between 1 and 5, got 6"):
         consumer_settings({"PREFETCH_COUNT": "5", "BATCH_SIZE": "6"})
 
@@ -142,7 +142,7 @@ def test_batch_size_cannot_exceed_prefetch():
 def test_order_service_defaults():
     settings = order_config.load({})
     assert settings.port == 8101
-    assert settings.workers == 2
+    assert (settings.workers, settings.threads) == (1, 8)
     assert settings.max_body_bytes == 16 * 1024
     assert settings.broker.host == "localhost"
 
