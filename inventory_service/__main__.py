@@ -11,6 +11,7 @@ from inventory_service.store import InventoryStore
 from messaging import health, logs, topology
 from messaging.consumer import ConsumeLoop
 from messaging.relay import Relay
+from messaging.runtime import freeze_startup_objects
 from messaging.settings import ConfigError
 from messaging.storage import is_transient
 
@@ -39,6 +40,7 @@ def main() -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: loop.stop())
     relay.start()
+    freeze_startup_objects()
     logger.info("InventoryService started: health on port %d, success rate %.2f",
                 settings.port, settings.success_rate)
     loop.run()

@@ -7,6 +7,7 @@ import sys
 
 from messaging import health, logs, topology
 from messaging.consumer import ConsumeLoop
+from messaging.runtime import freeze_startup_objects
 from messaging.settings import ConfigError
 from messaging.storage import is_transient
 from notification_service import config
@@ -32,6 +33,7 @@ def main() -> int:
     server = health.serve(settings.port, {"/health": lambda: _health(loop, store)})
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: loop.stop())
+    freeze_startup_objects()
     logger.info("NotificationService started: health on port %d", settings.port)
     loop.run()
     server.shutdown()

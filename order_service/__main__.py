@@ -7,6 +7,7 @@ import sys
 from gunicorn.app.base import BaseApplication
 
 from messaging import logs
+from messaging.runtime import freeze_startup_objects
 from messaging.settings import ConfigError
 from order_service import config
 from order_service.app import create_app
@@ -45,6 +46,7 @@ class OrderServiceApplication(BaseApplication):
 
 def _start_background(worker) -> None:
     worker.wsgi.extensions["background"].start()
+    freeze_startup_objects()
 
 
 def _stop_background(_server, worker) -> None:
