@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from messaging import events
 from messaging.consumer import Delivery, Rejection
@@ -22,21 +21,20 @@ class StatusConsumer:
     def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
         """Apply each result to its order; return poison deliveries for dead-lettering."""
         rejections: list[Rejection] = []
-        outcomes: list[tuple] = []
-
-        def settle(conn: sqlite3.Connection) -> None:
-            for delivery in deliveries:
-                try:
-                    result = events.parse_inventory_result(delivery.body)
-                except Poison as poison:
-                    rejections.append(Rejection(delivery, poison.reason, str(poison)))
-                    continue
-                status, reason = orders.final_status(result)
-                outcome = self._store.finish(conn, result.order_id, status, reason, events.utc_now())
-                outcomes.append((outcome, result, status))
-
-        self._store.write(settle)
-        for outcome, result, status in outcomes:
+        results: list[tuple] = []
+        for delivery in deliveries:
+            try:
+                result = events.parse_inventory_result(delivery.body)
+            except Poison as poison:
+                rejections.append(Rejection(delivery, poison.reason, str(poison)))
+                continue
+            results.append((result, *orders.final_status(result)))
+        if not results:
+            return rejections
+        changes = [(result.order_id, status, reason) for result, status, reason in results]
+        outcomes = self._store.write(
+            lambda conn: self._store.finish_many(conn, changes, events.utc_now()))
+        for outcome, (result, status, _) in zip(outcomes, results, strict=True):
             if outcome == "updated":
                 logger.info("Order %s: order_id=%s event_id=%s", status, result.order_id,
                             result.event_id)

@@ -5,7 +5,7 @@ import sqlite3
 
 from messaging import outbox
 from messaging.events import Message
-from messaging.outbox import MessagingStore, PendingMessage
+from messaging.outbox import MessagingStore, PendingMessage, chunks
 from messaging.settings import StorageSettings
 from order_service.orders import ACCEPTED, ListQuery, Order
 
@@ -72,13 +72,41 @@ class OrderStore(MessagingStore):
     def finish(self, conn: sqlite3.Connection, order_id: str, status: str, reason: str | None,
                now: str) -> str:
         """Move an accepted order to its final status: 'updated', 'duplicate' or 'unknown'."""
-        cursor = conn.execute(
-            "UPDATE orders SET status = ?, reason = ?, updated_at = ? WHERE order_id = ? AND status = ?",
-            (status, reason, now, order_id, ACCEPTED))
-        if cursor.rowcount:
-            return "updated"
-        known = conn.execute("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)).fetchone()
-        return "duplicate" if known else "unknown"
+        return self.finish_many(conn, [(order_id, status, reason)], now)[0]
+
+    def finish_many(self, conn: sqlite3.Connection, changes: list[tuple[str, str, str | None]],
+                    now: str) -> list[str]:
+        """Apply (order_id, status, reason) changes with one UPDATE per chunk; outcome per change.
+
+        Only an accepted order changes. A change is 'updated' if it moved its order, 'duplicate'
+        if the order was already final (or moved by an earlier change in the list), 'unknown' if
+        there is no such order.
+        """
+        first: dict[str, tuple[str, str, str | None]] = {}
+        for change in changes:  # a later change to the same order can only be a duplicate
+            first.setdefault(change[0], change)
+        updated: set[str] = set()
+        known: set[str] = set()
+        for chunk in chunks(list(first.values())):
+            updated.update(row[0] for row in conn.execute(
+                "UPDATE orders SET status = v.column2, reason = v.column3, updated_at = ?"
+                f" FROM (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))}) AS v"
+                " WHERE orders.order_id = v.column1 AND orders.status = ? RETURNING orders.order_id",
+                [now, *(value for change in chunk for value in change), ACCEPTED]))
+            rest = sorted({order_id for order_id, _, _ in chunk} - updated)
+            if rest:
+                known.update(row[0] for row in conn.execute(
+                    f"SELECT order_id FROM orders WHERE order_id IN ({', '.join('?' * len(rest))})",
+                    rest))
+        outcomes: list[str] = []
+        for order_id, _, _ in changes:
+            if order_id in updated:
+                outcomes.append("updated")
+                updated.discard(order_id)
+                known.add(order_id)
+            else:
+                outcomes.append("duplicate" if order_id in known else "unknown")
+        return outcomes
 
     def statuses(self) -> dict[str, str]:
         """order_id -> status for every order."""

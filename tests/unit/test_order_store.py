@@ -127,3 +127,26 @@ def test_release_claims_frees_stale_claims(order_store):
     assert outbox.claim(order_store.conn, "new-relay", 10, 60.0) == []
     order_store.release_claims()
     assert len(outbox.claim(order_store.conn, "new-relay", 10, 60.0)) == 1
+
+
+def test_finish_many_reports_each_change_in_order(order_store):
+    a = place(order_store)[0].order_id
+    b = place(order_store)[0].order_id
+    finish(order_store, b, "failed", "no stock")
+    changes = [(a, "reserved", None), ("no-such-order", "reserved", None), (b, "reserved", None),
+               (a, "failed", "late")]
+    outcomes = order_store.write(
+        lambda conn: order_store.finish_many(conn, changes, "2030-01-01T00:00:00Z"))
+    assert outcomes == ["updated", "unknown", "duplicate", "duplicate"]
+    assert order_store.get(a).status == "reserved"
+    assert order_store.get(a).updated_at == "2030-01-01T00:00:00Z"
+    assert (order_store.get(b).status, order_store.get(b).reason) == ("failed", "no stock")
+
+
+def test_finish_many_spans_statement_chunks(order_store):
+    ids = [place(order_store)[0].order_id for _ in range(1200)]
+    outcomes = order_store.write(lambda conn: order_store.finish_many(
+        conn, [(i, "failed", f"reason {n}") for n, i in enumerate(ids)], "2030-01-01T00:00:00Z"))
+    assert outcomes == ["updated"] * 1200
+    assert order_store.status_counts() == {"failed": 1200}
+    assert order_store.get(ids[700]).reason == "reason 700"
