@@ -25,7 +25,7 @@ class OrderApi:
         return page.json()["count"]
 
     def outbox_backlog(self) -> int:
-        """OrderPlaced events not yet confirmed by the broker."""
+        """OrderPlaced events still in the outbox (unconfirmed or about to be deleted)."""
         return self._http.get(f"{self.url}/health", timeout=30).json()["outbox_backlog"]
 
     def wait_settled(self, timeout: float, poll: float = 0.2) -> float:

@@ -133,7 +133,7 @@ def release_all(conn: sqlite3.Connection, owner: str | None = None) -> None:
 
 
 def backlog(conn: sqlite3.Connection) -> int:
-    """Count messages not yet confirmed by the broker."""
+    """Count messages still in the outbox (unconfirmed, or confirmed and about to be deleted)."""
     return conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
 
@@ -175,7 +175,7 @@ class MessagingStore(Database):
         create_schema(self.conn)
 
     def outbox_backlog(self) -> int:
-        """Messages not yet confirmed by the broker."""
+        """Messages still in the outbox (see `backlog`)."""
         return backlog(self.conn)
 
     def count_redelivery(self, key: str) -> int:

@@ -27,7 +27,7 @@ class Snapshot:
     outcomes: dict[str, str]          # order_id -> reserved | failed (InventoryService)
     stock: list[dict]                 # item, initial, available, reserved
     notified: list[str]               # order ids notified (NotificationService)
-    backlogs: dict[str, int]          # service -> outbox rows not yet confirmed
+    backlogs: dict[str, int]          # service -> outbox rows not yet deleted
 
 
 @dataclass(frozen=True)

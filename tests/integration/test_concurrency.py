@@ -12,7 +12,8 @@ def test_no_order_lost_under_concurrent_clients(stack):
     wait_for(lambda: all_final(stack.order_url, order_ids), timeout=90,
              what=f"all {ORDERS} orders to reach a final status")
     assert sorted(statuses(stack.order_url)) == sorted(order_ids)
-    assert stack["order"].health()[1]["outbox_backlog"] == 0
+    wait_for(lambda: stack["order"].health()[1]["outbox_backlog"] == 0, timeout=5,
+             what="the confirmed outbox rows to be deleted")
     log = stack["notification"].log()
     assert log.count("Notification sent") == ORDERS  # success rate 1.0 in tests
     assert len({line.split("order_id=")[1].split()[0] for line in log.splitlines()
