@@ -7,8 +7,8 @@ import sqlite3
 from inventory_service import handlers
 from inventory_service.store import InventoryStore, Outcome, nocase
 from messaging import events, outbox
-from messaging.consumer import Delivery, Rejection
-from messaging.events import OrderPlaced, Poison
+from messaging.consumer import Delivery, Rejection, parse_all
+from messaging.events import OrderPlaced
 from messaging.outbox import PendingMessage
 from messaging.relay import Relay
 
@@ -23,13 +23,7 @@ class InventoryConsumer:
 
     def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
         """Reserve for each valid event; return the poison ones for dead-lettering."""
-        rejections: list[Rejection] = []
-        placed: list[OrderPlaced] = []
-        for delivery in deliveries:
-            try:
-                placed.append(events.parse_order_placed(delivery.body))
-            except Poison as poison:
-                rejections.append(Rejection(delivery, poison.reason, str(poison)))
+        placed, rejections = parse_all(deliveries, events.parse_order_placed)
         log_lines: list[tuple] = []
         results: list[PendingMessage] = []
         claimant = self._relay.claimant()

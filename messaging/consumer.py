@@ -12,6 +12,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pika
 import pika.exceptions
@@ -20,6 +21,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from messaging import topology
 from messaging.connection import CONNECTION_ERRORS, Backoff, close_quietly, connect
 from messaging.deadletter import dead_letter
+from messaging.events import Poison
 from messaging.settings import BrokerSettings, ConsumerSettings
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,19 @@ class Rejection:
 
 
 BatchHandler = Callable[[list[Delivery]], list[Rejection]]
+T = TypeVar("T")
+
+
+def parse_all(deliveries: list[Delivery], parse: Callable[[bytes], T]) -> tuple[list[T], list[Rejection]]:
+    """Parse every body; the poison ones (`Poison` raised) become rejections with their reason."""
+    parsed: list[T] = []
+    rejections: list[Rejection] = []
+    for delivery in deliveries:
+        try:
+            parsed.append(parse(delivery.body))
+        except Poison as poison:
+            rejections.append(Rejection(delivery, poison.reason, str(poison)))
+    return parsed, rejections
 
 
 class TransientError(Exception):

@@ -5,8 +5,7 @@ import logging
 import sqlite3
 
 from messaging import events
-from messaging.consumer import Delivery, Rejection
-from messaging.events import Poison
+from messaging.consumer import Delivery, Rejection, parse_all
 from notification_service import handlers
 from notification_service.store import NotificationStore
 
@@ -21,16 +20,12 @@ class NotificationConsumer:
 
     def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
         """Record and send notifications; return the poison deliveries for dead-lettering."""
-        rejections: list[Rejection] = []
+        results, rejections = parse_all(deliveries, events.parse_inventory_result)
         sent: list[tuple] = []
 
         def settle(conn: sqlite3.Connection) -> None:
-            for delivery in deliveries:
-                try:
-                    result = events.parse_inventory_result(delivery.body)
-                except Poison as poison:
-                    rejections.append(Rejection(delivery, poison.reason, str(poison)))
-                    continue
+            sent.clear()
+            for result in results:
                 message = handlers.notification_for(result)
                 if message is None:
                     logger.info("Not a reservation, no notification: order_id=%s event_id=%s type=%s",

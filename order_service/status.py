@@ -4,8 +4,7 @@ from __future__ import annotations
 import logging
 
 from messaging import events
-from messaging.consumer import Delivery, Rejection
-from messaging.events import Poison
+from messaging.consumer import Delivery, Rejection, parse_all
 from order_service import orders
 from order_service.store import OrderStore
 
@@ -20,15 +19,8 @@ class StatusConsumer:
 
     def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
         """Apply each result to its order; return poison deliveries for dead-lettering."""
-        rejections: list[Rejection] = []
-        results: list[tuple] = []
-        for delivery in deliveries:
-            try:
-                result = events.parse_inventory_result(delivery.body)
-            except Poison as poison:
-                rejections.append(Rejection(delivery, poison.reason, str(poison)))
-                continue
-            results.append((result, *orders.final_status(result)))
+        parsed, rejections = parse_all(deliveries, events.parse_inventory_result)
+        results = [(result, *orders.final_status(result)) for result in parsed]
         if not results:
             return rejections
         changes = [(result.order_id, status, reason) for result, status, reason in results]
