@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from messaging.events import Message
 from messaging.settings import StorageSettings
-from messaging.storage import Database
+from messaging.storage import Database, chunks
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -85,11 +85,6 @@ def add_many(conn: sqlite3.Connection, messages: list[Message],
                                                 m.correlation_id, m.type, now, claimant, until)],
         ).fetchall()
     return sorted((PendingMessage(row[0], now, by_id[row[1]]) for row in rows), key=lambda r: r.id)
-
-
-def chunks(items: list, size: int = 500) -> list[list]:
-    """Split a multi-row statement's rows so it stays far below SQLite's limit of variables."""
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float) -> list[PendingMessage]:

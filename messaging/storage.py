@@ -45,6 +45,11 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
+def chunks(items: list, size: int = 500) -> list[list]:
+    """Split a multi-row statement's rows so it stays far below SQLite's limit of variables."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def is_transient(exc: BaseException) -> bool:
     """Tell whether a database error may pass on retry (locked, busy, I/O)."""
     return isinstance(exc, sqlite3.OperationalError)
@@ -76,13 +81,13 @@ class _Checkpointer(threading.Thread):
     PASSIVE never waits for readers or writers, so commits go on while the pages are copied.
     """
 
-    def __init__(self, db: Database, interval: float) -> None:
-        super().__init__(name=f"checkpoint-{os.path.basename(db.path)}", daemon=True)
-        self._db, self._interval = db, interval
+    def __init__(self, path: str, settings: StorageSettings, interval: float) -> None:
+        super().__init__(name=f"checkpoint-{os.path.basename(path)}", daemon=True)
+        self._path, self._settings, self._interval = path, settings, interval
         self._stopping = threading.Event()
 
     def run(self) -> None:
-        conn = open_db(self._db.path, self._db._settings, autocheckpoint=False)
+        conn = open_db(self._path, self._settings, autocheckpoint=False)
         try:
             while not self._stopping.wait(self._interval):
                 self.checkpoint(conn)
@@ -140,7 +145,7 @@ class Database:
         """
         if self._checkpointer is not None:
             return
-        self._checkpointer = _Checkpointer(self, interval)
+        self._checkpointer = _Checkpointer(self.path, self._settings, interval)
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._checkpointer.start()
 

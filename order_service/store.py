@@ -5,8 +5,9 @@ import sqlite3
 
 from messaging import outbox
 from messaging.events import Message
-from messaging.outbox import MessagingStore, PendingMessage, chunks
+from messaging.outbox import MessagingStore, PendingMessage
 from messaging.settings import StorageSettings
+from messaging.storage import chunks
 from order_service.orders import ACCEPTED, ListQuery, Order
 
 SCHEMA = """
