@@ -122,7 +122,7 @@ def storage_settings(env: Mapping[str, str] | None = None) -> StorageSettings:
     )
 
 
-# The spec's prefetch is 10; a backlog drains about twice as fast with 100, because each batch
+# The spec's prefetch is 10; a backlog drains two to three times as fast with 100, because each batch
 # (one transaction, one multiple-ack) can then hold up to 100 messages (BENCHMARKS.md).
 DEFAULT_PREFETCH = 100
 
