@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from messaging.events import InventoryResult, OrderPlaced
 from messaging.outbox import MessagingStore
 from messaging.settings import StorageSettings
-from messaging.storage import chunks
+from messaging.storage import select_in
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (
@@ -60,21 +60,13 @@ class InventoryStore(MessagingStore):
 
     def stock_for(self, conn: sqlite3.Connection, items: set[str]) -> dict[str, tuple[str, int]]:
         """nocase(item) -> (menu name, units on hand) for those of `items` that are on the menu."""
-        rows = []
-        for chunk in chunks(sorted(items)):
-            rows += conn.execute(
-                f"SELECT item, available FROM stock WHERE item IN ({', '.join('?' * len(chunk))})",
-                chunk).fetchall()
+        rows = select_in(conn, "SELECT item, available FROM stock WHERE item IN ({})", items)
         return {nocase(row[0]): (row[0], row[1]) for row in rows}
 
     def outcomes_among(self, conn: sqlite3.Connection, order_ids: set[str]) -> set[str]:
         """Those of `order_ids` that already have a reservation outcome."""
-        known: set[str] = set()
-        for chunk in chunks(sorted(order_ids)):
-            known.update(row[0] for row in conn.execute(
-                f"SELECT order_id FROM reservations WHERE order_id IN ({', '.join('?' * len(chunk))})",
-                chunk))
-        return known
+        return {row[0] for row in select_in(
+            conn, "SELECT order_id FROM reservations WHERE order_id IN ({})", order_ids)}
 
     def record(self, conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
         """Apply outcomes: take the stock of the reserved ones, remember every outcome."""

@@ -58,15 +58,8 @@ def add(conn: sqlite3.Connection, message: Message,
     can be handed to the relay in memory and published without another write. Returns the row, or
     None when a row with this message_id already exists.
     """
-    now = time.time()
-    cursor = conn.execute(
-        "INSERT OR IGNORE INTO outbox (message_id, exchange, routing_key, body, correlation_id, type,"
-        " created_at, claimed_by, claimed_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (message.message_id, message.exchange, message.routing_key, message.body,
-         message.correlation_id, message.type, now, claimant,
-         now + CLAIM_LEASE if claimant else None),
-    )
-    return PendingMessage(cursor.lastrowid, now, message) if cursor.rowcount == 1 else None
+    rows = add_many(conn, [message], claimant)
+    return rows[0] if rows else None
 
 
 def add_many(conn: sqlite3.Connection, messages: list[Message],

@@ -50,6 +50,14 @@ def chunks(items: list, size: int = 500) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def select_in(conn: sqlite3.Connection, query: str, values: set[str]) -> list[sqlite3.Row]:
+    """Rows of `query`, whose `{}` is an IN list, for all `values`, in chunks."""
+    rows: list[sqlite3.Row] = []
+    for chunk in chunks(sorted(values)):
+        rows += conn.execute(query.format(", ".join("?" * len(chunk))), chunk).fetchall()
+    return rows
+
+
 def is_transient(exc: BaseException) -> bool:
     """Tell whether a database error may pass on retry (locked, busy, I/O)."""
     return isinstance(exc, sqlite3.OperationalError)

@@ -7,7 +7,7 @@ from messaging import outbox
 from messaging.events import Message
 from messaging.outbox import MessagingStore, PendingMessage
 from messaging.settings import StorageSettings
-from messaging.storage import chunks
+from messaging.storage import chunks, select_in
 from order_service.orders import ACCEPTED, ListQuery, Order
 
 SCHEMA = """
@@ -94,11 +94,9 @@ class OrderStore(MessagingStore):
                 f" FROM (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))}) AS v"
                 " WHERE orders.order_id = v.column1 AND orders.status = ? RETURNING orders.order_id",
                 [now, *(value for change in chunk for value in change), ACCEPTED]))
-            rest = sorted({order_id for order_id, _, _ in chunk} - updated)
-            if rest:
-                known.update(row[0] for row in conn.execute(
-                    f"SELECT order_id FROM orders WHERE order_id IN ({', '.join('?' * len(rest))})",
-                    rest))
+            known.update(row[0] for row in select_in(
+                conn, "SELECT order_id FROM orders WHERE order_id IN ({})",
+                {order_id for order_id, _, _ in chunk} - updated))
         outcomes: list[str] = []
         for order_id, _, _ in changes:
             if order_id in updated:
