@@ -18,7 +18,7 @@ import pika
 import pika.spec
 
 from messaging import outbox
-from messaging.connection import Backoff, close_quietly, connect
+from messaging.connection import Backoff, CoalescingSelectConnection, close_quietly, connect
 from messaging.outbox import PendingMessage
 from messaging.settings import BrokerSettings
 from messaging.storage import Database
@@ -100,7 +100,7 @@ class Relay(threading.Thread):
             if probe is None:
                 break
             self._wake_pending = False
-            self._connection = pika.SelectConnection(
+            self._connection = CoalescingSelectConnection(
                 self._broker.parameters(), on_open_callback=self._on_open,
                 on_open_error_callback=self._on_open_error, on_close_callback=self._on_closed)
             self._connection.ioloop.start()
