@@ -37,6 +37,17 @@ def p99_by_rate(sweep: dict[str, list]) -> list[dict[str, Any]]:
     return rows
 
 
+def within_target_up_to(fair: list[dict[str, Any]]) -> float | None:
+    """The highest rate up to which every unsaturated step kept the p99 within the target ratio."""
+    limit = TARGETS["p99_vs_bare_p99"][1]
+    highest = None
+    for row in sorted(fair, key=lambda r: r["rate"]):
+        if row["ratio"] is None or row["ratio"] > limit:
+            break
+        highest = row["rate"]
+    return highest
+
+
 def headline(results: dict[str, Any]) -> dict[str, Any]:
     """Every headline figure the results allow (a soak run has fewer)."""
     figures: dict[str, Any] = {}
@@ -54,7 +65,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
             order_p99_ms=chosen and chosen["order_p99_ms"],
             bare_p99_ms=chosen and chosen["bare_p99_ms"],
             worst_unsaturated_ratio=max((r["ratio"] for r in fair if r["ratio"]), default=None),
-            by_rate=by_rate)
+            within_target_up_to_rate=within_target_up_to(fair), by_rate=by_rate)
     drain, raw = results.get("drain"), results.get("amqp_baseline")
     if drain and raw:
         figures["drain_vs_raw_consume"] = _figure(

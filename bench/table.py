@@ -85,8 +85,17 @@ def render(results: dict[str, Any]) -> str:
 def _headline(figures: dict[str, Any]) -> list[str]:
     rows = [[name, _n(f["value"], 3), f["target"], {True: "yes", False: "NO", None: "-"}[f["met"]]]
             for name, f in figures.items()]
-    return ["Headline (ratios to same-machine baselines):", *_grid(["figure", "value", "target",
-                                                                    "met"], rows)] if rows else []
+    if not rows:
+        return []
+    out = ["Headline (ratios to same-machine baselines):",
+           *_grid(["figure", "value", "target", "met"], rows)]
+    p99 = figures.get("p99_vs_bare_p99")
+    if p99:
+        up_to = p99.get("within_target_up_to_rate")
+        out.append(f"p99 at {_n(p99['at_rate'])}/s, the highest rate neither saturates; "
+                   + (f"within {p99['target'].split()[-1]}x of bare at every rate up to {_n(up_to)}/s"
+                      if up_to is not None else "above the target at the lowest rate already"))
+    return out
 
 
 def _sweep(sweep: dict[str, list], e2e: dict[str, Any]) -> list[str]:

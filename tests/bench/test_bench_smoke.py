@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.headline import headline
 from bench.httpclient import order_id_of, order_requests
 from bench.schedule import Timetable, parse_rates
 from bench.stats import is_saturated, percentile, ratio, summarize
@@ -101,3 +102,24 @@ def test_e2e_summary_uses_the_services_own_stamps():
     assert summary["latency_ms"]["max"] == pytest.approx(500.0)
     assert summary["span_s"] == pytest.approx(1.0)
     assert summary["orders_per_s"] == pytest.approx(2.0)
+
+
+def _step(rate: float, p99: float, saturated: bool = False) -> dict:
+    return {"offered_rps": rate, "saturated": saturated, "latency_ms": {"p99": p99}}
+
+
+def test_p99_headline_is_the_highest_rate_neither_saturates_and_says_how_far_the_target_held():
+    sweep = {"bare": [_step(100, 2.0), _step(200, 2.0), _step(400, 2.0), _step(800, 2.0),
+                      _step(1600, 9.0, saturated=True)],
+             "order": [_step(100, 3.0), _step(200, 4.0), _step(400, 9.0), _step(800, 3.0),
+                       _step(1600, 600.0, saturated=True)]}
+    figure = headline({"sweep": sweep})["p99_vs_bare_p99"]
+    assert (figure["at_rate"], figure["value"], figure["met"]) == (800, 1.5, True)
+    assert figure["worst_unsaturated_ratio"] == 4.5
+    assert figure["within_target_up_to_rate"] == 200  # 400/s broke it, whatever came after
+
+
+def test_p99_within_target_is_none_when_the_lowest_rate_already_misses():
+    sweep = {"bare": [_step(100, 2.0)], "order": [_step(100, 5.0)]}
+    figure = headline({"sweep": sweep})["p99_vs_bare_p99"]
+    assert figure["met"] is False and figure["within_target_up_to_rate"] is None
