@@ -15,6 +15,10 @@ from messaging.settings import StorageSettings
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
+CHECKPOINT_INTERVAL = 0.2  # seconds between background WAL checkpoints
+RESTART_FRAMES = 1000  # WAL frames past which a checkpoint holds the writers back to finish
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a WAL file is cut back to when it starts over
+
 
 def open_db(path: str, settings: StorageSettings, autocheckpoint: bool = True) -> sqlite3.Connection:
     """Open `path` in autocommit mode with WAL, the configured sync level and busy timeout.
@@ -28,6 +32,7 @@ def open_db(path: str, settings: StorageSettings, autocheckpoint: bool = True) -
     conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {settings.synchronous}")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
     if not autocheckpoint:
         conn.execute("PRAGMA wal_autocheckpoint = 0")
     return conn
@@ -80,13 +85,16 @@ class _Job:
         return self.result
 
 
-CHECKPOINT_INTERVAL = 0.2  # seconds between background WAL checkpoints
-
-
 class _Checkpointer(threading.Thread):
-    """Run PASSIVE checkpoints every `interval` seconds on a connection of its own.
+    """Copy the WAL into the database file every `interval` seconds, on a connection of its own.
 
-    PASSIVE never waits for readers or writers, so commits go on while the pages are copied.
+    A PASSIVE checkpoint never waits for readers or writers, so commits go on while it copies. But
+    under steady writes it never catches up: new frames arrive while it copies, and SQLite starts
+    a WAL over from its beginning only when a write begins with every frame copied, so the WAL
+    would grow without end (by gigabytes over some hundred thousand orders), and every read would
+    search an ever longer WAL index. So once the WAL holds RESTART_FRAMES, the checkpointer copies
+    what is left while it holds the writers' file lock: the first pass did the bulk, this one only
+    the frames written meanwhile, and the next write starts the WAL over.
     """
 
     def __init__(self, path: str, settings: StorageSettings, interval: float) -> None:
@@ -96,23 +104,40 @@ class _Checkpointer(threading.Thread):
 
     def run(self) -> None:
         conn = open_db(self._path, self._settings, autocheckpoint=False)
+        # Its own open file description: flock would not exclude this process's writers otherwise.
+        lock_fd = os.open(self._path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             while not self._stopping.wait(self._interval):
-                self.checkpoint(conn)
-            self.checkpoint(conn)
+                self.checkpoint(conn, lock_fd)
+            self.checkpoint(conn, lock_fd)
         finally:
             conn.close()
+            os.close(lock_fd)
 
     @staticmethod
-    def checkpoint(conn: sqlite3.Connection) -> None:
+    def checkpoint(conn: sqlite3.Connection, lock_fd: int) -> tuple[int, int]:
+        """Checkpoint; return the WAL's frames and how many of them are copied, as SQLite reports."""
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            frames, copied = _passive_checkpoint(conn)
+            if frames >= RESTART_FRAMES:  # "all copied" may be stale: commits may have come since
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                try:
+                    frames, copied = _passive_checkpoint(conn)
+                finally:
+                    fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            return frames, copied
         except sqlite3.Error as exc:  # e.g. the disk is full: the WAL keeps the data meanwhile
             logger.warning("WAL checkpoint failed: %r", exc)
+            return -1, -1
 
     def stop(self) -> None:
         self._stopping.set()
         self.join(timeout=5.0)
+
+
+def _passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
+    _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return frames, copied
 
 
 class Database:
