@@ -39,6 +39,7 @@ class Run:
         with self.phase("sweep"):
             self.sweep()
         self.results["rss"]["end"] = self.rss()  # before the drain restarts InventoryService
+        self.results["disk"] = {"end": self.disk()}
         with self.phase("drain"):
             self.backlog_drain()
         with self.phase("verify"):
@@ -142,6 +143,12 @@ class Run:
         pids["bare"] = self.env.bare.process.pid if self.env.bare else None
         pids["rabbitmq"] = find_process("beam.smp")
         return pids
+
+    def disk(self) -> dict[str, dict[str, int]]:
+        """Bytes of each service's SQLite files: the databases and their write-ahead logs."""
+        return {name: {kind: sum(f.stat().st_size for f in self.env.stack[name].data_dir.glob(pattern))
+                       for kind, pattern in (("db", "*.db"), ("wal", "*.db-wal"))}
+                for name in ("order", "inventory", "notification")}
 
     def rss(self) -> dict[str, int]:
         """Resident bytes of each service (gunicorn: master plus workers)."""

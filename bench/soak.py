@@ -11,7 +11,7 @@ class SoakRun(Run):
     """A run that only soaks (no baselines), then verifies every order like the full run."""
 
     def soak(self) -> None:
-        """Post `--soak` orders at `--soak-rate` in ten chunks, sampling RSS after each chunk."""
+        """Post `--soak` orders at `--soak-rate` in ten chunks, sampling RSS and WAL sizes after each."""
         total, rate = self.o.soak, self.o.soak_rate
         chunk, posted = math.ceil(total / 10), 0
         series = [{"orders": 0, "rss": self.rss()}]
@@ -24,9 +24,10 @@ class SoakRun(Run):
                 row = self.load(open_loop, self.env.stack.order_url, rate, count / rate,
                                 f"soak {posted + count}/{total}", self.o.connections)
                 posted += count
-                series.append({"orders": posted, "rss": self.rss(), "post": row})
+                series.append({"orders": posted, "rss": self.rss(), "disk": self.disk(), "post": row})
             settle = self.api.wait_settled(self.o.settle_timeout)
-            series.append({"orders": posted, "rss": self.rss(), "settled_after_s": round(settle, 3)})
+            series.append({"orders": posted, "rss": self.rss(), "disk": self.disk(),
+                           "settled_after_s": round(settle, 3)})
         self.results["soak"] = {"orders": total, "rate": rate, "series": series}
         with self.phase("verify"):
             self.verify()

@@ -121,16 +121,23 @@ def _memory(results: dict[str, Any]) -> list[str]:
     if rss and "end" in rss:
         rows = [[name, _n(rss["start"][name] / MB), _n(rss["end"][name] / MB),
                  _n((rss["end"][name] - rss["start"][name]) / MB)] for name in rss["start"]]
-        return ["", "RSS (MB, before the drain restarts InventoryService):",
-                *_grid(["service", "start", "end", "growth"], rows)]
+        disk = results.get("disk", {}).get("end", {})
+        rows = [row + [_n(disk[row[0]]["db"] / MB), _n(disk[row[0]]["wal"] / MB)] if row[0] in disk
+                else row + ["-", "-"] for row in rows]
+        return ["", "RSS and SQLite files (MB, before the drain restarts InventoryService):",
+                *_grid(["service", "start", "end", "growth", "db", "WAL"], rows)]
     soak = results.get("soak")
     if soak:
         names = list(soak["series"][0]["rss"])
+        wals = [n for n in names if n in soak["series"][-1].get("disk", {})]
         rows = [[_n(point["orders"]), _n(point.get("post", {}).get("achieved_rps")),
                  _n(point.get("post", {}).get("latency_ms", {}).get("p99")),
-                 *[_n(point["rss"][n] / MB) for n in names]] for point in soak["series"]]
-        return ["", f"Soak at {_n(soak['rate'])} orders/s, RSS in MB (the last row: all final):",
-                *_grid(["orders", "POST/s", "p99 ms", *names], rows)]
+                 *[_n(point["rss"][n] / MB) for n in names],
+                 *[_n(point["disk"][n]["wal"] / MB) if "disk" in point else "-" for n in wals]]
+                for point in soak["series"]]
+        return ["", f"Soak at {_n(soak['rate'])} orders/s, RSS and WAL files in MB "
+                    "(the last row: all final):",
+                *_grid(["orders", "POST/s", "p99 ms", *names, *[f"{n} WAL" for n in wals]], rows)]
     return []
 
 

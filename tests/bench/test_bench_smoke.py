@@ -9,6 +9,7 @@ import pytest
 from bench.headline import headline
 from bench.httpclient import order_id_of, order_requests
 from bench.schedule import Timetable, parse_rates
+from bench.table import render
 from bench.stats import is_saturated, percentile, ratio, summarize
 from bench.summary import e2e_summary
 
@@ -123,3 +124,16 @@ def test_p99_within_target_is_none_when_the_lowest_rate_already_misses():
     sweep = {"bare": [_step(100, 2.0)], "order": [_step(100, 5.0)]}
     figure = headline({"sweep": sweep})["p99_vs_bare_p99"]
     assert figure["met"] is False and figure["within_target_up_to_rate"] is None
+
+
+def test_the_tables_show_each_services_wal_beside_its_rss():
+    mb = 1024 * 1024
+    point = {"rss": {"order": 80 * mb}, "disk": {"order": {"db": 5 * mb, "wal": 8 * mb}}}
+    soak = {"soak": {"rate": 700, "series": [{"orders": 0, **point},
+                                             {"orders": 10, **point, "post": {"achieved_rps": 7}}]}}
+    lines = render(soak).splitlines()
+    assert "order WAL" in lines[2]
+    assert lines[-1].split()[-2:] == ["80.0", "8.0"]  # RSS and WAL of the last sample, in MB
+    full = {"rss": {"start": {"order": 70 * mb}, "end": {"order": 80 * mb}},
+            "disk": {"end": {"order": {"db": 5 * mb, "wal": 8 * mb}}}}
+    assert render(full).splitlines()[-1].split() == ["order", "70.0", "80.0", "10.0", "5.0", "8.0"]
