@@ -115,29 +115,28 @@ class _Checkpointer(threading.Thread):
             os.close(lock_fd)
 
     @staticmethod
-    def checkpoint(conn: sqlite3.Connection, lock_fd: int) -> tuple[int, int]:
-        """Checkpoint; return the WAL's frames and how many of them are copied, as SQLite reports."""
+    def checkpoint(conn: sqlite3.Connection, lock_fd: int) -> None:
         try:
-            frames, copied = _passive_checkpoint(conn)
-            if frames >= RESTART_FRAMES:  # "all copied" may be stale: commits may have come since
+            # What SQLite reports as copied may be stale already (commits go on meanwhile), so a
+            # long WAL always gets the second pass.
+            if _passive_checkpoint(conn) >= RESTART_FRAMES:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
                 try:
-                    frames, copied = _passive_checkpoint(conn)
+                    _passive_checkpoint(conn)
                 finally:
                     fcntl.flock(lock_fd, fcntl.LOCK_UN)
-            return frames, copied
         except sqlite3.Error as exc:  # e.g. the disk is full: the WAL keeps the data meanwhile
             logger.warning("WAL checkpoint failed: %r", exc)
-            return -1, -1
 
     def stop(self) -> None:
         self._stopping.set()
         self.join(timeout=5.0)
 
 
-def _passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
-    _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    return frames, copied
+def _passive_checkpoint(conn: sqlite3.Connection) -> int:
+    """Copy what can be copied without waiting; return the frames the WAL held."""
+    _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return frames
 
 
 class Database:
