@@ -62,10 +62,9 @@ class InventoryConsumer:
             key = nocase(event.item)
             item, available = stock.get(key, (event.item, None))
             decision = handlers.decide(event, available, self._success_rate)
-            if decision.reserved:
-                stock[key] = (item, available - event.quantity)
             outcomes.append(Outcome(event, item, handlers.result_for(event, decision, now)))
             if decision.reserved:
+                stock[key] = (item, available - event.quantity)
                 log_lines.append(("Inventory reserved: order_id=%s event_id=%s item=%s quantity=%d",
                                   event.order_id, event.event_id, item, event.quantity))
             else:

@@ -127,9 +127,7 @@ def backlog(conn: sqlite3.Connection) -> int:
 
 def mark_processed(conn: sqlite3.Connection, event_id: str) -> bool:
     """Record `event_id` as handled; False when it already was (a duplicate)."""
-    cursor = conn.execute("INSERT OR IGNORE INTO inbox (event_id, processed_at) VALUES (?, ?)",
-                          (event_id, time.time()))
-    return cursor.rowcount == 1
+    return event_id in mark_processed_many(conn, [event_id])
 
 
 def mark_processed_many(conn: sqlite3.Connection, event_ids: list[str]) -> set[str]:

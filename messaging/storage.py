@@ -50,6 +50,11 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
+def lock_path(path: str) -> str:
+    """The file whose flock queues the writers of the SQLite file `path`, across processes."""
+    return path + ".lock"
+
+
 def chunks(items: list, size: int = 500) -> list[list]:
     """Split a multi-row statement's rows so it stays far below SQLite's limit of variables."""
     return [items[i:i + size] for i in range(0, len(items), size)]
@@ -105,7 +110,7 @@ class _Checkpointer(threading.Thread):
     def run(self) -> None:
         conn = open_db(self._path, self._settings, autocheckpoint=False)
         # Its own open file description: flock would not exclude this process's writers otherwise.
-        lock_fd = os.open(self._path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        lock_fd = os.open(lock_path(self._path), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             while not self._stopping.wait(self._interval):
                 self.checkpoint(conn, lock_fd)
@@ -218,7 +223,7 @@ class Database:
     def _exclusive(self) -> int:
         """This process's descriptor of the file lock that queues writers across processes."""
         if self._lock_pid != os.getpid():  # opened after a fork: never share it with the parent
-            self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self._lock_fd = os.open(lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o644)
             self._lock_pid = os.getpid()
         return self._lock_fd
 

@@ -9,9 +9,9 @@ import pytest
 from bench.headline import headline
 from bench.httpclient import order_id_of, order_requests
 from bench.schedule import Timetable, parse_rates
-from bench.table import render
 from bench.stats import is_saturated, percentile, ratio, summarize
 from bench.summary import e2e_summary
+from bench.table import render
 
 
 def test_percentile_is_nearest_rank():
