@@ -15,7 +15,7 @@ from flask import Flask, Response, jsonify, request
 from messaging.events import utc_now
 from order_service import config
 from order_service.__main__ import OrderServiceApplication
-from order_service.orders import ACCEPTED, ACCEPTED_MESSAGE
+from order_service.handlers import ACCEPTED, ACCEPTED_MESSAGE
 
 
 def create_app() -> Flask:

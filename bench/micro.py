@@ -27,9 +27,9 @@ from inventory_service import config as inventory_config
 from inventory_service.consumer import InventoryConsumer
 from inventory_service.store import InventoryStore
 from messaging import events
-from messaging.consumer import Delivery
+from messaging.delivery import Delivery
 from order_service import config as order_config
-from order_service import orders
+from order_service import handlers
 from order_service.app import create_app
 from order_service.store import OrderStore
 
@@ -55,7 +55,7 @@ def commit_latency(background: bool, count: int = 5000) -> str:
             store.start_checkpoints()
         took = []
         for _ in range(count):
-            order, message = orders.place(orders.validate(BODY), events.utc_now())
+            order, message = handlers.place(handlers.validate(BODY), events.utc_now())
             start = time.perf_counter()
             store.add(order, message)
             took.append((time.perf_counter() - start) * 1000)
@@ -85,7 +85,7 @@ def inventory_handler(batches: int = 50, size: int = 100) -> str:
         for _ in range(batches):
             batch = []
             for tag in range(1, size + 1):
-                order, message = orders.place(orders.validate(BODY), events.utc_now())
+                order, message = handlers.place(handlers.validate(BODY), events.utc_now())
                 batch.append(Delivery(tag, "orders", "order.placed", False,
                                       pika.BasicProperties(message_id=message.message_id),
                                       message.body))

@@ -6,8 +6,8 @@ import sqlite3
 
 from inventory_service import handlers
 from inventory_service.store import InventoryStore, Outcome, nocase
-from messaging import events, outbox
-from messaging.consumer import Delivery, Rejection, parse_all
+from messaging import events, inbox, outbox
+from messaging.delivery import Delivery, Rejection, parse_all
 from messaging.events import OrderPlaced
 from messaging.outbox import PendingMessage
 from messaging.relay import Relay
@@ -47,7 +47,7 @@ class InventoryConsumer:
     def _reserve(self, conn: sqlite3.Connection, placed: list[OrderPlaced],
                  log_lines: list[tuple]) -> list[Outcome]:
         """Decide each new event in delivery order against the stock as the batch leaves it."""
-        fresh = outbox.mark_processed_many(conn, [event.event_id for event in placed])
+        fresh = inbox.mark_processed_many(conn, [event.event_id for event in placed])
         decided = self._store.outcomes_among(conn, {event.order_id for event in placed})
         stock = self._store.stock_for(conn, {event.item for event in placed})
         now = events.utc_now()

@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass
 
 from messaging.events import InventoryResult, OrderPlaced
-from messaging.outbox import MessagingStore
 from messaging.settings import StorageSettings
 from messaging.storage import select_in
+from messaging.store import MessagingStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (

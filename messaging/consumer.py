@@ -6,71 +6,31 @@ multiple-ack. Transient failures are retried with increasing delay a bounded num
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import pika
-import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from messaging import topology
 from messaging.connection import CONNECTION_ERRORS, Backoff, close_quietly, connect
-from messaging.deadletter import dead_letter
-from messaging.events import Poison
+from messaging.dead_lettering import dead_letter
+from messaging.delivery import BatchHandler, Delivery, Rejection, delivery_key
 from messaging.settings import BrokerSettings, ConsumerSettings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One message as taken from the queue."""
-
-    tag: int
-    exchange: str
-    routing_key: str
-    redelivered: bool
-    properties: pika.BasicProperties
-    body: bytes
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A delivery that must go to the dead-letter queue, and why."""
-
-    delivery: Delivery
-    reason: str
-    error: str
-    attempts: int = 1
-
-
-BatchHandler = Callable[[list[Delivery]], list[Rejection]]
 T = TypeVar("T")
 
 
-def parse_all(deliveries: list[Delivery], parse: Callable[[bytes], T]) -> tuple[list[T], list[Rejection]]:
-    """Parse every body; the poison ones (`Poison` raised) become rejections with their reason."""
-    parsed: list[T] = []
-    rejections: list[Rejection] = []
-    for delivery in deliveries:
-        try:
-            parsed.append(parse(delivery.body))
-        except Poison as poison:
-            rejections.append(Rejection(delivery, poison.reason, str(poison)))
-    return parsed, rejections
-
-
-class TransientError(Exception):
-    """A failure that may pass if the same work is tried again later."""
-
-
 class ConsumeLoop:
-    """Consume `queue` until `stop()`, reconnecting with backoff whenever the broker goes away."""
+    """Consume `queue` until `stop()`, reconnecting with backoff whenever the broker goes away.
+
+    `is_transient(exc)` tells a failure that may pass on retry (a locked database) from one that
+    will not; `count_redelivery(key)` durably counts a redelivery and returns the count so far.
+    """
 
     def __init__(self, broker: BrokerSettings, queue: topology.Queue, handle_batch: BatchHandler,
                  service: str, settings: ConsumerSettings,
@@ -79,8 +39,11 @@ class ConsumeLoop:
         self._broker, self._queue, self._handle = broker, queue, handle_batch
         self._count_redelivery = count_redelivery
         self._service, self._settings = service, settings
-        self._is_transient = lambda exc: isinstance(exc, TransientError) or is_transient(exc)
+        self._is_transient = is_transient
         self._stopping = threading.Event()
+        self._backoff = Backoff()  # between connections
+        self._refused = Backoff()  # after the broker refused a dead letter
+        self._requeued: set[str] = set()  # keys put back by us, not redelivered after a crash
         self.consuming = False
         self.processed = 0
 
@@ -90,20 +53,18 @@ class ConsumeLoop:
 
     def run(self) -> None:
         """Consume until stopped; never exits because the broker went away."""
-        backoff = Backoff()
         while not self._stopping.is_set():
             connection = connect(self._broker, self._stopping, self._service)
             if connection is None:
                 break
             try:
-                backoff.reset()
                 self._consume(connection)
             except CONNECTION_ERRORS as exc:
                 logger.warning("%s lost RabbitMQ (%r); reconnecting", self._service, exc)
-                self._stopping.wait(backoff.next_delay())
+                self._stopping.wait(self._backoff.next_delay())
             except Exception:
                 logger.exception("%s: unexpected error; reconnecting", self._service)
-                self._stopping.wait(backoff.next_delay())
+                self._stopping.wait(self._backoff.next_delay())
             finally:
                 self.consuming = False
                 close_quietly(connection)
@@ -114,11 +75,13 @@ class ConsumeLoop:
         channel.basic_qos(prefetch_count=self._settings.prefetch)
         dead_letters = connection.channel()
         dead_letters.confirm_delivery()
-        self.consuming = True
-        logger.info("%s consuming %s (prefetch %d)", self._service, self._queue.name,
-                    self._settings.prefetch)
         batch: list[Delivery] = []
         for method, properties, body in channel.consume(self._queue.name, inactivity_timeout=0.2):
+            if not self.consuming:  # the broker said consume-ok: only now is this connection good
+                self.consuming = True
+                self._backoff.reset()
+                logger.info("%s consuming %s (prefetch %d)", self._service, self._queue.name,
+                            self._settings.prefetch)
             if method is not None:
                 batch.append(Delivery(method.delivery_tag, method.exchange, method.routing_key,
                                       method.redelivered, properties, body))
@@ -133,24 +96,37 @@ class ConsumeLoop:
 
     def _settle(self, channel: BlockingChannel, dead_letters: BlockingChannel,
                 batch: list[Delivery]) -> None:
-        batch, rejections = self._over_redelivery_limit(batch)
+        """Handle, dead-letter the rejected, put back what the DLQ refused, ack the rest at once."""
+        batch, rejections = self._over_redelivery_limit(channel.connection, batch)
         if batch:
             rejections += self._handle_with_retries(channel.connection, batch)
-        rejected = {r.delivery.tag for r in rejections
-                    if not dead_letter(dead_letters, channel, self._queue, r, self._service)}
-        to_ack = [d.tag for d in batch + [r.delivery for r in rejections] if d.tag not in rejected]
+        refused = [r.delivery for r in rejections
+                   if not dead_letter(dead_letters, self._queue, r, self._service)]
+        for delivery in refused:  # in no queue yet: back to ours, to be dead-lettered later
+            channel.basic_nack(delivery.tag, multiple=False, requeue=True)
+            self._requeued.add(delivery_key(delivery))
+        kept = {d.tag for d in refused}
+        to_ack = [d.tag for d in batch + [r.delivery for r in rejections] if d.tag not in kept]
         if to_ack:
             channel.basic_ack(delivery_tag=max(to_ack), multiple=True)
         self.processed += len(batch)
+        if refused:
+            delay = self._refused.next_delay()
+            logger.error("%s: %d dead letter(s) refused by the broker; put back on %s, next try "
+                         "in %.1fs", self._service, len(refused), self._queue.name, delay)
+            channel.connection.sleep(delay)
+        elif rejections:
+            self._refused.reset()
 
-    def _over_redelivery_limit(self, batch: list[Delivery]) -> tuple[list[Delivery], list[Rejection]]:
+    def _over_redelivery_limit(self, connection: pika.BlockingConnection,
+                               batch: list[Delivery]) -> tuple[list[Delivery], list[Rejection]]:
         """Split off redelivered messages seen more often than the limit (e.g. ones that crash us)."""
         if self._count_redelivery is None or not any(d.redelivered for d in batch):
             return batch, []
         keep: list[Delivery] = []
         rejections: list[Rejection] = []
         for delivery in batch:
-            attempts = self._count_redelivery(delivery_key(delivery)) if delivery.redelivered else 1
+            attempts = self._attempts(connection, delivery)
             if attempts > self._settings.redelivery_limit:
                 rejections.append(Rejection(delivery, "redelivery-limit",
                                             f"delivered {attempts} times without being settled",
@@ -159,49 +135,54 @@ class ConsumeLoop:
                 keep.append(delivery)
         return keep, rejections
 
+    def _attempts(self, connection: pika.BlockingConnection, delivery: Delivery) -> int:
+        """How often `delivery` has come without being settled; its redeliveries counted durably."""
+        key = delivery_key(delivery)
+        if not delivery.redelivered or key in self._requeued:
+            self._requeued.discard(key)
+            return 1
+        outcome = self._attempt(connection, lambda: self._count_redelivery(key),
+                                f"counting a redelivery of {key}")
+        if isinstance(outcome, BaseException):
+            raise outcome  # unsettled: it comes back after the reconnect, and is counted then
+        return outcome
+
     def _handle_with_retries(self, connection: pika.BlockingConnection,
                              batch: list[Delivery]) -> list[Rejection]:
         """Run the handler, retrying transient failures; split the batch if they persist."""
-        error = self._attempt(connection, batch)
-        if not isinstance(error, BaseException):
-            return error
+        outcome = self._attempt(connection, lambda: self._handle(batch),
+                                f"handling a batch of {len(batch)}")
+        if not isinstance(outcome, BaseException):
+            return outcome
         if len(batch) == 1:
-            return [self._rejection_for(batch[0], error, self._settings.retry_limit)]
+            return [self._rejection_for(batch[0], outcome)]
         logger.warning("%s: batch of %d keeps failing (%r); settling one message at a time",
-                       self._service, len(batch), error)
+                       self._service, len(batch), outcome)
         rejections: list[Rejection] = []
         for delivery in batch:
             rejections.extend(self._handle_with_retries(connection, [delivery]))
         return rejections
 
-    def _attempt(self, connection: pika.BlockingConnection,
-                 batch: list[Delivery]) -> list[Rejection] | BaseException:
-        """Return the handler's rejections, or the error that outlived the retry budget."""
+    def _attempt(self, connection: pika.BlockingConnection, work: Callable[[], T],
+                 what: str) -> T | BaseException:
+        """Return what `work()` returns, or the error that outlived the transient-retry budget."""
         for attempt in range(1, self._settings.retry_limit + 1):
             try:
-                return self._handle(batch)
+                return work()
             except Exception as exc:
                 if not self._is_transient(exc):
-                    logger.exception("%s: handler failed on a batch of %d", self._service, len(batch))
+                    logger.exception("%s: failed %s", self._service, what)
                     return exc
                 if attempt == self._settings.retry_limit:
                     return exc
                 delay = self._settings.retry_base_delay * (2 ** (attempt - 1))
-                logger.warning("%s: transient failure (%r), attempt %d/%d, retrying in %.2fs",
-                               self._service, exc, attempt, self._settings.retry_limit, delay)
+                logger.warning("%s: transient failure %s (%r), attempt %d/%d, retrying in %.2fs",
+                               self._service, what, exc, attempt, self._settings.retry_limit, delay)
                 connection.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _rejection_for(self, delivery: Delivery, error: BaseException, attempts: int) -> Rejection:
+    def _rejection_for(self, delivery: Delivery, error: BaseException) -> Rejection:
         transient = self._is_transient(error)
         reason = "transient-retries-exhausted" if transient else "handler-error"
         text = "".join(traceback.format_exception_only(type(error), error)).strip()
-        return Rejection(delivery, reason, text, attempts if transient else 1)
-
-
-
-def delivery_key(delivery: Delivery) -> str:
-    """Identify a message across redeliveries: its message_id, else a hash of its body."""
-    if delivery.properties.message_id:
-        return f"id:{delivery.properties.message_id}"
-    return "sha256:" + hashlib.sha256(delivery.body).hexdigest()
+        return Rejection(delivery, reason, text, self._settings.retry_limit if transient else 1)

@@ -1,4 +1,8 @@
-"""The outbox (events to publish) and inbox (events already handled) tables: their SQL lives here."""
+"""The outbox: events committed with the change that caused them, waiting to be published.
+
+Its SQL lives here, and so does `SqliteOutbox`, the storage side of the relay (`relay.py`): claiming
+rows for one relay, giving them back, deleting the confirmed ones.
+"""
 from __future__ import annotations
 
 import sqlite3
@@ -6,7 +10,6 @@ import time
 from dataclasses import dataclass
 
 from messaging.events import Message
-from messaging.settings import StorageSettings
 from messaging.storage import Database, chunks
 
 SCHEMA = """
@@ -22,14 +25,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     claimed_by TEXT,
     claimed_until REAL
 );
-CREATE TABLE IF NOT EXISTS inbox (
-    event_id TEXT PRIMARY KEY,
-    processed_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    message_key TEXT PRIMARY KEY,
-    attempts INTEGER NOT NULL
-);
 """
 
 
@@ -43,7 +38,7 @@ class PendingMessage:
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the outbox, inbox and delivery-attempt tables if they are missing."""
+    """Create the outbox table if it is missing."""
     conn.executescript(SCHEMA)
 
 
@@ -125,45 +120,42 @@ def backlog(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
 
-def mark_processed(conn: sqlite3.Connection, event_id: str) -> bool:
-    """Record `event_id` as handled; False when it already was (a duplicate)."""
-    return event_id in mark_processed_many(conn, [event_id])
+class OutboxUnavailable(Exception):
+    """The outbox could not be read or written just now; the rows are safe, try again later."""
 
 
-def mark_processed_many(conn: sqlite3.Connection, event_ids: list[str]) -> set[str]:
-    """Record several event ids as handled in one statement; return those not seen before."""
-    now = time.time()
-    fresh: set[str] = set()
-    for chunk in chunks(event_ids):
-        fresh.update(row[0] for row in conn.execute(
-            "INSERT OR IGNORE INTO inbox (event_id, processed_at) VALUES "
-            + ", ".join(["(?, ?)"] * len(chunk)) + " RETURNING event_id",
-            [value for event_id in chunk for value in (event_id, now)]))
-    return fresh
+class SqliteOutbox:
+    """The relay's view of one SQLite outbox: claim, give back and delete rows for `owner`.
 
+    Every call is its own committed write (through the database's group commit) and raises
+    OutboxUnavailable instead of the backend's own error, so the relay knows no SQL dialect.
+    """
 
-def count_delivery(conn: sqlite3.Connection, message_key: str) -> int:
-    """Count one more delivery of a redelivered message and return the total so far."""
-    conn.execute(
-        "INSERT INTO deliveries (message_key, attempts) VALUES (?, 2)"
-        " ON CONFLICT(message_key) DO UPDATE SET attempts = attempts + 1",
-        (message_key,),
-    )
-    return conn.execute("SELECT attempts FROM deliveries WHERE message_key = ?",
-                        (message_key,)).fetchone()[0]
+    def __init__(self, db: Database, owner: str, lease: float = CLAIM_LEASE) -> None:
+        self._db, self.owner, self._lease = db, owner, lease
 
+    def claim(self, limit: int) -> list[PendingMessage]:
+        """Claim up to `limit` free rows, oldest first."""
+        return self._write(lambda conn: claim(conn, self.owner, limit, self._lease))
 
-class MessagingStore(Database):
-    """A service's SQLite file with the outbox, inbox and delivery-count tables every service has."""
+    def release(self, ids: list[int], delay: float) -> None:
+        """Give rows back, to be claimed again after `delay` seconds."""
+        self._write(lambda conn: release(conn, ids, delay))
 
-    def __init__(self, path: str, settings: StorageSettings) -> None:
-        super().__init__(path, settings)
-        create_schema(self.conn)
+    def release_mine(self) -> None:
+        """Give back every row claimed by this owner (the ones never published, or unconfirmed)."""
+        self._write(lambda conn: release_all(conn, self.owner))
 
-    def outbox_backlog(self) -> int:
-        """Messages still in the outbox (see `backlog`)."""
-        return backlog(self.conn)
+    def delete(self, ids: list[int]) -> None:
+        """Remove rows whose publication the broker confirmed."""
+        self._write(lambda conn: delete(conn, ids))
 
-    def count_redelivery(self, key: str) -> int:
-        """Count a redelivery of the message `key` durably and return its delivery count."""
-        return self.write(lambda conn: count_delivery(conn, key))
+    def close(self) -> None:
+        """Close the calling thread's connection."""
+        self._db.close()
+
+    def _write(self, job):
+        try:
+            return self._db.write(job)
+        except sqlite3.Error as exc:
+            raise OutboxUnavailable(str(exc)) from exc

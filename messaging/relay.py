@@ -1,27 +1,27 @@
 """The outbox relay: publishes pending outbox rows with pipelined publisher confirms.
 
-One relay thread owns one pika SelectConnection. Rows are claimed with a lease, so several relays
-(one per gunicorn worker) can share an outbox; a row is deleted only when the broker confirms it,
+One relay thread owns one pika SelectConnection: this module is its state machine. What is in
+flight lives in `confirms.InFlight`; the rows themselves are claimed, given back and deleted through
+the outbox's storage side (`outbox.SqliteOutbox`), with a lease, so several relays (one per gunicorn
+worker, one per replica) can share an outbox. A row is deleted only when the broker confirms it,
 and given back when it is nacked or returned as unroutable, so nothing is lost across outages.
 """
 from __future__ import annotations
 
 import logging
 import socket
-import sqlite3
 import threading
 import time
 from collections import deque
-from functools import partial
+from typing import Protocol
 
 import pika
 import pika.spec
 
-from messaging import outbox
+from messaging.confirms import InFlight
 from messaging.connection import Backoff, CoalescingSelectConnection, close_quietly, connect
-from messaging.outbox import PendingMessage
+from messaging.outbox import OutboxUnavailable, PendingMessage
 from messaging.settings import BrokerSettings
-from messaging.storage import Database
 
 logger = logging.getLogger(__name__)
 
@@ -30,28 +30,44 @@ DELETE_DELAY = 0.05  # seconds confirmed rows wait, still claimed by us, to be d
 DELETE_BATCH = 1000  # confirmed rows that are deleted at once without waiting
 
 
+class Outbox(Protocol):
+    """The storage side of the relay (see `outbox.SqliteOutbox`); raises OutboxUnavailable."""
+
+    def claim(self, limit: int) -> list[PendingMessage]: ...
+
+    def release(self, ids: list[int], delay: float) -> None: ...
+
+    def release_mine(self) -> None: ...
+
+    def delete(self, ids: list[int]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class OutboxSource(Protocol):
+    """A store that gives each relay its view of the outbox."""
+
+    def outbox_for(self, owner: str) -> Outbox: ...
+
+
 class Relay(threading.Thread):
     """Drain an outbox to RabbitMQ; `wake()` after committing a row to publish it at once."""
 
-    def __init__(self, broker: BrokerSettings, db: Database, name: str,
-                 batch: int = 250, max_inflight: int = 1000, lease: float = outbox.CLAIM_LEASE,
-                 poll_interval: float = 0.5) -> None:
+    def __init__(self, broker: BrokerSettings, store: OutboxSource, name: str,
+                 batch: int = 250, max_inflight: int = 1000, poll_interval: float = 0.5) -> None:
         super().__init__(name=f"{name}-relay", daemon=True)
-        self._broker, self._db = broker, db
-        self._batch, self._max_inflight = batch, max_inflight
-        self._lease, self._poll_interval = lease, poll_interval
         # Stable across restarts of the same service on the same host (container), so a restarted
         # relay frees the claims its crashed predecessor held as soon as it connects.
         self.owner = f"{socket.gethostname()}:{name}"
+        self._broker, self._outbox = broker, store.outbox_for(self.owner)
+        self._batch, self._max_inflight, self._poll_interval = batch, max_inflight, poll_interval
         self._stopping, self._stopped = threading.Event(), threading.Event()
         self._flush_deadline = float("inf")
         self._connection: pika.SelectConnection | None = None
         self._channel = None
-        self._inflight: dict[int, PendingMessage] = {}
+        self._inflight = InFlight()
         self._handed: deque[PendingMessage] = deque()
-        self._returned: set[str] = set()
         self._confirmed: list[int] = []
-        self._tag = 0
         self._drained = False
         self._look_in_outbox = True
         self._wake_pending = False
@@ -72,26 +88,29 @@ class Relay(threading.Thread):
 
     def wake(self) -> None:
         """Ask the relay to look for new rows now (thread-safe, cheap, coalesced)."""
-        connection = self._connection
-        if connection is None or self._wake_pending:
+        if self._connection is None or self._wake_pending:
             return
         self._wake_pending = True
-        try:
-            connection.ioloop.add_callback_threadsafe(self._on_wake)
-        except Exception:
+        if not self._call_soon(self._on_wake):
             self._wake_pending = False
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking rows, wait up to `timeout` for outstanding confirms, then disconnect."""
         self._flush_deadline = time.monotonic() + timeout
         self._stopping.set()
-        connection = self._connection
-        if connection is not None:
-            try:
-                connection.ioloop.add_callback_threadsafe(self._pump)
-            except Exception:
-                pass
+        self._call_soon(self._pump)
         self._stopped.wait(timeout + 2.0)
+
+    def _call_soon(self, callback) -> bool:
+        """Run `callback` on the relay's ioloop; False when there is no ioloop to run it."""
+        connection = self._connection
+        if connection is None:
+            return False
+        try:
+            connection.ioloop.add_callback_threadsafe(callback)
+        except OSError:  # the ioloop closed its wake-up socket: the connection is going away
+            return False
+        return True
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -107,7 +126,7 @@ class Relay(threading.Thread):
             self._after_disconnect()
             if not self._stopping.is_set():
                 self._stopping.wait(self._backoff.next_delay())
-        self._db.close()  # this thread's connection
+        self._outbox.close()  # this thread's connection
         self._stopped.set()
 
     # --- connection lifecycle (all on the ioloop thread) ---
@@ -133,11 +152,7 @@ class Relay(threading.Thread):
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
 
     def _on_confirm_mode(self, _frame) -> None:
-        try:
-            # Rows claimed for us but never published on an old channel are free again.
-            self._db.write(lambda conn: outbox.release_all(conn, self.owner))
-        except sqlite3.Error:
-            logger.exception("%s could not release its claims; they expire with the lease", self.name)
+        self._release_mine()  # rows claimed for us but never published on an old channel
         self._handed.clear()
         self.connected = True
         self._backoff.reset()
@@ -156,13 +171,14 @@ class Relay(threading.Thread):
         self.connected = False
         self._connection = None
         self._delete_confirmed()  # before the claims go: a confirmed row must not be re-sent
-        self._inflight.clear()
+        self._inflight.reset()
         self._handed.clear()
-        self._returned.clear()
-        self._tag = 0  # delivery tags restart at 1 on every new channel
+        self._release_mine()
+
+    def _release_mine(self) -> None:
         try:
-            self._db.write(lambda conn: outbox.release_all(conn, self.owner))
-        except sqlite3.Error:
+            self._outbox.release_mine()
+        except OutboxUnavailable:
             logger.exception("%s could not release its claims; they expire with the lease", self.name)
 
     # --- publishing ---
@@ -196,8 +212,8 @@ class Relay(threading.Thread):
         self._look_in_outbox = room <= 0  # window full: continue when confirms free it
         while room > 0 and not self._past_deadline():
             try:
-                rows = self._db.write(partial(self._claim, min(room, self._batch)))
-            except sqlite3.Error:
+                rows = self._outbox.claim(min(room, self._batch))
+            except OutboxUnavailable:
                 logger.exception("%s could not read the outbox; retrying on the next tick", self.name)
                 break
             self._drained = not rows
@@ -209,13 +225,9 @@ class Relay(threading.Thread):
             self._look_in_outbox = room <= 0
         self._maybe_finish()
 
-    def _claim(self, limit: int, conn: sqlite3.Connection) -> list[PendingMessage]:
-        return outbox.claim(conn, self.owner, limit, self._lease)
-
     def _publish(self, row: PendingMessage) -> None:
         message = row.message
-        self._tag += 1
-        self._inflight[self._tag] = row
+        self._inflight.add(row)
         properties = pika.BasicProperties(
             content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent,
             message_id=message.message_id, correlation_id=message.correlation_id,
@@ -226,25 +238,20 @@ class Relay(threading.Thread):
     def _on_return(self, _channel, method, properties, _body) -> None:
         logger.warning("%s: message %s was unroutable (%s %s); will retry", self.name,
                        properties.message_id, method.exchange, method.routing_key)
-        self._returned.add(properties.message_id)
+        self._inflight.returned(properties.message_id)
 
     def _on_confirm(self, frame) -> None:
         method = frame.method
-        tags = ([t for t in self._inflight if t <= method.delivery_tag] if method.multiple
-                else [method.delivery_tag])
-        rows = [self._inflight.pop(t) for t in tags if t in self._inflight]
-        acked = isinstance(method, pika.spec.Basic.Ack)
-        done = [r.id for r in rows if acked and r.message.message_id not in self._returned]
-        retry = [r.id for r in rows if r.id not in done]
-        self._returned.difference_update(r.message.message_id for r in rows)
-        self._confirm_later(done)
-        if retry:
+        confirmed, again = self._inflight.settle(method.delivery_tag, method.multiple,
+                                                 isinstance(method, pika.spec.Basic.Ack))
+        self._confirm_later(confirmed)
+        if again:
             try:
-                self._db.write(lambda conn: outbox.release(conn, retry, RETRY_DELAY))
-            except sqlite3.Error:
+                self._outbox.release(again, RETRY_DELAY)
+            except OutboxUnavailable:
                 logger.exception("%s could not give back rejected rows; they return after the lease",
                                  self.name)
-            logger.warning("%s: %d message(s) nacked or unroutable; retrying", self.name, len(retry))
+            logger.warning("%s: %d message(s) nacked or unroutable; retrying", self.name, len(again))
         self._pump()
 
     def _confirm_later(self, ids: list[int]) -> None:
@@ -266,8 +273,8 @@ class Relay(threading.Thread):
         if not ids:
             return
         try:
-            self._db.write(lambda conn: outbox.delete(conn, ids))
-        except sqlite3.Error:
+            self._outbox.delete(ids)
+        except OutboxUnavailable:
             logger.exception("%s could not delete confirmed rows; they will be re-sent after the "
                              "lease", self.name)
 

@@ -5,7 +5,7 @@ import logging
 import sqlite3
 
 from messaging import events
-from messaging.consumer import Delivery, Rejection, parse_all
+from messaging.delivery import Delivery, Rejection, parse_all
 from notification_service import handlers
 from notification_service.store import NotificationStore
 

@@ -5,8 +5,8 @@ import sqlite3
 import time
 
 from messaging.events import InventoryResult
-from messaging.outbox import MessagingStore
 from messaging.settings import StorageSettings
+from messaging.store import MessagingStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (

@@ -11,8 +11,8 @@ from werkzeug.exceptions import HTTPException
 
 from messaging import events
 from messaging.outbox import PendingMessage
-from order_service import config, orders
-from order_service.orders import InvalidRequest
+from order_service import config, handlers
+from order_service.handlers import InvalidRequest
 from order_service.store import OrderStore
 
 logger = logging.getLogger(__name__)
@@ -41,8 +41,8 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
 
     @app.post("/order")
     def place_order() -> tuple[Response, int, dict[str, str]]:
-        fields = orders.validate(_json_body())
-        order, message = orders.place(fields, events.utc_now())
+        fields = handlers.validate(_json_body())
+        order, message = handlers.place(fields, events.utc_now())
         publisher = app.extensions["publisher"]
         claimant = publisher.claimant() if publisher is not None else None
         pending = store.add(order, message, claimant)
@@ -50,11 +50,11 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
                     order.order_id, message.message_id, order.user_id, order.item, order.quantity)
         if publisher is not None:
             publisher.hand_over([pending] if claimant else [])
-        return jsonify(orders.accepted_body(order)), 202, {"Location": f"/orders/{order.order_id}"}
+        return jsonify(handlers.accepted_body(order)), 202, {"Location": f"/orders/{order.order_id}"}
 
     @app.get("/orders")
     def list_orders() -> Response:
-        found, total = store.find(orders.list_query(request.args))
+        found, total = store.find(handlers.list_query(request.args))
         return jsonify({"orders": [order.view() for order in found], "count": total})
 
     @app.get("/orders/<order_id>")

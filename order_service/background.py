@@ -14,7 +14,7 @@ from messaging.consumer import ConsumeLoop
 from messaging.relay import Relay
 from messaging.storage import is_transient
 from order_service.config import Settings
-from order_service.status import StatusConsumer
+from order_service.consumer import StatusConsumer
 from order_service.store import OrderStore
 
 logger = logging.getLogger(__name__)

@@ -5,10 +5,11 @@ import sqlite3
 
 from messaging import outbox
 from messaging.events import Message
-from messaging.outbox import MessagingStore, PendingMessage
+from messaging.outbox import PendingMessage
 from messaging.settings import StorageSettings
 from messaging.storage import chunks, select_in
-from order_service.orders import ACCEPTED, ListQuery, Order
+from messaging.store import MessagingStore
+from order_service.handlers import ACCEPTED, ListQuery, Order
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (

@@ -12,7 +12,7 @@ if __name__ == "__main__":  # `python tests/test_dlq.py`, as the spec's README r
 
 import pytest
 
-from messaging import deadletter, topology
+from messaging import dead_lettering, topology
 from tests.client import all_final, drain, order_placed_body, post_orders, publish, wait_for
 
 POISON = {
@@ -52,17 +52,17 @@ def test_poison_messages_land_in_dlq_with_their_story_and_valid_orders_flow(stac
     for name, (props, body) in dead.items():
         assert body == POISON[name], "the original body is kept byte for byte"
         headers = props.headers
-        assert headers[deadletter.ORIGINAL_EXCHANGE] == "orders"
-        assert headers[deadletter.ORIGINAL_ROUTING_KEY] == "order.placed"
-        assert headers[deadletter.QUEUE] == "order-events"
-        assert headers[deadletter.SERVICE] == "inventory-service"
-        assert headers[deadletter.REASON] in (
+        assert headers[dead_lettering.ORIGINAL_EXCHANGE] == "orders"
+        assert headers[dead_lettering.ORIGINAL_ROUTING_KEY] == "order.placed"
+        assert headers[dead_lettering.QUEUE] == "order-events"
+        assert headers[dead_lettering.SERVICE] == "inventory-service"
+        assert headers[dead_lettering.REASON] in (
             "malformed-json", "not-an-object", "invalid-field", "unknown-event-type")
-        assert headers[deadletter.ERROR]
-        assert headers[deadletter.ATTEMPTS] == 1
-    assert dead["malformed-json"][0].headers[deadletter.REASON] == "malformed-json"
-    assert dead["json-array"][0].headers[deadletter.REASON] == "not-an-object"
-    assert dead["unknown-event-type"][0].headers[deadletter.REASON] == "unknown-event-type"
+        assert headers[dead_lettering.ERROR]
+        assert headers[dead_lettering.ATTEMPTS] == 1
+    assert dead["malformed-json"][0].headers[dead_lettering.REASON] == "malformed-json"
+    assert dead["json-array"][0].headers[dead_lettering.REASON] == "not-an-object"
+    assert dead["unknown-event-type"][0].headers[dead_lettering.REASON] == "unknown-event-type"
     assert stack["inventory"].running, "poison never takes the service down"
 
 
@@ -75,6 +75,6 @@ def test_poison_on_the_inventory_exchange_is_dead_lettered_by_each_consumer(stac
     with broker.channel(stack.vhost) as channel:
         [(props, body)] = drain(channel, queue)
     assert body == b"definitely not json"
-    assert props.headers[deadletter.REASON] == "malformed-json"
-    assert props.headers[deadletter.ORIGINAL_EXCHANGE] == "inventory"
+    assert props.headers[dead_lettering.REASON] == "malformed-json"
+    assert props.headers[dead_lettering.ORIGINAL_EXCHANGE] == "inventory"
 

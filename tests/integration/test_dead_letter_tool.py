@@ -7,7 +7,7 @@ import sqlite3
 import subprocess
 import sys
 
-from messaging import deadletter
+from messaging import dead_lettering
 from stack.processes import ROOT
 from tests.client import drain, get_order, order_placed_body, post_order, publish, wait_for
 
@@ -17,7 +17,7 @@ FAST_RETRIES = {"TRANSIENT_RETRY_LIMIT": "3", "TRANSIENT_RETRY_DELAY": "0.05",
 
 def dlq(vhost: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "RABBITMQ_VHOST": vhost, "RABBITMQ_HOST": "127.0.0.1"}
-    return subprocess.run([sys.executable, "-m", "messaging.dlq", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "ops.dlq", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -81,7 +81,7 @@ def test_replayed_poison_returns_to_the_dlq_once_and_never_cycles(make_stack, br
         letters = {p.message_id: p.headers for p, _ in drain(channel, "order-events-dlq")}
     assert letters["poison-1"]["x-dlq-replayed"] == 2
     assert letters["poison-2"]["x-dlq-replayed"] == 1
-    assert letters["poison-1"][deadletter.ORIGINAL_EXCHANGE] == "orders"
+    assert letters["poison-1"][dead_lettering.ORIGINAL_EXCHANGE] == "orders"
 
     missing = dlq(stack.vhost, "show", "no-such-id")
     assert missing.returncode == 1 and "no dead letter no-such-id" in missing.stderr
@@ -107,5 +107,5 @@ def test_message_redelivered_past_the_limit_is_dead_lettered(make_stack, broker)
     with broker.channel(stack.vhost) as channel:
         [(props, _)] = drain(channel, "order-events-dlq")
     assert props.message_id == "doomed"
-    assert props.headers[deadletter.REASON] == "redelivery-limit"
-    assert props.headers[deadletter.ATTEMPTS] == 2
+    assert props.headers[dead_lettering.REASON] == "redelivery-limit"
+    assert props.headers[dead_lettering.ATTEMPTS] == 2

@@ -6,7 +6,7 @@ import pytest
 from inventory_service.consumer import InventoryConsumer
 from inventory_service.store import InventoryStore
 from messaging import events, outbox
-from messaging.consumer import Rejection
+from messaging.delivery import Rejection
 from messaging.events import parse_inventory_result
 from tests.unit.factories import delivery, order_placed, payload_of, to_body
 

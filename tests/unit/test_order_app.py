@@ -15,7 +15,7 @@ from messaging.events import parse_order_placed
 from messaging.settings import StorageSettings
 from order_service import config
 from order_service.app import create_app
-from order_service.orders import ListQuery
+from order_service.handlers import ListQuery
 from order_service.store import OrderStore
 
 VALID = {"user_id": "user123", "item": "Burger", "quantity": 2}

@@ -7,14 +7,14 @@ import sqlite3
 import pytest
 
 from messaging import outbox
-from order_service import orders
-from order_service.orders import ListQuery
+from order_service import handlers
+from order_service.handlers import ListQuery
 from order_service.store import OrderStore
 from tests.unit.factories import TIMESTAMP
 
 
 def place(store: OrderStore, user_id: str = "user123", item: str = "Burger", quantity: int = 1):
-    order, message = orders.place({"user_id": user_id, "item": item, "quantity": quantity},
+    order, message = handlers.place({"user_id": user_id, "item": item, "quantity": quantity},
                                   TIMESTAMP)
     store.add(order, message)
     return order, message
@@ -34,7 +34,7 @@ def test_add_stores_the_order_and_its_outbox_row(order_store):
 
 
 def test_add_is_atomic_when_the_outbox_insert_fails(order_store):
-    order, message = orders.place({"user_id": "u", "item": "Burger", "quantity": 1}, TIMESTAMP)
+    order, message = handlers.place({"user_id": "u", "item": "Burger", "quantity": 1}, TIMESTAMP)
     unstorable = dataclasses.replace(message, body=object())
     with pytest.raises(sqlite3.Error):
         order_store.add(order, unstorable)
@@ -44,7 +44,7 @@ def test_add_is_atomic_when_the_outbox_insert_fails(order_store):
 
 def test_add_is_atomic_when_the_order_insert_fails(order_store):
     order, _ = place(order_store)
-    _, other_message = orders.place({"user_id": "u", "item": "Pizza", "quantity": 1}, TIMESTAMP)
+    _, other_message = handlers.place({"user_id": "u", "item": "Pizza", "quantity": 1}, TIMESTAMP)
     with pytest.raises(sqlite3.IntegrityError):
         order_store.add(order, other_message)
     assert order_store.outbox_backlog() == 1

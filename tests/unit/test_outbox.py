@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from messaging import outbox
+from messaging import inbox, outbox
 from messaging.events import Message
 from messaging.settings import StorageSettings
 from messaging.storage import Database, is_transient, open_db, transaction
@@ -18,6 +18,7 @@ from tests.client import wait_for
 def db(storage: StorageSettings) -> Iterator[sqlite3.Connection]:
     conn = open_db(storage.path("outbox.db"), storage)
     outbox.create_schema(conn)
+    inbox.create_schema(conn)
     yield conn
     conn.close()
 
@@ -152,19 +153,19 @@ def test_backlog_counts_claimed_and_unclaimed_rows(db):
 
 
 def test_mark_processed_is_true_once_then_false(db):
-    assert outbox.mark_processed(db, "event-1") is True
-    assert outbox.mark_processed(db, "event-1") is False
-    assert outbox.mark_processed(db, "event-2") is True
+    assert inbox.mark_processed(db, "event-1") is True
+    assert inbox.mark_processed(db, "event-1") is False
+    assert inbox.mark_processed(db, "event-2") is True
 
 
 def test_mark_processed_many_returns_only_the_new_ids_across_statement_chunks(db):
-    assert outbox.mark_processed(db, "event-3") is True
+    assert inbox.mark_processed(db, "event-3") is True
     ids = [f"event-{n}" for n in range(1200)] + ["event-5"]  # 1,200 rows: three statements
     with transaction(db):
-        fresh = outbox.mark_processed_many(db, ids)
+        fresh = inbox.mark_processed_many(db, ids)
     assert fresh == {f"event-{n}" for n in range(1200)} - {"event-3"}
-    assert outbox.mark_processed_many(db, ids) == set()
-    assert outbox.mark_processed_many(db, []) == set()
+    assert inbox.mark_processed_many(db, ids) == set()
+    assert inbox.mark_processed_many(db, []) == set()
     assert db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0] == 1200
 
 
@@ -183,8 +184,8 @@ def test_add_many_queues_new_messages_in_order_and_skips_known_ones(db):
 
 
 def test_count_delivery_counts_from_two(db):
-    assert [outbox.count_delivery(db, "id:m") for _ in range(3)] == [2, 3, 4]
-    assert outbox.count_delivery(db, "id:other") == 2
+    assert [inbox.count_delivery(db, "id:m") for _ in range(3)] == [2, 3, 4]
+    assert inbox.count_delivery(db, "id:other") == 2
 
 
 def test_transaction_commits(db):
@@ -197,11 +198,11 @@ def test_transaction_commits(db):
 def test_transaction_rolls_back_on_an_exception(db):
     with pytest.raises(RuntimeError, match="boom"), transaction(db):
         outbox.add(db, message(1))
-        assert outbox.mark_processed(db, "event-1")
+        assert inbox.mark_processed(db, "event-1")
         raise RuntimeError("boom")
     assert not db.in_transaction
     assert outbox.backlog(db) == 0
-    assert outbox.mark_processed(db, "event-1") is True
+    assert inbox.mark_processed(db, "event-1") is True
 
 
 def test_transaction_holds_the_write_lock(storage):

@@ -8,7 +8,7 @@ from messaging import outbox, relay
 from messaging.events import Message
 from messaging.relay import Relay
 from messaging.settings import BrokerSettings
-from messaging.storage import Database
+from messaging.store import MessagingStore
 
 
 class Loop:
@@ -37,10 +37,8 @@ class Frame:
 
 
 @pytest.fixture
-def db(storage) -> Database:
-    database = Database(storage.path("relay.db"), storage)
-    outbox.create_schema(database.conn)
-    return database
+def db(storage) -> MessagingStore:
+    return MessagingStore(storage.path("relay.db"), storage)
 
 
 @pytest.fixture
@@ -52,17 +50,16 @@ def published(db) -> tuple[Relay, Loop]:
     rows = db.write(lambda conn: [outbox.add(conn, Message("orders", "order.placed", b"{}",
                                                            f"m{n}", f"o{n}", "OrderPlaced"),
                                              r.owner) for n in range(5)])
-    for tag, row in enumerate(rows, start=1):
-        r._inflight[tag] = row
-    r._tag = len(rows)
+    for row in rows:
+        r._inflight.add(row)
     return r, r._connection.ioloop
 
 
-def backlog(db: Database) -> int:
+def backlog(db: MessagingStore) -> int:
     return outbox.backlog(db.conn)
 
 
-def deletes_counted(db: Database, monkeypatch) -> list[int]:
+def deletes_counted(db: MessagingStore, monkeypatch) -> list[int]:
     calls: list[int] = []
     real = outbox.delete
 

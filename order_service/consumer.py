@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 
 from messaging import events
-from messaging.consumer import Delivery, Rejection, parse_all
-from order_service import orders
+from messaging.delivery import Delivery, Rejection, parse_all
+from order_service import handlers
 from order_service.store import OrderStore
 
 logger = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ class StatusConsumer:
     def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
         """Apply each result to its order; return poison deliveries for dead-lettering."""
         parsed, rejections = parse_all(deliveries, events.parse_inventory_result)
-        results = [(result, *orders.final_status(result)) for result in parsed]
+        results = [(result, *handlers.final_status(result)) for result in parsed]
         if not results:
             return rejections
         changes = [(result.order_id, status, reason) for result, status, reason in results]

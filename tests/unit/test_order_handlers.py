@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from messaging.events import INVENTORY_FAILED, INVENTORY_RESERVED, parse_order_placed
-from order_service import orders
-from order_service.orders import InvalidRequest, ListQuery
+from order_service import handlers
+from order_service.handlers import InvalidRequest, ListQuery
 from tests.unit.factories import TIMESTAMP, inventory_result
 
 VALID = {"user_id": "user123", "item": "Burger", "quantity": 2}
@@ -16,14 +16,14 @@ VALID = {"user_id": "user123", "item": "Burger", "quantity": 2}
 
 def errors_of(payload) -> dict[str, str]:
     with pytest.raises(InvalidRequest) as caught:
-        orders.validate(payload)
+        handlers.validate(payload)
     return caught.value.errors
 
 
 # --- validate ---
 
 def test_validate_returns_exactly_the_order_fields():
-    assert orders.validate(dict(VALID)) == VALID
+    assert handlers.validate(dict(VALID)) == VALID
 
 
 @pytest.mark.parametrize("payload", [[], [VALID], "order", 42, None, True])
@@ -57,7 +57,7 @@ def test_invalid_request_message_names_the_first_problem():
 # --- place ---
 
 def test_place_makes_an_accepted_order_and_its_order_placed_message():
-    order, message = orders.place(VALID, TIMESTAMP)
+    order, message = handlers.place(VALID, TIMESTAMP)
     assert uuid.UUID(order.order_id).version == 4
     assert (order.user_id, order.item, order.quantity, order.status) == (
         "user123", "Burger", 2, "accepted")
@@ -78,41 +78,41 @@ def test_place_makes_an_accepted_order_and_its_order_placed_message():
 def test_place_gives_fresh_ids_each_time():
     ids = set()
     for _ in range(20):
-        order, message = orders.place(VALID, TIMESTAMP)
+        order, message = handlers.place(VALID, TIMESTAMP)
         ids.update((order.order_id, message.message_id))
     assert len(ids) == 40
 
 
 def test_accepted_body_is_the_spec_shape():
-    order, _ = orders.place(VALID, TIMESTAMP)
-    assert orders.accepted_body(order) == {"order_id": order.order_id, "status": "accepted",
+    order, _ = handlers.place(VALID, TIMESTAMP)
+    assert handlers.accepted_body(order) == {"order_id": order.order_id, "status": "accepted",
                                            "message": "Order received and being processed",
                                            "timestamp": TIMESTAMP}
 
 
 def test_view_shows_reason_only_when_set():
-    order, _ = orders.place(VALID, TIMESTAMP)
+    order, _ = handlers.place(VALID, TIMESTAMP)
     assert "reason" not in order.view()
     assert set(order.view()) == {"order_id", "user_id", "item", "quantity", "status",
                                  "created_at", "updated_at"}
-    failed = orders.Order(**{**order.__dict__, "status": "failed", "reason": "no stock"})
+    failed = handlers.Order(**{**order.__dict__, "status": "failed", "reason": "no stock"})
     assert failed.view()["reason"] == "no stock"
 
 
 # --- final_status ---
 
 def test_final_status_reserved():
-    assert orders.final_status(inventory_result(event_type=INVENTORY_RESERVED)) == (
+    assert handlers.final_status(inventory_result(event_type=INVENTORY_RESERVED)) == (
         "reserved", None)
 
 
 def test_final_status_failed_keeps_the_reason():
     result = inventory_result(event_type=INVENTORY_FAILED, reason="unknown item: Caviar")
-    assert orders.final_status(result) == ("failed", "unknown item: Caviar")
+    assert handlers.final_status(result) == ("failed", "unknown item: Caviar")
 
 
 def test_final_status_failed_without_a_reason_gets_one():
-    status, reason = orders.final_status(inventory_result(event_type=INVENTORY_FAILED))
+    status, reason = handlers.final_status(inventory_result(event_type=INVENTORY_FAILED))
     assert status == "failed"
     assert reason
 
@@ -121,26 +121,26 @@ def test_final_status_failed_without_a_reason_gets_one():
 
 def query_error(args) -> dict[str, str]:
     with pytest.raises(InvalidRequest) as caught:
-        orders.list_query(args)
+        handlers.list_query(args)
     return caught.value.errors
 
 
 def test_list_query_defaults():
-    assert orders.list_query({}) == ListQuery(status=None, user_id=None, limit=50, offset=0)
+    assert handlers.list_query({}) == ListQuery(status=None, user_id=None, limit=50, offset=0)
 
 
 def test_list_query_reads_everything():
-    assert orders.list_query({"status": "failed", "user_id": "u1", "limit": "500",
+    assert handlers.list_query({"status": "failed", "user_id": "u1", "limit": "500",
                               "offset": "20"}) == ListQuery("failed", "u1", 500, 20)
 
 
 def test_list_query_empty_user_id_means_no_filter():
-    assert orders.list_query({"user_id": ""}).user_id is None
+    assert handlers.list_query({"user_id": ""}).user_id is None
 
 
 @pytest.mark.parametrize("status", ["accepted", "reserved", "failed"])
 def test_list_query_accepts_each_status(status):
-    assert orders.list_query({"status": status}).status == status
+    assert handlers.list_query({"status": status}).status == status
 
 
 @pytest.mark.parametrize("status", ["ACCEPTED", "done", ""])
@@ -159,9 +159,9 @@ def test_list_query_bad_offset(offset):
 
 
 def test_list_query_limit_edges():
-    assert orders.list_query({"limit": "1"}).limit == 1
-    assert orders.list_query({"limit": "500"}).limit == 500
-    assert orders.list_query({"offset": "0"}).offset == 0
+    assert handlers.list_query({"limit": "1"}).limit == 1
+    assert handlers.list_query({"limit": "500"}).limit == 500
+    assert handlers.list_query({"offset": "0"}).offset == 0
 
 
 def test_list_query_refuses_unknown_parameters():

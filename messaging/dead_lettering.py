@@ -1,18 +1,18 @@
-"""Dead-lettering with a story: the original message plus headers saying where it came from and why."""
+"""Publishing dead letters: the original message to `dlx`, with headers saying where it came from and why.
+
+The operator's tool that reads them back is `ops/dlq.py`.
+"""
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from messaging import topology
-
-if TYPE_CHECKING:
-    from messaging.consumer import Rejection
+from messaging.delivery import Rejection
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +44,13 @@ def story_headers(rejection: Rejection, queue: topology.Queue, service: str) -> 
     return headers
 
 
-def dead_letter(publisher: BlockingChannel, consumer: BlockingChannel, queue: topology.Queue,
-                rejection: Rejection, service: str) -> bool:
-    """Publish the message to `dlx` with its story (confirmed); fall back to a broker reject.
+def dead_letter(publisher: BlockingChannel, queue: topology.Queue, rejection: Rejection,
+                service: str) -> bool:
+    """Publish the message to `dlx` with its story, confirmed; False when the broker refused it.
 
-    Returns True when the delivery still needs its ack, False when it was rejected instead.
+    Refused means nacked (e.g. the DLQ is full with `overflow: reject-publish`) or returned as
+    unroutable (nothing bound for the DLQ's key): the message is then in no queue, and the caller
+    must keep the delivery.
     """
     delivery = rejection.delivery
     source = delivery.properties
@@ -63,8 +65,9 @@ def dead_letter(publisher: BlockingChannel, consumer: BlockingChannel, queue: to
     try:
         publisher.basic_publish(topology.DEAD_LETTER_EXCHANGE, queue.dead_letter_key, delivery.body,
                                 properties, mandatory=True)
-        return True
-    except (pika.exceptions.UnroutableError, pika.exceptions.NackError):
-        logger.error("%s: dead-letter publish refused; rejecting to the queue's DLX instead", service)
-        consumer.basic_reject(delivery.tag, requeue=False)
+    except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+        logger.error("%s: the broker refused dead letter %s for %s (%s)", service,
+                     source.message_id or f"tag {delivery.tag}", queue.dead_letter_key,
+                     type(exc).__name__)
         return False
+    return True

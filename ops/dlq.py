@@ -1,4 +1,4 @@
-"""Inspect and replay dead letters: `python -m messaging.dlq list | show ID | replay ID... | replay --all`.
+"""Inspect and replay dead letters: `python -m ops.dlq list | show ID | replay ID... | replay --all`.
 
 Messages are read with basic.get and left in place unless replayed; a replayed message is published,
 with confirms, to its original exchange and routing key and only then removed from its DLQ.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pika
 import pika.exceptions
 
-from messaging import deadletter, topology
+from messaging import dead_lettering, topology
 from messaging.settings import ConfigError, broker_settings
 
 DLQ_NAMES = tuple(q.name for q in topology.DEAD_LETTER_QUEUES)
@@ -40,16 +40,16 @@ class DeadLetter:
 
     def origin(self) -> tuple[str, str]:
         """The exchange and routing key the message was first published to."""
-        exchange = self.header(deadletter.ORIGINAL_EXCHANGE)
+        exchange = self.header(dead_lettering.ORIGINAL_EXCHANGE)
         if exchange is not None:
-            return _text(exchange), _text(self.header(deadletter.ORIGINAL_ROUTING_KEY, ""))
+            return _text(exchange), _text(self.header(dead_lettering.ORIGINAL_ROUTING_KEY, ""))
         deaths = self.header("x-death") or []  # dead-lettered by the broker itself
         if deaths:
             return _text(deaths[0].get("exchange", "")), _text((deaths[0].get("routing-keys") or [""])[0])
         raise ValueError(f"{self.key}: no record of its original exchange")
 
     def reason(self) -> str:
-        reason = self.header(deadletter.REASON)
+        reason = self.header(dead_lettering.REASON)
         if reason is None and self.header("x-death"):
             reason = self.header("x-death")[0].get("reason")
         return _text(reason or "unknown")
@@ -93,15 +93,15 @@ def describe(letter: DeadLetter) -> dict:
     except ValueError:
         exchange, routing_key = "?", "?"
     return {"id": letter.key, "queue": letter.queue, "reason": letter.reason(),
-            "error": _text(letter.header(deadletter.ERROR, "")),
-            "attempts": letter.header(deadletter.ATTEMPTS),
-            "service": _text(letter.header(deadletter.SERVICE, "")),
+            "error": _text(letter.header(dead_lettering.ERROR, "")),
+            "attempts": letter.header(dead_lettering.ATTEMPTS),
+            "service": _text(letter.header(dead_lettering.SERVICE, "")),
             "original_exchange": exchange, "original_routing_key": routing_key,
-            "dead_at": letter.header(deadletter.DEAD_AT)}
+            "dead_at": letter.header(dead_lettering.DEAD_AT)}
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m messaging.dlq", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ops.dlq", description=__doc__)
     parser.add_argument("--queue", action="append", choices=DLQ_NAMES,
                         help="a DLQ to work on (repeatable; default: all of them)")
     parser.add_argument("--limit", type=int, default=10_000, help="messages to read per queue")

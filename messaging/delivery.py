@@ -1,0 +1,58 @@
+"""What a consumer handles: a delivery as taken from its queue, and a rejection bound for the DLQ."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pika
+
+from messaging.events import Poison
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as taken from the queue."""
+
+    tag: int
+    exchange: str
+    routing_key: str
+    redelivered: bool
+    properties: pika.BasicProperties
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A delivery that must go to the dead-letter queue, and why."""
+
+    delivery: Delivery
+    reason: str
+    error: str
+    attempts: int = 1
+
+
+# A service's handler: commit the effects of a batch, return the deliveries it rejects.
+BatchHandler = Callable[[list[Delivery]], list[Rejection]]
+
+
+def parse_all(deliveries: list[Delivery], parse: Callable[[bytes], T]) -> tuple[list[T], list[Rejection]]:
+    """Parse every body; the poison ones (`Poison` raised) become rejections with their reason."""
+    parsed: list[T] = []
+    rejections: list[Rejection] = []
+    for delivery in deliveries:
+        try:
+            parsed.append(parse(delivery.body))
+        except Poison as poison:
+            rejections.append(Rejection(delivery, poison.reason, str(poison)))
+    return parsed, rejections
+
+
+def delivery_key(delivery: Delivery) -> str:
+    """Identify a message across redeliveries: its message_id, else a hash of its body."""
+    if delivery.properties.message_id:
+        return f"id:{delivery.properties.message_id}"
+    return "sha256:" + hashlib.sha256(delivery.body).hexdigest()

@@ -1,0 +1,55 @@
+"""The inbox (events already handled) and the redelivery counts: a consumer's durable memory.
+
+An event id is recorded in the same transaction as the effects of handling it, so a redelivered
+event is recognised as a duplicate however often it comes.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from messaging.storage import chunks
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    event_id TEXT PRIMARY KEY,
+    processed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    message_key TEXT PRIMARY KEY,
+    attempts INTEGER NOT NULL
+);
+"""
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the inbox and delivery-count tables if they are missing."""
+    conn.executescript(SCHEMA)
+
+
+def mark_processed(conn: sqlite3.Connection, event_id: str) -> bool:
+    """Record `event_id` as handled; False when it already was (a duplicate)."""
+    return event_id in mark_processed_many(conn, [event_id])
+
+
+def mark_processed_many(conn: sqlite3.Connection, event_ids: list[str]) -> set[str]:
+    """Record several event ids as handled in one statement; return those not seen before."""
+    now = time.time()
+    fresh: set[str] = set()
+    for chunk in chunks(event_ids):
+        fresh.update(row[0] for row in conn.execute(
+            "INSERT OR IGNORE INTO inbox (event_id, processed_at) VALUES "
+            + ", ".join(["(?, ?)"] * len(chunk)) + " RETURNING event_id",
+            [value for event_id in chunk for value in (event_id, now)]))
+    return fresh
+
+
+def count_delivery(conn: sqlite3.Connection, message_key: str) -> int:
+    """Count one more delivery of a redelivered message and return the total so far."""
+    conn.execute(
+        "INSERT INTO deliveries (message_key, attempts) VALUES (?, 2)"
+        " ON CONFLICT(message_key) DO UPDATE SET attempts = attempts + 1",
+        (message_key,),
+    )
+    return conn.execute("SELECT attempts FROM deliveries WHERE message_key = ?",
+                        (message_key,)).fetchone()[0]
