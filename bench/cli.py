@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.schedule import parse_rates
-from order_service.config import DEFAULT_THREADS, DEFAULT_WORKERS
+from order_service.config import DEFAULTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL = {"duration": 10.0, "rates": "100,200,400,800,1200,1600,2400,3200,4800,6400",
@@ -53,11 +53,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=64,
                    help="keep-alive connections of the open-loop generator (default 64)")
     p.add_argument("--workers", type=int,
-                   default=int(os.environ.get("WEB_CONCURRENCY", DEFAULT_WORKERS)),
+                   default=int(os.environ.get("WEB_CONCURRENCY", DEFAULTS.workers)),
                    help=f"gunicorn workers of OrderService and of the bare endpoint "
-                        f"(default {DEFAULT_WORKERS})")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("WEB_THREADS", DEFAULT_THREADS)),
-                   help=f"gunicorn threads per worker of both (default {DEFAULT_THREADS})")
+                        f"(default {DEFAULTS.workers})")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("WEB_THREADS", DEFAULTS.threads)),
+                   help=f"gunicorn threads per worker of both (default {DEFAULTS.threads})")
     p.add_argument("--raw-messages", type=int, help="messages of the raw pika baseline (default 20000)")
     p.add_argument("--soak", type=int, default=0, metavar="N",
                    help="instead of the benchmark, post N orders at --soak-rate and report RSS")

@@ -1,67 +1,44 @@
-"""Start InventoryService: `python -m inventory_service`."""
+"""Start InventoryService: `python -m inventory_service` (wiring only)."""
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 
 from inventory_service import config
 from inventory_service.consumer import InventoryConsumer
 from inventory_service.store import InventoryStore
-from messaging import health, logs, topology
-from messaging.consumer import ConsumeLoop
+from messaging import service, topology
 from messaging.relay import Relay
-from messaging.runtime import freeze_startup_objects
-from messaging.settings import ConfigError
-from messaging.storage import is_transient
 
 SERVICE = "inventory-service"
 logger = logging.getLogger(SERVICE)
 
 
-def main() -> int:
-    try:
-        settings = config.load()
-        logs.configure()
-    except ConfigError as exc:
-        print(f"inventory-service: configuration error: {exc}", file=sys.stderr)
-        return 2
+def build(settings: config.Settings) -> service.ConsumerService:
+    """Stock the store, and consume order-events into it, publishing results through the relay."""
     store = InventoryStore(settings.storage.path("inventory.db"), settings.storage)
     store.seed(settings.menu, settings.initial_stock)
-    store.start_checkpoints()
     relay = Relay(settings.broker, store, SERVICE)
     consumer = InventoryConsumer(store, settings.success_rate, relay)
-    loop = ConsumeLoop(settings.broker, topology.ORDER_EVENTS, consumer.handle_batch, SERVICE,
-                       settings.consumer, is_transient, store.count_redelivery)
-    server = health.serve(settings.port, {
-        "/health": lambda: _health(loop, relay, store),
-        "/stock": lambda: (200, {"stock": store.stock_levels()}),
-    })
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: loop.stop())
-    relay.start()
-    freeze_startup_objects()
-    logger.info("InventoryService started: health on port %d, success rate %.2f",
-                settings.port, settings.success_rate)
-    loop.run()
-    relay.stop(timeout=5.0)
-    server.shutdown()
-    store.stop_checkpoints()
-    logger.info("InventoryService stopped")
-    return 0
+    svc = service.ConsumerService(SERVICE, settings, settings.port, store, topology.ORDER_EVENTS,
+                                  consumer.handle_batch, relay)
+    svc.routes["/health"] = lambda: _health(svc)
+    svc.routes["/stock"] = lambda: (200, {"stock": store.stock_levels()})
+    logger.info("success rate %.2f, menu %s", settings.success_rate, ", ".join(settings.menu))
+    return svc
 
 
-def _health(loop: ConsumeLoop, relay: Relay, store: InventoryStore) -> tuple[int, dict]:
-    healthy = loop.consuming and relay.connected
+def _health(svc: service.ConsumerService) -> tuple[int, dict]:
+    healthy = svc.loop.consuming and svc.relay.connected
     return (200 if healthy else 503), {
         "status": "healthy" if healthy else "unhealthy",
         "service": SERVICE,
-        "consuming": loop.consuming,
-        "publisher_connected": relay.connected,
-        "outbox_backlog": store.outbox_backlog(),
-        "processed": loop.processed,
+        "consuming": svc.loop.consuming,
+        "publisher_connected": svc.relay.connected,
+        "outbox_backlog": svc.store.outbox_backlog(),
+        "processed": svc.loop.processed,
     }
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(service.main(SERVICE, config.load, build))

@@ -6,16 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from messaging.settings import (
-    BrokerSettings,
     ConfigError,
-    ConsumerSettings,
-    StorageSettings,
-    broker_settings,
-    consumer_settings,
+    ServiceSettings,
     env_float,
     env_int,
     env_str,
-    storage_settings,
+    service_settings,
 )
 
 DEFAULT_MENU = ("Burger", "Pizza", "Salad", "Sushi", "Tacos", "Sandwich", "Noodles", "Coffee",
@@ -23,20 +19,20 @@ DEFAULT_MENU = ("Burger", "Pizza", "Salad", "Sushi", "Tacos", "Sandwich", "Noodl
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything InventoryService reads from its environment."""
+class Settings(ServiceSettings):
+    """Everything InventoryService reads from its environment; the defaults are these fields'."""
 
-    broker: BrokerSettings = BrokerSettings()
-    storage: StorageSettings = StorageSettings()
-    consumer: ConsumerSettings = ConsumerSettings()
     port: int = 8102
     success_rate: float = 0.9
     initial_stock: int = 100_000
     menu: tuple[str, ...] = DEFAULT_MENU
 
 
+DEFAULTS = Settings()
+
+
 def _menu(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env_str(env, "INVENTORY_MENU", ",".join(DEFAULT_MENU))
+    raw = env_str(env, "INVENTORY_MENU", ",".join(DEFAULTS.menu))
     items = tuple(item.strip() for item in raw.split(",") if item.strip())
     if not items:
         raise ConfigError("INVENTORY_MENU must name at least one item")
@@ -47,11 +43,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment; raises ConfigError on a bad value."""
     env = os.environ if env is None else env
     return Settings(
-        broker=broker_settings(env),
-        storage=storage_settings(env),
-        consumer=consumer_settings(env),
-        port=env_int(env, "PORT", 8102, 1, 65535),
-        success_rate=env_float(env, "INVENTORY_SUCCESS_RATE", 0.9, 0.0, 1.0),
-        initial_stock=env_int(env, "INVENTORY_INITIAL_STOCK", 100_000, 0, 10**12),
+        **service_settings(env),
+        port=env_int(env, "PORT", DEFAULTS.port, 1, 65535),
+        success_rate=env_float(env, "INVENTORY_SUCCESS_RATE", DEFAULTS.success_rate, 0.0, 1.0),
+        initial_stock=env_int(env, "INVENTORY_INITIAL_STOCK", DEFAULTS.initial_stock, 0, 10**12),
         menu=_menu(env),
     )

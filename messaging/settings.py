@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pika
+
+N = TypeVar("N", int, float)
 
 
 class ConfigError(ValueError):
@@ -22,27 +25,23 @@ def env_str(env: Mapping[str, str], name: str, default: str, allow_empty: bool =
 
 def env_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     """Return an integer setting within [low, high]."""
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-    return value
+    return _env_number(env, name, default, low, high, int, "an integer")
 
 
 def env_float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
     """Return a float setting within [low, high]."""
+    return _env_number(env, name, default, low, high, float, "a number")
+
+
+def _env_number(env: Mapping[str, str], name: str, default: N, low: N, high: N,
+                kind: Callable[[str], N], what: str) -> N:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
@@ -84,17 +83,21 @@ class BrokerSettings:
         )
 
 
+_BROKER = BrokerSettings()  # the defaults
+
+
 def broker_settings(env: Mapping[str, str] | None = None) -> BrokerSettings:
     """Read the RABBITMQ_* variables."""
     env = os.environ if env is None else env
     return BrokerSettings(
-        host=env_str(env, "RABBITMQ_HOST", "localhost"),
-        port=env_int(env, "RABBITMQ_PORT", 5672, 1, 65535),
-        user=env_str(env, "RABBITMQ_USER", "guest"),
-        password=env_str(env, "RABBITMQ_PASSWORD", "guest", allow_empty=True),
-        vhost=env_str(env, "RABBITMQ_VHOST", "/"),
-        heartbeat=env_int(env, "RABBITMQ_HEARTBEAT", 30, 0, 3600),
-        blocked_timeout=env_float(env, "RABBITMQ_BLOCKED_TIMEOUT", 30.0, 1.0, 3600.0),
+        host=env_str(env, "RABBITMQ_HOST", _BROKER.host),
+        port=env_int(env, "RABBITMQ_PORT", _BROKER.port, 1, 65535),
+        user=env_str(env, "RABBITMQ_USER", _BROKER.user),
+        password=env_str(env, "RABBITMQ_PASSWORD", _BROKER.password, allow_empty=True),
+        vhost=env_str(env, "RABBITMQ_VHOST", _BROKER.vhost),
+        heartbeat=env_int(env, "RABBITMQ_HEARTBEAT", _BROKER.heartbeat, 0, 3600),
+        blocked_timeout=env_float(env, "RABBITMQ_BLOCKED_TIMEOUT", _BROKER.blocked_timeout,
+                                  1.0, 3600.0),
     )
 
 
@@ -112,40 +115,59 @@ class StorageSettings:
         return os.path.join(self.data_dir, filename)
 
 
+_STORAGE = StorageSettings()
+
+
 def storage_settings(env: Mapping[str, str] | None = None) -> StorageSettings:
     """Read DATA_DIR, SQLITE_SYNCHRONOUS and SQLITE_BUSY_TIMEOUT_MS."""
     env = os.environ if env is None else env
     return StorageSettings(
-        data_dir=env_str(env, "DATA_DIR", "./data"),
-        synchronous=env_choice(env, "SQLITE_SYNCHRONOUS", "NORMAL", ("NORMAL", "FULL")),
-        busy_timeout_ms=env_int(env, "SQLITE_BUSY_TIMEOUT_MS", 5000, 1, 600_000),
+        data_dir=env_str(env, "DATA_DIR", _STORAGE.data_dir),
+        synchronous=env_choice(env, "SQLITE_SYNCHRONOUS", _STORAGE.synchronous, ("NORMAL", "FULL")),
+        busy_timeout_ms=env_int(env, "SQLITE_BUSY_TIMEOUT_MS", _STORAGE.busy_timeout_ms, 1, 600_000),
     )
-
-
-# The spec's prefetch is 10; a backlog drains two to three times as fast with 100, because each batch
-# (one transaction, one multiple-ack) can then hold up to 100 messages (BENCHMARKS.md).
-DEFAULT_PREFETCH = 100
 
 
 @dataclass(frozen=True)
 class ConsumerSettings:
     """How a consumer takes and retries work."""
 
+    # The spec's prefetch is 10; a backlog drains two to three times as fast with 100, because each
+    # batch (one transaction, one multiple-ack) can then hold up to 100 messages (BENCHMARKS.md).
     prefetch: int = 100
-    max_batch: int = 100
+    max_batch: int = 100  # at most the prefetch: BATCH_SIZE defaults to PREFETCH_COUNT
     retry_limit: int = 5
     retry_base_delay: float = 0.2
     redelivery_limit: int = 10
 
 
+_CONSUMER = ConsumerSettings()
+
+
 def consumer_settings(env: Mapping[str, str] | None = None) -> ConsumerSettings:
     """Read PREFETCH_COUNT, BATCH_SIZE and the retry bounds."""
     env = os.environ if env is None else env
-    prefetch = env_int(env, "PREFETCH_COUNT", DEFAULT_PREFETCH, 1, 10_000)
+    prefetch = env_int(env, "PREFETCH_COUNT", _CONSUMER.prefetch, 1, 10_000)
     return ConsumerSettings(
         prefetch=prefetch,
         max_batch=env_int(env, "BATCH_SIZE", prefetch, 1, prefetch),
-        retry_limit=env_int(env, "TRANSIENT_RETRY_LIMIT", 5, 1, 100),
-        retry_base_delay=env_float(env, "TRANSIENT_RETRY_DELAY", 0.2, 0.0, 60.0),
-        redelivery_limit=env_int(env, "REDELIVERY_LIMIT", 10, 1, 1000),
+        retry_limit=env_int(env, "TRANSIENT_RETRY_LIMIT", _CONSUMER.retry_limit, 1, 100),
+        retry_base_delay=env_float(env, "TRANSIENT_RETRY_DELAY", _CONSUMER.retry_base_delay,
+                                   0.0, 60.0),
+        redelivery_limit=env_int(env, "REDELIVERY_LIMIT", _CONSUMER.redelivery_limit, 1, 1000),
     )
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What every service reads: how to reach the broker, where to keep its file, how to consume."""
+
+    broker: BrokerSettings = BrokerSettings()
+    storage: StorageSettings = StorageSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+
+
+def service_settings(env: Mapping[str, str]) -> dict[str, object]:
+    """The ServiceSettings fields read from `env`, to pass on to a service's own Settings."""
+    return {"broker": broker_settings(env), "storage": storage_settings(env),
+            "consumer": consumer_settings(env)}

@@ -1,55 +1,35 @@
-"""Start NotificationService: `python -m notification_service`."""
+"""Start NotificationService: `python -m notification_service` (wiring only)."""
 from __future__ import annotations
 
-import logging
-import signal
 import sys
 
-from messaging import health, logs, topology
-from messaging.consumer import ConsumeLoop
-from messaging.runtime import freeze_startup_objects
-from messaging.settings import ConfigError
-from messaging.storage import is_transient
+from messaging import service, topology
 from notification_service import config
 from notification_service.consumer import NotificationConsumer
 from notification_service.store import NotificationStore
 
 SERVICE = "notification-service"
-logger = logging.getLogger(SERVICE)
 
 
-def main() -> int:
-    try:
-        settings = config.load()
-        logs.configure()
-    except ConfigError as exc:
-        print(f"notification-service: configuration error: {exc}", file=sys.stderr)
-        return 2
+def build(settings: config.Settings) -> service.ConsumerService:
+    """Consume inventory-events and notify each reserved order once."""
     store = NotificationStore(settings.storage.path("notifications.db"), settings.storage)
-    store.start_checkpoints()
     consumer = NotificationConsumer(store)
-    loop = ConsumeLoop(settings.broker, topology.INVENTORY_EVENTS, consumer.handle_batch, SERVICE,
-                       settings.consumer, is_transient, store.count_redelivery)
-    server = health.serve(settings.port, {"/health": lambda: _health(loop, store)})
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: loop.stop())
-    freeze_startup_objects()
-    logger.info("NotificationService started: health on port %d", settings.port)
-    loop.run()
-    server.shutdown()
-    store.stop_checkpoints()
-    logger.info("NotificationService stopped")
-    return 0
+    svc = service.ConsumerService(SERVICE, settings, settings.port, store,
+                                  topology.INVENTORY_EVENTS, consumer.handle_batch)
+    svc.routes["/health"] = lambda: _health(svc, store)
+    return svc
 
 
-def _health(loop: ConsumeLoop, store: NotificationStore) -> tuple[int, dict]:
-    return (200 if loop.consuming else 503), {
-        "status": "healthy" if loop.consuming else "unhealthy",
+def _health(svc: service.ConsumerService, store: NotificationStore) -> tuple[int, dict]:
+    consuming = svc.loop.consuming
+    return (200 if consuming else 503), {
+        "status": "healthy" if consuming else "unhealthy",
         "service": SERVICE,
-        "consuming": loop.consuming,
+        "consuming": consuming,
         "notifications_sent": store.count(),
     }
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(service.main(SERVICE, config.load, build))

@@ -5,29 +5,20 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from messaging.settings import (
-    BrokerSettings,
-    ConsumerSettings,
-    StorageSettings,
-    broker_settings,
-    consumer_settings,
-    env_int,
-    storage_settings,
-)
+from messaging.settings import ServiceSettings, env_int, service_settings
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything NotificationService reads from its environment."""
+class Settings(ServiceSettings):
+    """Everything NotificationService reads from its environment; the defaults are these fields'."""
 
-    broker: BrokerSettings = BrokerSettings()
-    storage: StorageSettings = StorageSettings()
-    consumer: ConsumerSettings = ConsumerSettings()
     port: int = 8103
+
+
+DEFAULTS = Settings()
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment; raises ConfigError on a bad value."""
     env = os.environ if env is None else env
-    return Settings(broker=broker_settings(env), storage=storage_settings(env),
-                    consumer=consumer_settings(env), port=env_int(env, "PORT", 8103, 1, 65535))
+    return Settings(**service_settings(env), port=env_int(env, "PORT", DEFAULTS.port, 1, 65535))

@@ -1,4 +1,4 @@
-"""Start OrderService under gunicorn: `python -m order_service`."""
+"""Start OrderService under gunicorn: `python -m order_service` (wiring only)."""
 from __future__ import annotations
 
 import logging
@@ -6,9 +6,8 @@ import sys
 
 from gunicorn.app.base import BaseApplication
 
-from messaging import logs
 from messaging.runtime import freeze_startup_objects
-from messaging.settings import ConfigError
+from messaging.service import load_settings
 from order_service import config
 from order_service.app import create_app
 from order_service.background import Background
@@ -56,11 +55,8 @@ def _stop_background(_server, worker) -> None:
 
 
 def main() -> int:
-    try:
-        settings = config.load()
-        logs.configure()
-    except ConfigError as exc:
-        print(f"order-service: configuration error: {exc}", file=sys.stderr)
+    settings = load_settings("order-service", config.load)
+    if settings is None:
         return 2
     store = OrderStore(settings.storage.path("orders.db"), settings.storage)
     store.release_claims()  # no relay runs yet: claims left by a crash are stale

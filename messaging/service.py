@@ -1,0 +1,72 @@
+"""The start-up every service shares: settings or a one-line error, logging, and for the consumer
+services the run itself (health server, signals, relay, consume loop, orderly stop)."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from messaging import health, logs, topology
+from messaging.consumer import ConsumeLoop
+from messaging.delivery import BatchHandler
+from messaging.relay import Relay
+from messaging.runtime import freeze_startup_objects
+from messaging.settings import ConfigError, ServiceSettings
+from messaging.storage import is_transient
+from messaging.store import MessagingStore
+
+logger = logging.getLogger(__name__)
+S = TypeVar("S", bound=ServiceSettings)
+
+RELAY_FLUSH_SECONDS = 5.0  # how long a stopping service waits for its outbox's last confirms
+
+
+def load_settings(service: str, load: Callable[[], S]) -> S | None:
+    """Read the settings and configure logging; on a bad value print one line and return None."""
+    try:
+        settings = load()
+        logs.configure()
+    except ConfigError as exc:
+        print(f"{service}: configuration error: {exc}", file=sys.stderr)
+        return None
+    return settings
+
+
+class ConsumerService:
+    """A consumer service: its store, consume loop, optional outbox relay and health routes."""
+
+    def __init__(self, name: str, settings: ServiceSettings, port: int, store: MessagingStore,
+                 queue: topology.Queue, handle_batch: BatchHandler, relay: Relay | None = None,
+                 ) -> None:
+        self.name, self.port, self.store, self.relay = name, port, store, relay
+        self.loop = ConsumeLoop(settings.broker, queue, handle_batch, name, settings.consumer,
+                                is_transient, store.count_redelivery)
+        self.routes: dict[str, health.Route] = {}
+
+    def run(self) -> int:
+        """Serve the routes, consume until SIGTERM or SIGINT, then stop in order; return 0."""
+        self.store.start_checkpoints()
+        server = health.serve(self.port, self.routes)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.loop.stop())
+        if self.relay is not None:
+            self.relay.start()
+        freeze_startup_objects()
+        logger.info("%s started: health on port %d", self.name, self.port)
+        self.loop.run()  # returns once stop() was called and the batch in hand is settled
+        if self.relay is not None:
+            self.relay.stop(timeout=RELAY_FLUSH_SECONDS)
+        server.shutdown()
+        self.store.stop_checkpoints()
+        logger.info("%s stopped", self.name)
+        return 0
+
+
+def main(service: str, load: Callable[[], S], build: Callable[[S], ConsumerService]) -> int:
+    """Load the settings (exit 2 with one line when they are bad), build the service, run it."""
+    settings = load_settings(service, load)
+    if settings is None:
+        return 2
+    return build(settings).run()
