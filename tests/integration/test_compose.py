@@ -1,10 +1,15 @@
-"""Static checks of how the system is shipped: docker-compose.yml, the Dockerfiles and the Procfile.
+"""Static checks of how the system is shipped: docker-compose.yml, the Dockerfile and the Procfile.
 
 No broker and no container engine needed: `docker-compose config` validates and normalises the
-compose file offline, and each health check command is run here against a stub /health server.
+compose file offline, the Dockerfile is read with each service's build arguments as Docker reads
+it, and its CMD and each health check command are run here (against a stub `python` and a stub
+/health server).
 """
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -13,7 +18,8 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -118,11 +124,11 @@ def test_rabbitmq_is_persistent_and_really_health_checked(compose: dict[str, Any
 def test_service_waits_for_a_healthy_broker_and_restarts(compose: dict[str, Any],
                                                          name: str) -> None:
     service = compose["services"][name]
-    module, _, container_name, load = APPS[name]
+    _, _, container_name, load = APPS[name]
     assert service.get("container_name") == container_name
     assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
     assert service["restart"] == "unless-stopped"
-    assert service["build"]["dockerfile"] == f"{module}/Dockerfile"
+    assert service["build"]["dockerfile"] == "Dockerfile"
     assert "command" not in service and "entrypoint" not in service, "the image's CMD must run"
     assert Path(service["build"]["context"]).resolve() == ROOT
     grace = seconds(service["stop_grace_period"])
@@ -155,32 +161,137 @@ def test_data_lives_in_a_named_volume(compose: dict[str, Any], name: str) -> Non
     assert sources[0] not in others, "each service has its own database"
 
 
-def dockerfile(module: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of a service's Dockerfile, continuation lines joined."""
-    text = (ROOT / module / "Dockerfile").read_text()
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text()
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
             for line in joined.splitlines() if line.strip()]
 
 
+# The instructions in which Docker replaces $NAME and ${NAME} by a build argument or an ENV value;
+# it leaves RUN, CMD and HEALTHCHECK to the shell, where only ENV (and, in RUN, ARG) is set.
+EXPANDED = {"ADD", "COPY", "ENV", "EXPOSE", "FROM", "LABEL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
+
+
+@dataclass(frozen=True)
+class Image:
+    """The Dockerfile as Docker reads it with some build arguments."""
+
+    instructions: list[tuple[str, str]]  # variables replaced where Docker replaces them
+    args: dict[str, str]                 # every declared ARG, with the value it got
+    env: dict[str, str]                  # what the container starts with (no build arguments)
+
+
+def expand(text: str, values: Mapping[str, str]) -> str:
+    """$NAME and ${NAME} in text replaced by their values (an unset one by nothing, as Docker does)."""
+    return re.sub(r"\$(?:\{(\w+)\}|(\w+))", lambda m: values.get(m[1] or m[2], ""), text)
+
+
+def build(build_args: Mapping[str, str]) -> Image:
+    args: dict[str, str] = {}
+    env: dict[str, str] = {}
+    instructions = []
+    for keyword, text in dockerfile():
+        if keyword in EXPANDED:
+            text = expand(text, {**args, **env})
+        if keyword == "ARG":
+            name, _, default = text.partition("=")
+            args[name] = build_args.get(name, default)
+        elif keyword == "ENV":
+            env.update(word.split("=", 1) for word in shlex.split(text))
+        instructions.append((keyword, text))
+    return Image(instructions, args, env)
+
+
+def build_args(compose: dict[str, Any], name: str) -> dict[str, str]:
+    return {key: str(value) for key, value in compose["services"][name]["build"]["args"].items()}
+
+
+def copied(image: Image) -> set[str]:
+    """What the COPY instructions put into the image."""
+    return {args.split()[-1].rstrip("/") for keyword, args in image.instructions if keyword == "COPY"}
+
+
 @pytest.mark.parametrize("name", APPS)
-def test_dockerfile_runs_the_tested_entrypoint_as_non_root(name: str) -> None:
+def test_build_arguments_name_the_service_and_the_port_its_config_reads(compose: dict[str, Any],
+                                                                       name: str) -> None:
     module, port, _, _ = APPS[name]
-    instructions = dockerfile(module)
-    found = dict(instructions)  # the last of each instruction, as Docker applies them
+    args = build_args(compose, name)
+    assert args == {"SERVICE": module, "PORT": str(port)}
+    assert set(args) <= set(build(args).args), "Docker ignores a build argument nobody declares"
+    assert importlib.util.find_spec(f"{args['SERVICE']}.__main__") is not None
+    environment = compose["services"][name]["environment"]
+    assert environment["PORT"] == args["PORT"], "the service must listen on the port the image exposes"
+    config = importlib.import_module(f"{args['SERVICE']}.config")
+    assert config.load(environment).port == int(args["PORT"])
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_image_runs_the_service_as_non_root(compose: dict[str, Any], name: str) -> None:
+    module, port, _, load = APPS[name]
+    image = build(build_args(compose, name))
+    found = dict(image.instructions)  # the last of each instruction, as Docker applies them
     assert found["FROM"] == "python:3.11-slim"
     assert "ENTRYPOINT" not in found
-    assert [json.loads(args) for keyword, args in instructions if keyword == "CMD"] == \
-        [["python", "-m", module]]
     assert found["USER"] not in ("root", "0")
-    assert "DATA_DIR=/data" in found["ENV"].split()
+    assert image.env["DATA_DIR"] == "/data"
     assert json.loads(found["VOLUME"]) == ["/data"]
     assert found["EXPOSE"] == str(port)
-    assert any(args == "pip install -r requirements.txt" for keyword, args in instructions
+    assert image.env["PORT"] == str(port)
+    settings = load(image.env)  # started without compose's environment (docker run)
+    assert (settings.port, settings.storage.data_dir) == (port, "/data")
+    assert any(args == "pip install -r requirements.txt" for keyword, args in image.instructions
                if keyword == "RUN")
-    copied = [args.split()[-1].rstrip("/") for keyword, args in instructions if keyword == "COPY"]
-    assert {"messaging", module} <= set(copied)
+    assert {"messaging", "ops", module} <= copied(image)
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_image_command_is_python_dash_m_the_service(compose: dict[str, Any], name: str,
+                                                    tmp_path: Path) -> None:
+    """Run the CMD as the container would: with the image's ENV only, the build arguments gone."""
+    image = build(build_args(compose, name))
+    commands = [json.loads(args) for keyword, args in image.instructions if keyword == "CMD"]
+    assert len(commands) == 1
+    # A stand-in `python` that prints its parent and its arguments; nothing else is on PATH but sh.
+    (tmp_path / "python").write_text('#!/bin/sh\necho "$PPID"\nprintf \'%s\\n\' "$@"\n')
+    (tmp_path / "python").chmod(0o755)
+    (tmp_path / "sh").symlink_to(shutil.which("sh"))
+    result = subprocess.run(commands[0], env={**image.env, "PATH": str(tmp_path)}, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    parent, *argv = result.stdout.splitlines()
+    assert argv == ["-m", APPS[name][0]]
+    assert int(parent) == os.getpid(), "python must be the main process (exec), so SIGTERM reaches it"
+
+
+def test_build_refuses_a_missing_or_unknown_service_or_port(compose: dict[str, Any]) -> None:
+    """The RUN that checks the build arguments, run where the image has the code (WORKDIR)."""
+    checks = [args for keyword, args in dockerfile() if keyword == "RUN" and "$SERVICE" in args]
+    assert len(checks) == 1
+    clean = {key: value for key, value in os.environ.items() if key not in ("SERVICE", "PORT")}
+
+    def accepted(args: Mapping[str, str]) -> bool:
+        return subprocess.run(["sh", "-c", checks[0]], cwd=ROOT, env={**clean, **args},
+                              capture_output=True, timeout=30).returncode == 0
+
+    assert all(accepted(build_args(compose, name)) for name in APPS)
+    for args in ({}, {"PORT": "8101"}, {"SERVICE": "order_service"}, {"SERVICE": "messaging", "PORT": "8101"},
+                 {"SERVICE": "order-service", "PORT": "8101"}, {"SERVICE": "order_service", "PORT": "http"}):
+        assert not accepted(args), args
+
+
+def test_image_holds_everything_the_operator_tools_import() -> None:
+    imported = set()
+    for path in (ROOT / "ops").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    first_party = {name for name in imported if (ROOT / name / "__init__.py").exists()}
+    assert {"ops", *first_party} <= copied(build({}))
 
 
 class StubHealth(BaseHTTPRequestHandler):
@@ -215,7 +326,7 @@ def stub_health() -> Iterator[ThreadingHTTPServer]:
 
 def health_commands(compose: dict[str, Any], name: str) -> dict[str, list[str]]:
     """The Dockerfile's and the compose file's health check, as argv runnable here."""
-    instruction = dict(dockerfile(APPS[name][0]))["HEALTHCHECK"]
+    instruction = dict(build(build_args(compose, name)).instructions)["HEALTHCHECK"]
     shell_form = instruction.split(" CMD ", 1)[1]
     test = compose["services"][name]["healthcheck"]["test"]
     assert test[0] == "CMD" and test[1] == "python", test
@@ -252,5 +363,8 @@ def test_procfile_runs_exactly_the_three_entrypoints() -> None:
 
 def test_dockerignore_keeps_what_the_images_copy() -> None:
     patterns = (ROOT / ".dockerignore").read_text().split()
-    for needed in ("requirements.txt", "messaging/", *(f"{m}/" for m, *_ in APPS.values())):
+    sources = [source for keyword, args in dockerfile() if keyword == "COPY"
+               for source in args.split()[:-1]]
+    assert sources
+    for needed in sources:
         assert f"!{needed}" in patterns
