@@ -64,3 +64,57 @@ class Broker:
         """Messages ready in `queue` right now (exact, not the API's sampled figure)."""
         with self.channel(vhost) as channel:
             return channel.queue_declare(queue=queue, passive=True).method.message_count
+
+    def consumers(self, vhost: str, queue: str) -> int:
+        """Consumers on `queue` right now (exact)."""
+        with self.channel(vhost) as channel:
+            return channel.queue_declare(queue=queue, passive=True).method.consumer_count
+
+    def queue(self, vhost: str, queue: str) -> dict:
+        """The management API's details of `queue`.
+
+        Its message figures (`messages`, `messages_ready`, `messages_unacknowledged`) are sampled
+        (every 5 s by default) and absent until the first sample; `depth` is exact.
+        """
+        response = self._http.get(f"{self.api}/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}",
+                                  timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def set_policy(self, vhost: str, name: str, pattern: str, definition: dict,
+                   apply_to: str = "queues", priority: int = 0) -> None:
+        """Create or replace policy `name` in `vhost` (only that vhost is affected)."""
+        self._http.put(f"{self.api}/policies/{quote(vhost, safe='')}/{quote(name, safe='')}",
+                       json={"pattern": pattern, "definition": definition, "apply-to": apply_to,
+                             "priority": priority}, timeout=10).raise_for_status()
+
+    def clear_policy(self, vhost: str, name: str) -> None:
+        """Remove policy `name` from `vhost` (missing is fine)."""
+        response = self._http.delete(
+            f"{self.api}/policies/{quote(vhost, safe='')}/{quote(name, safe='')}", timeout=10)
+        if response.status_code not in (204, 404):
+            response.raise_for_status()
+
+    def bindings(self, vhost: str, exchange: str, queue: str) -> list[dict]:
+        """The bindings from `exchange` to `queue`, as the management API lists them."""
+        response = self._http.get(f"{self.api}/bindings/{quote(vhost, safe='')}/e/"
+                                  f"{quote(exchange, safe='')}/q/{quote(queue, safe='')}", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def bind(self, vhost: str, exchange: str, queue: str, routing_key: str) -> None:
+        """Bind `queue` to `exchange` with `routing_key` (already bound is fine)."""
+        self._http.post(f"{self.api}/bindings/{quote(vhost, safe='')}/e/{quote(exchange, safe='')}/"
+                        f"q/{quote(queue, safe='')}", json={"routing_key": routing_key},
+                        timeout=10).raise_for_status()
+
+    def unbind(self, vhost: str, exchange: str, queue: str, routing_key: str) -> None:
+        """Remove every binding from `exchange` to `queue` with `routing_key` (none is fine)."""
+        for binding in self.bindings(vhost, exchange, queue):
+            if binding["routing_key"] != routing_key:
+                continue
+            response = self._http.delete(
+                f"{self.api}/bindings/{quote(vhost, safe='')}/e/{quote(exchange, safe='')}/"
+                f"q/{quote(queue, safe='')}/{quote(binding['properties_key'], safe='')}", timeout=10)
+            if response.status_code not in (204, 404):
+                response.raise_for_status()
