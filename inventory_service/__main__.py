@@ -34,7 +34,7 @@ def main() -> int:
     loop = ConsumeLoop(settings.broker, topology.ORDER_EVENTS, consumer.handle_batch, SERVICE,
                        settings.consumer, is_transient, store.count_redelivery)
     server = health.serve(settings.port, {
-        "/health": lambda: _health(loop, relay, store),
+        "/health": lambda: _health(loop, relay, store, consumer),
         "/stock": lambda: (200, {"stock": store.stock_levels()}),
     })
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -51,7 +51,8 @@ def main() -> int:
     return 0
 
 
-def _health(loop: ConsumeLoop, relay: Relay, store: InventoryStore) -> tuple[int, dict]:
+def _health(loop: ConsumeLoop, relay: Relay, store: InventoryStore,
+            consumer: InventoryConsumer) -> tuple[int, dict]:
     healthy = loop.consuming and relay.connected
     return (200 if healthy else 503), {
         "status": "healthy" if healthy else "unhealthy",
@@ -60,6 +61,7 @@ def _health(loop: ConsumeLoop, relay: Relay, store: InventoryStore) -> tuple[int
         "publisher_connected": relay.connected,
         "outbox_backlog": store.outbox_backlog(),
         "processed": loop.processed,
+        "duplicates": consumer.duplicates,
     }
 
 

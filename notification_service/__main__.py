@@ -30,7 +30,7 @@ def main() -> int:
     consumer = NotificationConsumer(store)
     loop = ConsumeLoop(settings.broker, topology.INVENTORY_EVENTS, consumer.handle_batch, SERVICE,
                        settings.consumer, is_transient, store.count_redelivery)
-    server = health.serve(settings.port, {"/health": lambda: _health(loop, store)})
+    server = health.serve(settings.port, {"/health": lambda: _health(loop, store, consumer)})
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: loop.stop())
     freeze_startup_objects()
@@ -42,12 +42,14 @@ def main() -> int:
     return 0
 
 
-def _health(loop: ConsumeLoop, store: NotificationStore) -> tuple[int, dict]:
+def _health(loop: ConsumeLoop, store: NotificationStore,
+            consumer: NotificationConsumer) -> tuple[int, dict]:
     return (200 if loop.consuming else 503), {
         "status": "healthy" if loop.consuming else "unhealthy",
         "service": SERVICE,
         "consuming": loop.consuming,
         "notifications_sent": store.count(),
+        "duplicates": consumer.duplicates,
     }
 
 
