@@ -66,6 +66,29 @@ def broker_stopped() -> Iterator[None]:
         rabbitmqctl("await_startup")
 
 
+def current_watermark() -> str:
+    """The broker's memory high watermark as rabbitmqctl takes it back (0.4 when it cannot say)."""
+    out = subprocess.run(["rabbitmqctl", "-q", "eval",
+                          "vm_memory_monitor:get_vm_memory_high_watermark()."],
+                         capture_output=True, text=True, timeout=60).stdout.strip()
+    try:
+        value = float(out)
+    except ValueError:
+        return "0.4"
+    return str(value) if value > 0 else "0.4"  # 0 is an alarm someone left raised, not a setting
+
+
+@contextlib.contextmanager
+def memory_alarm() -> Iterator[None]:
+    """Raise the broker's memory alarm for the block (publishers block); always restore the watermark."""
+    watermark = current_watermark()
+    rabbitmqctl("set_vm_memory_high_watermark", "0")
+    try:
+        yield
+    finally:
+        rabbitmqctl("set_vm_memory_high_watermark", watermark)
+
+
 def snapshot(stack: Stack) -> audit.Snapshot:
     return audit.read(str(stack["order"].data_dir / "orders.db"),
                       str(stack["inventory"].data_dir / "inventory.db"),
