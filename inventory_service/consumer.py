@@ -45,9 +45,9 @@ class InventoryConsumer:
 
         if placed:
             self._store.write(settle)
-        self.duplicates += skipped
         for line in log_lines:
             logger.info(*line)
+        self.duplicates += skipped  # after the batch's log lines: a reader of both sees them
         if results:
             self._relay.hand_over(results if claimant else [])
         return rejections

@@ -46,8 +46,8 @@ class NotificationConsumer:
                                 "event_id=%s", result.order_id, result.event_id)
 
         self._store.write(settle)
-        self.duplicates += skipped
         for result, message in sent:
             logger.info("Notification sent: order_id=%s event_id=%s user=%s item=%s: %s",
                         result.order_id, result.event_id, result.user_id, result.item, message)
+        self.duplicates += skipped  # after the batch's log lines: a reader of both sees them
         return rejections
