@@ -45,6 +45,13 @@ class Broker:
         response.raise_for_status()
         return [v["name"] for v in response.json()]
 
+    def queue(self, vhost: str, name: str) -> dict:
+        """A queue as the broker reports it: `durable`, `auto_delete`, `exclusive`, `arguments`..."""
+        response = self._http.get(f"{self.api}/queues/{quote(vhost, safe='')}/{quote(name, safe='')}",
+                                  timeout=10)
+        response.raise_for_status()
+        return response.json()
+
     def settings(self, vhost: str) -> BrokerSettings:
         """Connection settings for a service in `vhost`."""
         return BrokerSettings(host=self.host, port=self.port, user=self.user,
