@@ -22,13 +22,13 @@ def build(settings: config.Settings) -> service.ConsumerService:
     consumer = InventoryConsumer(store, settings.success_rate, relay)
     svc = service.ConsumerService(SERVICE, settings, settings.port, store, topology.ORDER_EVENTS,
                                   consumer.handle_batch, relay)
-    svc.routes["/health"] = lambda: _health(svc)
+    svc.routes["/health"] = lambda: _health(svc, consumer)
     svc.routes["/stock"] = lambda: (200, {"stock": store.stock_levels()})
     logger.info("success rate %.2f, menu %s", settings.success_rate, ", ".join(settings.menu))
     return svc
 
 
-def _health(svc: service.ConsumerService) -> tuple[int, dict]:
+def _health(svc: service.ConsumerService, consumer: InventoryConsumer) -> tuple[int, dict]:
     healthy = svc.loop.consuming and svc.relay.connected
     return (200 if healthy else 503), {
         "status": "healthy" if healthy else "unhealthy",
@@ -37,6 +37,7 @@ def _health(svc: service.ConsumerService) -> tuple[int, dict]:
         "publisher_connected": svc.relay.connected,
         "outbox_backlog": svc.store.outbox_backlog(),
         "processed": svc.loop.processed,
+        "duplicates": consumer.duplicates,
     }
 
 

@@ -16,10 +16,14 @@ logger = logging.getLogger(__name__)
 
 
 class InventoryConsumer:
-    """Settle a batch of OrderPlaced deliveries in one transaction."""
+    """Settle a batch of OrderPlaced deliveries in one transaction.
+
+    `duplicates` counts the events recognised as already handled (skipped), in committed batches.
+    """
 
     def __init__(self, store: InventoryStore, success_rate: float, relay: Relay) -> None:
         self._store, self._success_rate, self._relay = store, success_rate, relay
+        self.duplicates = 0
 
     def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
         """Reserve for each valid event; return the poison ones for dead-lettering."""
@@ -27,11 +31,14 @@ class InventoryConsumer:
         log_lines: list[tuple] = []
         results: list[PendingMessage] = []
         claimant = self._relay.claimant()
+        skipped = 0
 
         def settle(conn: sqlite3.Connection) -> None:
+            nonlocal skipped
             log_lines.clear()
             results.clear()
             outcomes = self._reserve(conn, placed, log_lines)
+            skipped = len(placed) - len(outcomes)  # every event is either decided or a duplicate
             self._store.record(conn, outcomes)
             results.extend(outbox.add_many(
                 conn, [handlers.result_message(o.result) for o in outcomes], claimant))
@@ -40,6 +47,7 @@ class InventoryConsumer:
             self._store.write(settle)
         for line in log_lines:
             logger.info(*line)
+        self.duplicates += skipped  # after the batch's log lines: a reader of both sees them
         if results:
             self._relay.hand_over(results if claimant else [])
         return rejections

@@ -20,6 +20,11 @@ from messaging.events import (
 RESULT_NAMESPACE = uuid.UUID("5f1d3c1e-8a4b-4f43-9a51-3f0c2e7d9b10")
 
 
+def result_event_id(order_placed_event_id: str) -> str:
+    """The event_id of the result that answers the OrderPlaced event with this event_id."""
+    return str(uuid.uuid5(RESULT_NAMESPACE, order_placed_event_id))
+
+
 @dataclass(frozen=True)
 class Decision:
     """Whether to reserve, and why not."""
@@ -49,7 +54,7 @@ def decide(event: OrderPlaced, available: int | None, success_rate: float) -> De
 def result_for(event: OrderPlaced, decision: Decision, timestamp: str) -> InventoryResult:
     """Build the InventoryReserved/InventoryFailed event answering `event`."""
     return InventoryResult(
-        event_id=str(uuid.uuid5(RESULT_NAMESPACE, event.event_id)),
+        event_id=result_event_id(event.event_id),
         event_type=INVENTORY_RESERVED if decision.reserved else INVENTORY_FAILED,
         order_id=event.order_id, timestamp=timestamp, user_id=event.user_id, item=event.item,
         quantity=event.quantity, reason=decision.reason)

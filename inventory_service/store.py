@@ -92,6 +92,10 @@ class InventoryStore(MessagingStore):
             " GROUP BY s.item ORDER BY s.item").fetchall()
         return [dict(row) for row in rows]
 
+    def answered_events(self) -> dict[str, str]:
+        """order_id -> event_id of the OrderPlaced event its reservation decision answered."""
+        return dict(self.conn.execute("SELECT order_id, event_id FROM reservations").fetchall())
+
     def outcomes(self) -> dict[str, str]:
         """order_id -> 'reserved' | 'failed' for every order seen."""
         return dict(self.conn.execute("SELECT order_id, status FROM reservations").fetchall())

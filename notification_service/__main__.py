@@ -17,17 +17,19 @@ def build(settings: config.Settings) -> service.ConsumerService:
     consumer = NotificationConsumer(store)
     svc = service.ConsumerService(SERVICE, settings, settings.port, store,
                                   topology.INVENTORY_EVENTS, consumer.handle_batch)
-    svc.routes["/health"] = lambda: _health(svc, store)
+    svc.routes["/health"] = lambda: _health(svc, store, consumer)
     return svc
 
 
-def _health(svc: service.ConsumerService, store: NotificationStore) -> tuple[int, dict]:
+def _health(svc: service.ConsumerService, store: NotificationStore,
+            consumer: NotificationConsumer) -> tuple[int, dict]:
     consuming = svc.loop.consuming
     return (200 if consuming else 503), {
         "status": "healthy" if consuming else "unhealthy",
         "service": SERVICE,
         "consuming": consuming,
         "notifications_sent": store.count(),
+        "duplicates": consumer.duplicates,
     }
 
 

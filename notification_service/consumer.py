@@ -13,18 +13,26 @@ logger = logging.getLogger(__name__)
 
 
 class NotificationConsumer:
-    """Settle a batch of inventory results in one transaction; notify each reserved order once."""
+    """Settle a batch of inventory results in one transaction; notify each reserved order once.
+
+    `duplicates` counts the reservations skipped because their order was already notified, in
+    committed batches.
+    """
 
     def __init__(self, store: NotificationStore) -> None:
         self._store = store
+        self.duplicates = 0
 
     def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
         """Record and send notifications; return the poison deliveries for dead-lettering."""
         results, rejections = parse_all(deliveries, events.parse_inventory_result)
         sent: list[tuple] = []
+        skipped = 0
 
         def settle(conn: sqlite3.Connection) -> None:
+            nonlocal skipped
             sent.clear()
+            skipped = 0
             for result in results:
                 message = handlers.notification_for(result)
                 if message is None:
@@ -33,6 +41,7 @@ class NotificationConsumer:
                 elif self._store.record(conn, result, message):
                     sent.append((result, message))
                 else:
+                    skipped += 1
                     logger.info("Duplicate InventoryReserved detected, skipping: order_id=%s "
                                 "event_id=%s", result.order_id, result.event_id)
 
@@ -40,4 +49,5 @@ class NotificationConsumer:
         for result, message in sent:
             logger.info("Notification sent: order_id=%s event_id=%s user=%s item=%s: %s",
                         result.order_id, result.event_id, result.user_id, result.item, message)
+        self.duplicates += skipped  # after the batch's log lines: a reader of both sees them
         return rejections

@@ -41,6 +41,10 @@ class NotificationStore(MessagingStore):
         """Every order notified so far."""
         return [row[0] for row in self.conn.execute("SELECT order_id FROM notifications")]
 
+    def result_events(self) -> dict[str, str]:
+        """order_id -> event_id of the InventoryReserved event each notification was sent for."""
+        return dict(self.conn.execute("SELECT order_id, event_id FROM notifications").fetchall())
+
     def count(self) -> int:
         """How many notifications were sent."""
         return self.conn.execute("SELECT COUNT(*) FROM notifications").fetchone()[0]

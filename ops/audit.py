@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+from inventory_service.handlers import result_event_id
 from inventory_service.store import InventoryStore
 from messaging.settings import StorageSettings
 from notification_service.store import NotificationStore
@@ -25,8 +26,11 @@ class Snapshot:
 
     orders: dict[str, str]            # order_id -> status (OrderService)
     outcomes: dict[str, str]          # order_id -> reserved | failed (InventoryService)
+    answered: dict[str, str]          # order_id -> event_id of the OrderPlaced event that its
+    #                                   reservation decision answered (InventoryService)
     stock: list[dict]                 # item, initial, available, reserved
-    notified: list[str]               # order ids notified (NotificationService)
+    notified: dict[str, str]          # order_id -> event_id of the InventoryReserved event that its
+    #                                   notification was sent for (NotificationService)
     backlogs: dict[str, int]          # service -> outbox rows not yet deleted
 
 
@@ -49,10 +53,15 @@ def check(s: Snapshot) -> list[Invariant]:
                   if s.orders[o] != "accepted" and s.orders[o] != s.outcomes[o]}
     wrong_stock = [row["item"] for row in s.stock
                    if row["available"] != row["initial"] - row["reserved"]]
-    notified = Counter(s.notified)
-    doubled = [o for o, n in notified.items() if n > 1]
-    unnotified = reserved - set(notified)
-    wrongly_notified = set(notified) - reserved
+    unnotified = reserved - set(s.notified)
+    wrongly_notified = set(s.notified) - reserved
+    # A result's event_id is derived from the OrderPlaced event it answers, so a notification whose
+    # result is not the one InventoryService's recorded decision produced answers another decision
+    # for the same order: the order was decided twice.
+    checked = [o for o in s.notified if o in s.answered]
+    foreign = sorted(o for o in checked
+                     if s.notified[o] != result_event_id(s.answered[o]) or s.outcomes.get(o) == "failed")
+    undecided = len(s.notified) - len(checked)
     return [
         Invariant("every accepted order has exactly one final status", pending == 0,
                   f"{len(s.orders)} orders: {counts.get('reserved', 0)} reserved, "
@@ -66,9 +75,14 @@ def check(s: Snapshot) -> list[Invariant]:
                   f"{len(s.stock)} items, {sum(r['reserved'] for r in s.stock)} units reserved, "
                   f"mismatched: {wrong_stock or 'none'}"),
         Invariant("exactly one notification per reserved order, none for failed ones",
-                  not doubled and not unnotified and not (wrongly_notified & failed),
-                  f"{len(notified)} notified of {len(reserved)} reserved, {len(doubled)} doubled, "
+                  not unnotified and not (wrongly_notified & failed),
+                  f"{len(s.notified)} notified of {len(reserved)} reserved, "
                   f"{len(unnotified)} missing, {len(wrongly_notified & failed)} for failed orders"),
+        Invariant("every notification answers the reservation InventoryService decided for its order",
+                  not foreign,
+                  f"{len(checked)} checked, {len(foreign)} for another decision"
+                  f"{': ' + ', '.join(foreign[:5]) if foreign else ''}, "
+                  f"{undecided} for orders InventoryService has no decision for"),
         Invariant("outboxes empty", not any(s.backlogs.values()),
                   ", ".join(f"{name}: {n}" for name, n in s.backlogs.items())),
     ]
@@ -84,8 +98,9 @@ def read(order_db: str, inventory_db: str, notification_db: str) -> Snapshot:
     inventory = InventoryStore(inventory_db, storage)
     notifications = NotificationStore(notification_db, storage)
     return Snapshot(
-        orders=orders.statuses(), outcomes=inventory.outcomes(), stock=inventory.stock_levels(),
-        notified=notifications.notified_orders(),
+        orders=orders.statuses(), outcomes=inventory.outcomes(),
+        answered=inventory.answered_events(), stock=inventory.stock_levels(),
+        notified=notifications.result_events(),
         backlogs={"order-service": orders.outbox_backlog(),
                   "inventory-service": inventory.outbox_backlog()})
 

@@ -71,7 +71,8 @@ class Broker:
             return channel.queue_declare(queue=queue, passive=True).method.consumer_count
 
     def queue(self, vhost: str, queue: str) -> dict:
-        """The management API's details of `queue`.
+        """A queue as the broker's management API reports it: `durable`, `auto_delete`, `exclusive`,
+        `arguments`, `consumers`, ...
 
         Its message figures (`messages`, `messages_ready`, `messages_unacknowledged`) are sampled
         (every 5 s by default) and absent until the first sample; `depth` is exact.

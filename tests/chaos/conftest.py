@@ -6,14 +6,15 @@ import os
 
 import pytest
 
-from tests.chaos.harness import Figures
+from tests.chaos.harness import Figures, ResultProbe
 
 RESULTS: list[Figures] = []
 
 
 @pytest.fixture
-def figures(request) -> Figures:
-    entry = Figures(scenario=request.node.name.removeprefix("test_"))
+def figures(request, broker, vhost) -> Figures:
+    """The scenario's figures, with a probe on its results from before any order is placed."""
+    entry = Figures(scenario=request.node.name.removeprefix("test_"), probe=ResultProbe(broker, vhost))
     yield entry
     RESULTS.append(entry)
 
@@ -30,4 +31,4 @@ def pytest_terminal_summary(terminalreporter) -> None:
     path = os.environ.get("CHAOS_FIGURES")
     if path:
         with open(path, "w") as out:
-            json.dump([f.__dict__ for f in RESULTS], out, indent=2)
+            json.dump([f.summary() for f in RESULTS], out, indent=2)

@@ -10,7 +10,13 @@ import time
 import pytest
 
 from messaging import topology
-from tests.chaos.harness import OrderStream, broker_stopped, rabbitmqctl, settle_and_audit
+from tests.chaos.harness import (
+    OrderStream,
+    broker_stopped,
+    memory_alarm,
+    notifications_per_order,
+    settle_and_audit,
+)
 from tests.client import post_orders, publish, wait_for
 from tests.test_dlq import POISON
 
@@ -125,11 +131,18 @@ def test_duplicate_storm(stack, broker, figures):
     settle_and_audit(stack, broker, accepted, figures, since=started)
     wait_for(lambda: duplicator.copied >= 200, what="every event and result to be copied")
     duplicator.stop()
-    skipped = stack["inventory"].log().count("Duplicate OrderPlaced detected")
-    assert skipped == 200, f"each OrderPlaced arrived three times: 200 duplicates, saw {skipped}"
-    assert stack["notification"].log().count("Notification sent") == 100
-    assert stack["notification"].log().count("Duplicate InventoryReserved detected") == 200
-    figures.notes["duplicates_skipped"] = skipped
+
+    def skipped() -> tuple[int, int]:
+        return (stack["inventory"].health()[1]["duplicates"],
+                stack["notification"].health()[1]["duplicates"])
+
+    # Each OrderPlaced and each InventoryReserved arrived three times: two duplicates of each.
+    wait_for(lambda: min(skipped()) >= 200, timeout=30,
+             what="InventoryService and NotificationService to skip every copy")
+    assert skipped() == (200, 200), f"(inventory, notification) duplicates skipped: {skipped()}"
+    assert stack["notification"].health()[1]["notifications_sent"] == 100
+    assert notifications_per_order(stack) == {order_id: 1 for order_id in accepted}
+    figures.notes["duplicates_skipped"] = sum(skipped())
 
 
 def test_poison_mixed_into_valid_traffic(stack, broker, figures):
@@ -170,29 +183,14 @@ def test_sigterm_under_load(stack, broker, figures, victim):
 
 def test_memory_alarm_blocks_publishers_then_clears(make_stack, broker, figures):
     stack = make_stack(RABBITMQ_BLOCKED_TIMEOUT="3").start()
-    watermark = _current_watermark()
     stream = OrderStream(stack.order_url, rate=40)
     stream.start()
     wait_for(lambda: processed_some(stack, 20), what="traffic to flow")
-    try:
-        rabbitmqctl("set_vm_memory_high_watermark", "0")
+    with memory_alarm():
         wait_for(lambda: stack["order"].health()[1]["outbox_backlog"] > 20, timeout=30,
                  what="the outbox to grow while publishers are blocked")
-    finally:
-        rabbitmqctl("set_vm_memory_high_watermark", watermark)
     cleared = time.monotonic()
     accepted = stream.stop()
     assert stream.refused == 0
     settle_and_audit(stack, broker, accepted, figures, since=cleared)
 
-
-def _current_watermark() -> str:
-    import subprocess
-
-    out = subprocess.run(["rabbitmqctl", "-q", "eval",
-                          "vm_memory_monitor:get_vm_memory_high_watermark()."],
-                         capture_output=True, text=True, timeout=60).stdout.strip()
-    try:
-        return str(float(out))
-    except ValueError:
-        return "0.4"

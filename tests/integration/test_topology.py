@@ -24,13 +24,37 @@ def test_any_service_alone_declares_the_whole_topology(make_stack, broker, first
         channel.queue_declare("order-events", durable=True)  # without the DLX args: mismatch
 
 
+# The spec's queues and their arguments, written out here rather than taken from messaging.topology.
+SPEC_QUEUES = {
+    "order-events": {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "order-events-dlq"},
+    "inventory-events": {"x-dead-letter-exchange": "dlx",
+                         "x-dead-letter-routing-key": "inventory-events-dlq"},
+    "order-status": {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "order-status-dlq"},
+    "order-events-dlq": {},
+    "inventory-events-dlq": {},
+    "order-status-dlq": {},
+}
+
+
 def test_queue_arguments_follow_the_spec(make_stack, broker):
     stack = make_stack().start("inventory")
-    with broker.channel(stack.vhost) as channel:
-        channel.queue_declare("order-events", durable=True, arguments={
-            "x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "order-events-dlq"})
-        channel.queue_declare("inventory-events", durable=True, arguments={
-            "x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "inventory-events-dlq"})
+    for name, arguments in SPEC_QUEUES.items():
+        queue = broker.queue(stack.vhost, name)
+        assert (queue["durable"], queue["auto_delete"], queue["exclusive"]) == (True, False, False), name
+        assert queue["arguments"] == arguments, name
+
+    # The broker refuses a declaration that disagrees with the queue it has, and keeps its own.
+    for durable, arguments in [
+        (True, {**SPEC_QUEUES["order-events"], "x-dead-letter-routing-key": "elsewhere"}),
+        (True, {}),
+        (False, SPEC_QUEUES["order-events"]),
+    ]:
+        with broker.channel(stack.vhost) as channel, \
+                pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            channel.queue_declare("order-events", durable=durable, arguments=arguments)
+        assert refused.value.reply_code == 406, refused.value  # PRECONDITION_FAILED
+    queue = broker.queue(stack.vhost, "order-events")
+    assert (queue["durable"], queue["arguments"]) == (True, SPEC_QUEUES["order-events"])
 
 
 def test_spec_scripts_redeclare_orders_exchange_and_publish_plain_json(stack, broker):

@@ -1,8 +1,11 @@
 """InventoryService's store and batch handler with a real temporary SQLite file (no broker)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
+from inventory_service.__main__ import _health
 from inventory_service.consumer import InventoryConsumer
 from inventory_service.store import InventoryStore
 from messaging import events, outbox
@@ -241,3 +244,34 @@ def test_state_survives_reopening_the_store(inventory_store, consumer, storage, 
     assert available(reopened) == 9
     assert reopened.outbox_backlog() == 1
     reopened.close()
+
+
+def test_duplicates_are_counted_once_per_skipped_event(inventory_store, consumer):
+    event = order_placed(quantity=1)
+    consumer.handle_batch([delivery(placed(event))] * 3)
+    assert consumer.duplicates == 2, "two copies in the batch of the first"
+    consumer.handle_batch([delivery(placed(event), redelivered=True)])
+    assert consumer.duplicates == 3, "a redelivery after the commit"
+    consumer.handle_batch([delivery(placed(order_placed(order_id=event.order_id)))])
+    assert consumer.duplicates == 4, "another event for an order already decided"
+    consumer.handle_batch([delivery(placed(order_placed())), delivery(b"{poison")])
+    assert consumer.duplicates == 4, "neither a new event nor poison is a duplicate"
+
+
+def test_duplicates_of_a_rolled_back_batch_are_not_counted(inventory_store, consumer, monkeypatch):
+    event = order_placed(quantity=1)
+    consumer.handle_batch([delivery(placed(event))])
+    monkeypatch.setattr(inventory_store, "record", lambda *_args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        consumer.handle_batch([delivery(placed(event)), delivery(placed(order_placed()))])
+    assert consumer.duplicates == 0
+
+
+def test_health_reports_the_duplicates(inventory_store, consumer):
+    consumer.handle_batch([delivery(placed(order_placed()))] * 2)
+    svc = SimpleNamespace(loop=SimpleNamespace(consuming=True, processed=2),
+                          relay=SimpleNamespace(connected=True), store=inventory_store)
+    status, body = _health(svc, consumer)
+    assert status == 200
+    assert body["duplicates"] == 1
+    assert body["processed"] == 2

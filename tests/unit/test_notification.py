@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+from types import SimpleNamespace
 
 import pytest
 
 from messaging import events
 from messaging.events import INVENTORY_FAILED
+from notification_service.__main__ import _health
 from notification_service.consumer import NotificationConsumer
 from notification_service.handlers import notification_for
 from notification_service.store import NotificationStore
@@ -118,3 +121,40 @@ def test_dedup_survives_reopening_the_store(consumer, notification_store, storag
 
 def test_count_redelivery(notification_store):
     assert [notification_store.count_redelivery("sha256:x") for _ in range(2)] == [2, 3]
+
+
+def test_duplicates_count_reservations_of_orders_already_notified(consumer):
+    result = inventory_result()
+    consumer.handle_batch([delivery(events.encode(result))] * 3)
+    assert consumer.duplicates == 2
+    consumer.handle_batch([delivery(events.encode(inventory_result(order_id=result.order_id)))])
+    assert consumer.duplicates == 3, "another reservation event for a notified order"
+    failed = inventory_result(event_type=INVENTORY_FAILED, reason="no")
+    consumer.handle_batch([delivery(events.encode(failed))] * 2 + [delivery(b"poison")])
+    assert consumer.duplicates == 3, "failures and poison are not duplicates"
+
+
+def test_duplicates_of_a_rolled_back_batch_are_not_counted(consumer, notification_store,
+                                                           monkeypatch):
+    notified, fresh = inventory_result(), inventory_result()
+    consumer.handle_batch([delivery(events.encode(notified))])
+    original = notification_store.record
+
+    def fail_on_the_fresh_one(conn, result, message):
+        if result.order_id == fresh.order_id:
+            raise sqlite3.OperationalError("disk I/O error")
+        return original(conn, result, message)
+
+    monkeypatch.setattr(notification_store, "record", fail_on_the_fresh_one)
+    with pytest.raises(sqlite3.OperationalError):
+        consumer.handle_batch([delivery(events.encode(notified)), delivery(events.encode(fresh))])
+    assert consumer.duplicates == 0
+
+
+def test_health_reports_the_duplicates(consumer, notification_store):
+    body = events.encode(inventory_result())
+    consumer.handle_batch([delivery(body), delivery(body)])
+    status, health = _health(SimpleNamespace(loop=SimpleNamespace(consuming=True)), notification_store,
+                             consumer)
+    assert status == 200
+    assert (health["notifications_sent"], health["duplicates"]) == (1, 1)

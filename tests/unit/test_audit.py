@@ -1,0 +1,125 @@
+"""The audit's invariants on hand-made snapshots, and `read` and the command on real stores."""
+from __future__ import annotations
+
+import sqlite3
+import uuid
+
+import pytest
+
+from inventory_service.consumer import InventoryConsumer
+from inventory_service.handlers import result_event_id
+from messaging import events, outbox
+from notification_service.consumer import NotificationConsumer
+from ops import audit
+from tests.unit.factories import delivery, order_placed
+
+ANSWERS = "every notification answers the reservation InventoryService decided for its order"
+ONE_EACH = "exactly one notification per reserved order, none for failed ones"
+
+RESERVED, FAILED = str(uuid.uuid4()), str(uuid.uuid4())
+PLACED = {RESERVED: str(uuid.uuid4()), FAILED: str(uuid.uuid4())}  # their OrderPlaced event ids
+
+
+def snapshot(**overrides) -> audit.Snapshot:
+    """A consistent snapshot of two orders, one reserved and notified, one failed; override any part."""
+    fields = dict(
+        orders={RESERVED: "reserved", FAILED: "failed"},
+        outcomes={RESERVED: "reserved", FAILED: "failed"},
+        answered=dict(PLACED),
+        stock=[{"item": "Burger", "initial": 10, "available": 8, "reserved": 2}],
+        notified={RESERVED: result_event_id(PLACED[RESERVED])},
+        backlogs={"order-service": 0, "inventory-service": 0})
+    fields.update(overrides)
+    return audit.Snapshot(**fields)
+
+
+def verdicts(snap: audit.Snapshot) -> dict[str, audit.Invariant]:
+    return {invariant.name: invariant for invariant in audit.check(snap)}
+
+
+def test_a_consistent_snapshot_passes_every_invariant():
+    results = verdicts(snapshot())
+    assert [name for name, r in results.items() if not r.ok] == []
+    assert results[ANSWERS].figures == (
+        "1 checked, 0 for another decision, 0 for orders InventoryService has no decision for")
+
+
+def test_a_notification_for_another_decision_of_the_order_is_broken():
+    # The result notified is not the one InventoryService's recorded decision produced: a second
+    # reservation decision existed for the order.
+    other = result_event_id(str(uuid.uuid4()))
+    verdict = verdicts(snapshot(notified={RESERVED: other}))[ANSWERS]
+    assert not verdict.ok
+    assert verdict.figures.startswith(f"1 checked, 1 for another decision: {RESERVED}")
+
+
+def test_a_notification_carrying_the_order_placed_event_id_itself_is_broken():
+    assert not verdicts(snapshot(notified={RESERVED: PLACED[RESERVED]}))[ANSWERS].ok
+
+
+def test_a_notification_answering_a_failed_decision_is_broken():
+    notified = {RESERVED: result_event_id(PLACED[RESERVED]), FAILED: result_event_id(PLACED[FAILED])}
+    results = verdicts(snapshot(notified=notified))
+    assert not results[ANSWERS].ok
+    assert not results[ONE_EACH].ok
+
+
+def test_a_notification_for_an_order_inventory_never_decided_is_counted_not_failed():
+    notified = {RESERVED: result_event_id(PLACED[RESERVED]), str(uuid.uuid4()): str(uuid.uuid4())}
+    verdict = verdicts(snapshot(notified=notified))[ANSWERS]
+    assert verdict.ok
+    assert verdict.figures == (
+        "1 checked, 0 for another decision, 1 for orders InventoryService has no decision for")
+
+
+def test_a_reserved_order_without_a_notification_is_broken():
+    results = verdicts(snapshot(notified={}))
+    assert not results[ONE_EACH].ok
+    assert results[ANSWERS].ok
+
+
+class DisconnectedRelay:
+    """The relay's interface while it is disconnected: results stay in the outbox."""
+
+    def claimant(self) -> None:
+        return None
+
+    def hand_over(self, rows: list) -> None:
+        pass
+
+
+@pytest.fixture
+def paths(storage, order_store, inventory_store, notification_store) -> list[str]:
+    """Real stores: one order reserved by InventoryService and notified by NotificationService."""
+    event = order_placed(quantity=1)
+    InventoryConsumer(inventory_store, 1.0, DisconnectedRelay()).handle_batch(
+        [delivery(events.encode(event))])
+    [pending] = outbox.claim(inventory_store.conn, "test", 10, -1.0)
+    NotificationConsumer(notification_store).handle_batch([delivery(pending.message.body)])
+    return [storage.path(name) for name in ("orders.db", "inventory.db", "notifications.db")]
+
+
+def notify_another_result(notifications_db: str) -> None:
+    """Rewrite the notification as if it had been sent for another decision's result."""
+    conn = sqlite3.connect(notifications_db)
+    with conn:
+        conn.execute("UPDATE notifications SET event_id = ?", (str(uuid.uuid4()),))
+    conn.close()
+
+
+def test_read_takes_each_decision_and_notification_from_the_stores(paths, inventory_store):
+    snap = audit.read(*paths)
+    [(order_id, event_id)] = snap.answered.items()
+    assert inventory_store.outcomes() == {order_id: "reserved"}
+    assert snap.notified == {order_id: result_event_id(event_id)}
+    assert verdicts(snap)[ANSWERS].ok
+
+    notify_another_result(paths[2])
+    assert not verdicts(audit.read(*paths))[ANSWERS].ok
+
+
+def test_the_command_exits_1_and_names_the_broken_invariant(paths, capsys):
+    notify_another_result(paths[2])
+    assert audit.main(["--orders-db", paths[0], "--inventory-db", paths[1],
+                       "--notifications-db", paths[2]]) == 1
+    assert f"[BROKEN] {ANSWERS}: 1 checked, 1 for another decision" in capsys.readouterr().out
