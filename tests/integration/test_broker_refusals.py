@@ -13,7 +13,6 @@ sees every inventory decision):
 from __future__ import annotations
 
 import collections
-import json
 import re
 import time
 
@@ -22,11 +21,10 @@ import pytest
 from messaging import dead_lettering, topology
 from stack.broker import Broker
 from stack.processes import Stack
-from tests.chaos.harness import Figures, OrderStream, settle_and_audit
+from tests.chaos.harness import Figures, OrderStream, ResultProbe, settle_and_audit
 from tests.client import all_final, drain, post_orders, publish, statuses, wait_for
 from tests.test_dlq import POISON
 
-PROBE = "probe-inventory-results"  # sees every InventoryReserved / InventoryFailed
 POLICY = "test-refusal"
 ORDER_EVENTS_LIMIT = 5
 PARSE_FAILURES = {"malformed-json", "not-an-object", "invalid-field", "unknown-event-type"}
@@ -34,12 +32,11 @@ PARSE_FAILURES = {"malformed-json", "not-an-object", "invalid-field", "unknown-e
 
 # --- helpers ---
 
-def declare_probe(broker: Broker, vhost: str) -> None:
-    """The topology, plus a queue bound to `inventory` that keeps every result event."""
+def declare_probe(broker: Broker, vhost: str) -> ResultProbe:
+    """The topology, plus a probe queue bound to `inventory` that keeps every result event."""
     with broker.channel(vhost) as channel:
         topology.declare(channel)
-        channel.queue_declare(PROBE, durable=True)
-        channel.queue_bind(PROBE, topology.INVENTORY_EXCHANGE, "inventory.*")
+    return ResultProbe(broker, vhost)
 
 
 def wait_connected(stack: Stack, broker: Broker) -> None:
@@ -83,24 +80,21 @@ def queued(broker: Broker, vhost: str, queue: str) -> int | None:
     return broker.queue(vhost, queue).get("messages")
 
 
-def assert_each_order_decided_once(broker: Broker, vhost: str, order_ids: list[str]) -> None:
+def assert_each_order_decided_once(probe: ResultProbe, order_ids: list[str]) -> None:
     """The probe saw results for exactly these orders, one distinct decision (event_id) each."""
-    decisions: dict[str, set[tuple[str, str]]] = collections.defaultdict(set)
-    with broker.channel(vhost) as channel:
-        for _, body in drain(channel, PROBE):
-            event = json.loads(body)
-            decisions[event["order_id"]].add((event["event_id"], event["event_type"]))
+    decisions = probe.collect()
     assert set(decisions) == set(order_ids), "a result for every order and for no other"
     doubled = {order: sorted(seen) for order, seen in decisions.items() if len(seen) != 1}
     assert doubled == {}, "more than one inventory decision for an order"
 
 
-def settle_audit_and_count(stack: Stack, broker: Broker, order_ids: list[str], scenario: str,
-                           since: float) -> None:
+def settle_audit_and_count(stack: Stack, broker: Broker, probe: ResultProbe, order_ids: list[str],
+                           scenario: str, since: float) -> None:
     """Every order final, ops.audit clean, work queues and outboxes empty, one decision each."""
-    settle_and_audit(stack, broker, order_ids, Figures(scenario=scenario), since, timeout=45)
+    settle_and_audit(stack, broker, order_ids, Figures(scenario=scenario, probe=probe), since,
+                     timeout=45)
     assert outbox_backlog(stack) == 0
-    assert_each_order_decided_once(broker, stack.vhost, order_ids)
+    assert_each_order_decided_once(probe, order_ids)
 
 
 # --- 1. publishes nacked by a full queue ---
@@ -112,7 +106,7 @@ def test_a_full_order_events_queue_nacks_the_relay_and_every_order_completes_onc
     broker.set_policy(stack.vhost, POLICY, "^order-events$",
                       {"max-length": ORDER_EVENTS_LIMIT, "overflow": "reject-publish"})
     try:
-        declare_probe(broker, stack.vhost)
+        probe = declare_probe(broker, stack.vhost)
         stack.start("order", "notification")  # nobody consumes order-events yet
         wait_connected(stack, broker)
         since = time.monotonic()
@@ -134,7 +128,7 @@ def test_a_full_order_events_queue_nacks_the_relay_and_every_order_completes_onc
         stack.start("inventory")  # the queue drains; the retries find room (the policy stays)
         wait_for(lambda: all_final(stack.order_url, order_ids), timeout=30,
                  what="every order to complete once InventoryService drains order-events")
-        settle_audit_and_count(stack, broker, order_ids, "order-events-full", since)
+        settle_audit_and_count(stack, broker, probe, order_ids, "order-events-full", since)
     finally:
         broker.clear_policy(stack.vhost, POLICY)
 
@@ -144,7 +138,7 @@ def test_a_full_order_events_queue_nacks_the_relay_and_every_order_completes_onc
 def test_unroutable_order_events_stay_in_the_outbox_until_the_binding_is_back(make_stack, broker):
     stack = make_stack().start()
     wait_connected(stack, broker)
-    declare_probe(broker, stack.vhost)
+    probe = declare_probe(broker, stack.vhost)
     since = time.monotonic()
     stream = OrderStream(stack.order_url, rate=40)
 
@@ -177,7 +171,7 @@ def test_unroutable_order_events_stay_in_the_outbox_until_the_binding_is_back(ma
     finally:
         order_ids = stream.stop()
     assert stream.refused == 0
-    settle_audit_and_count(stack, broker, order_ids, "order-events-unbound", since)
+    settle_audit_and_count(stack, broker, probe, order_ids, "order-events-unbound", since)
 
 
 # --- 3. dead letters refused by dlx ---
@@ -192,7 +186,7 @@ def test_refused_dead_letters_stay_in_order_events_until_the_dlq_takes_them(make
     try:
         stack.start()
         wait_connected(stack, broker)
-        declare_probe(broker, stack.vhost)
+        probe = declare_probe(broker, stack.vhost)
         if refusal == "unroutable":
             broker.unbind(stack.vhost, topology.DEAD_LETTER_EXCHANGE, dlq, dlq)
             unbound = True
@@ -227,7 +221,7 @@ def test_refused_dead_letters_stay_in_order_events_until_the_dlq_takes_them(make
 
     wait_for(lambda: broker.depth(stack.vhost, dlq) == len(POISON), timeout=20,
              what=f"{len(POISON)} dead letters in {dlq} once it takes them")
-    settle_audit_and_count(stack, broker, order_ids, f"dead-letters-{refusal}", since)
+    settle_audit_and_count(stack, broker, probe, order_ids, f"dead-letters-{refusal}", since)
     wait_for(lambda: queued(broker, stack.vhost, "order-events") == 0, timeout=20,
              what="order-events to hold nothing, unacknowledged included")
     with broker.channel(stack.vhost) as channel:
