@@ -218,6 +218,7 @@ class FakeSelectConnection:
         self.is_open = self.is_closing = False
         self.channels: list[ConfirmChannel] = []
         self.close_calls = 0
+        self.async_close = False  # True: close() only starts closing, as a real one does
 
     @property
     def channel_(self) -> ConfirmChannel:
@@ -239,7 +240,9 @@ class FakeSelectConnection:
     def close(self) -> None:
         """Closing by the client: the channels close, then on_close_callback, as in pika."""
         self.close_calls += 1
-        self.is_closing = True
+        self.is_closing, self.is_open = True, False
+        if self.async_close:
+            return
         self._lose(pika.exceptions.ConnectionClosedByClient(200, "Normal shutdown"))
 
     def drop(self) -> None:

@@ -95,6 +95,11 @@ def run(loop: ConsumeLoop, monkeypatch, *scripts: Script | FakeBlockingConnectio
     return made
 
 
+def logged(caplog) -> list[str]:
+    """What the consume loop itself logged."""
+    return [record.getMessage() for record in caplog.records if record.name == "messaging.consumer"]
+
+
 def counted(store: MessagingStore) -> dict[str, int]:
     return dict(store.conn.execute("SELECT message_key, attempts FROM deliveries").fetchall())
 
@@ -433,6 +438,7 @@ def test_run_returns_at_once_when_stopped_before_connecting(monkeypatch, caplog)
     with caplog.at_level(logging.INFO):
         loop.run()
     assert len(calls) == 1 and calls[0][1] is loop._stopping and calls[0][2] == "svc"
+    assert calls[0][0] is loop._broker
     assert "svc stopped consuming order-events" in caplog.text
 
 
@@ -513,3 +519,97 @@ def test_a_connection_already_closed_is_not_closed_again(monkeypatch):
     loop = make_loop(Handler())
     run(loop, monkeypatch, connection, Script([]))
     assert connection.closed == 0
+
+
+# --- state, logs and corners ---
+
+
+def test_a_new_loop_is_not_consuming_and_stop_needs_no_connection(monkeypatch):
+    loop = ConsumeLoop(BrokerSettings(), QUEUE, Handler(), "svc", SETTINGS)
+    assert loop.consuming is False and loop.processed == 0
+    loop.stop()
+    calls = connections(monkeypatch, consumer, [FakeBlockingConnection()], loop.stop)
+    loop.run()
+    assert calls == [], "stopped before it started: no connection at all"
+
+
+def test_what_the_loop_logs_about_its_connections(monkeypatch, caplog):
+    loop = make_loop(Handler())
+    lost = pika.exceptions.StreamLostError("Transport indicated EOF")
+    with caplog.at_level(logging.INFO, logger="messaging.consumer"):
+        run(loop, monkeypatch, Script([IDLE, lost]), Script([], fail_on_qos=RuntimeError("x")),
+            Script([]))
+    assert logged(caplog) == [
+        "svc consuming order-events (prefetch 50)",
+        "svc lost RabbitMQ (StreamLostError: ('Transport indicated EOF',)); reconnecting",
+        "svc: unexpected error; reconnecting",
+        "svc consuming order-events (prefetch 50)",
+        "svc stopped consuming order-events",
+    ]
+
+
+def test_what_the_loop_logs_about_failures(monkeypatch, caplog):
+    handler = failing_on(2, lambda: ValueError("boom"))
+    loop = make_loop(handler)
+    with caplog.at_level(logging.WARNING, logger="messaging.consumer"):
+        run(loop, monkeypatch, Script([deliver(1), deliver(2)]))
+    assert logged(caplog) == [
+        "svc: failed handling a batch of 2",
+        "svc: batch of 2 keeps failing (ValueError('boom')); settling one message at a time",
+        "svc: failed handling a batch of 1",
+    ]
+    assert all(record.exc_info for record in caplog.records if "failed handling" in record.getMessage())
+
+
+def test_what_the_loop_logs_about_transient_failures(monkeypatch, caplog, store):
+    failures = [locked()]
+
+    def count(key):
+        if failures:
+            raise failures.pop()
+        return store.count_redelivery(key)
+    loop = make_loop(failing_on(1, locked, times=1), count_redelivery=count)
+    with caplog.at_level(logging.WARNING, logger="messaging.consumer"):
+        run(loop, monkeypatch, Script([deliver(1, redelivered=True, message_id="m")]))
+    assert logged(caplog) == [
+        "svc: transient failure counting a redelivery of id:m (OperationalError('database is locked')), "
+        "attempt 1/3, retrying in 0.20s",
+        "svc: transient failure handling a batch of 1 (OperationalError('database is locked')), "
+        "attempt 1/3, retrying in 0.20s",
+    ]
+
+
+def test_what_the_loop_logs_about_a_refused_dead_letter(monkeypatch, caplog):
+    loop = make_loop(rejecting(1))
+    connection = refusing_connection(Script([deliver(1)]), nacked())
+    with caplog.at_level(logging.ERROR, logger="messaging.consumer"):
+        run(loop, monkeypatch, connection)
+    assert logged(caplog) == ["svc: 1 dead letter(s) refused by the broker; put back on order-events, "
+                              "next try in 0.1s"]
+
+
+def test_with_a_redelivery_limit_of_one_only_first_deliveries_are_handled(monkeypatch, store):
+    handler = Handler()
+    loop = make_loop(handler, ConsumerSettings(redelivery_limit=1), count_redelivery=store.count_redelivery)
+    run(loop, monkeypatch, Script([deliver(1, message_id="a"), deliver(2, redelivered=True, message_id="b")]))
+    assert handler.calls == [[1]]
+
+
+def test_a_requeued_dead_letter_counts_as_a_first_delivery(monkeypatch, store):
+    handler = rejecting(1, 2)
+    loop = make_loop(handler, ConsumerSettings(redelivery_limit=1), count_redelivery=store.count_redelivery)
+    connection = refusing_connection(Script([deliver(1, message_id="p"), IDLE,
+                                             deliver(2, redelivered=True, message_id="p")]), nacked())
+    run(loop, monkeypatch, connection)
+    assert handler.calls == [[1], [2]], "handled again, not over the limit"
+
+
+def test_the_error_text_of_a_rejection_keeps_the_notes_of_the_exception(monkeypatch):
+    def boom():
+        error = ValueError("boom")
+        error.add_note("while reserving Burger")
+        return error
+    loop = make_loop(failing_on(1, boom))
+    [connection] = run(loop, monkeypatch, Script([deliver(1)]))
+    assert connection.dead_letters.published[0].properties.headers["x-dlq-error"] == \
+        "ValueError: boom\nwhile reserving Burger"

@@ -57,6 +57,11 @@ def make_relay(store: MessagingStore, **kwargs) -> Relay:
     return r
 
 
+def logged(caplog) -> list[str]:
+    """What the relay itself logged."""
+    return [record.getMessage() for record in caplog.records if record.name == "messaging.relay"]
+
+
 def open_connection(r: Relay, confirm: bool = True) -> FakeSelectConnection:
     """Connect `r` as run() would, up to confirm-select-ok (unless `confirm` is False)."""
     connection = FakeSelectConnection(None, r._on_open, r._on_open_error, r._on_closed)
@@ -386,7 +391,7 @@ def run_relay(r: Relay, monkeypatch, scripts: list[Callable[[FakeSelectConnectio
     probes = [] if probes is None else probes
 
     def connect(broker, stopping, name):
-        assert stopping is r._stopping and name == r.name
+        assert broker is r._broker and stopping is r._stopping and name == r.name
         if not queue:
             return None
         probes.append(Probe())
@@ -670,3 +675,160 @@ def test_stop_with_nothing_in_flight_disconnects_after_one_read(store, clock):
     r.stop()
     connection.ioloop.run_callbacks()
     assert connection.close_calls == 1 and connection.ioloop.stopped == 1
+
+
+# --- defaults, logs and corners ---
+
+
+def test_the_default_window_is_a_thousand_messages(store, clock):
+    add(store, 1001)
+    r = make_relay(store)
+    connection = open_connection(r)
+    assert len(connection.channel_.published) == 1000
+
+
+def test_stop_waits_five_seconds_for_confirms_by_default(store, clock):
+    r = make_relay(store)
+    connection = open_connection(r)
+    r.stop()
+    assert r._flush_deadline == clock.now + 5.0 and r._stopped.waits == [7.0]
+    assert connection.ioloop.callbacks
+
+
+def test_nothing_can_be_run_on_the_ioloop_without_a_connection(store):
+    r = make_relay(store)
+    assert r._call_soon(lambda: None) is False
+
+
+def test_what_the_relay_logs_about_its_connection(store, clock, caplog):
+    r = make_relay(store)
+    with caplog.at_level(logging.INFO, logger="messaging.relay"):
+        connection = FakeSelectConnection(None, r._on_open, r._on_open_error, r._on_closed)
+        connection.fail_to_open(pika.exceptions.AMQPConnectionError("refused"))
+        connection = open_connection(r)
+        connection.channel_.close_by_broker()
+    assert logged(caplog) == [
+        "test-relay could not open a connection: AMQPConnectionError: ('refused',)",
+        "test-relay publishing with confirms",
+        "test-relay channel closed: ChannelClosedByBroker: (406) 'PRECONDITION_FAILED'",
+        "test-relay lost its connection: ConnectionClosedByClient: (200) 'Normal shutdown'",
+    ]
+
+
+def test_a_stopping_relay_does_not_warn_about_its_own_disconnect(store, clock, caplog):
+    r = make_relay(store)
+    connection = open_connection(r)
+    r._stopping.set()
+    with caplog.at_level(logging.WARNING, logger="messaging.relay"):
+        connection.channel_.close_by_broker()
+    assert logged(caplog) == []
+    assert not r.connected and connection.ioloop.stopped == 1
+
+
+def test_what_the_relay_logs_about_rejected_messages(store, clock, caplog):
+    add(store, 2)
+    r = make_relay(store)
+    connection = open_connection(r)
+    with caplog.at_level(logging.WARNING, logger="messaging.relay"):
+        connection.channel_.return_(1)
+        connection.channel_.nack(2, multiple=True)
+    assert logged(caplog) == [
+        "test-relay: message m0 was unroutable (orders order.placed); will retry",
+        "test-relay: 2 message(s) nacked or unroutable; retrying",
+    ]
+
+
+@pytest.mark.parametrize(("table_function", "act", "expected"), [
+    ("claim", lambda r, c: None, "test-relay could not read the outbox; retrying on the next tick"),
+    ("release", lambda r, c: c.channel_.nack(1),
+     "test-relay could not give back rejected rows; they return after the lease"),
+    ("delete", lambda r, c: (c.channel_.ack(1), c.ioloop.advance(relay.DELETE_DELAY)),
+     "test-relay could not delete confirmed rows; they will be re-sent after the lease"),
+    ("release_all", lambda r, c: r._after_disconnect(),
+     "test-relay could not release its claims; they expire with the lease"),
+])
+def test_what_the_relay_logs_when_the_outbox_is_unavailable(store, clock, monkeypatch, caplog,
+                                                            table_function, act, expected):
+    add(store, 1)
+    r = make_relay(store)
+    connection = open_connection(r)
+    failing(monkeypatch, table_function)
+    with caplog.at_level(logging.WARNING, logger="messaging.relay"):
+        act(r, connection)
+        connection.ioloop.advance(0.5)
+    assert expected in logged(caplog)
+    record = next(rec for rec in caplog.records if rec.getMessage() == expected)
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
+def test_confirms_and_wakes_while_the_connection_closes_are_harmless(store, clock):
+    add(store, 2)
+    r = make_relay(store)
+    connection = open_connection(r)
+    connection.async_close = True  # pika calls on_close_callback later
+    connection.channel_.close_by_broker()
+    assert r.connected and r._channel is None and connection.close_calls == 1
+    add(store, 1, start=2)
+    r._pump(look_in_outbox=True)
+    r.hand_over(add(store, 1, start=3, claimant=r.owner))
+    connection.ioloop.run_callbacks()
+    assert connection.channel_.message_ids == ["m0", "m1"]
+
+
+def test_after_a_disconnect_hand_over_and_wake_only_note_the_rows(store, clock):
+    r = make_relay(store)
+    connection = open_connection(r)
+    connection.drop()
+    r._after_disconnect()
+    r.hand_over(add(store, 1, claimant=r.owner))
+    r.wake()
+    assert r._look_in_outbox and connection.ioloop.callbacks == []
+
+
+def test_stop_while_connecting_waits_for_the_connection_to_flush(store, clock):
+    add(store, 1)
+    r = make_relay(store)
+    connection = FakeSelectConnection(None, r._on_open, r._on_open_error, r._on_closed)
+    r._connection = connection
+    r.stop(timeout=5.0)
+    connection.ioloop.run_callbacks()
+    assert connection.ioloop.stopped == 0, "not drained yet: wait for the connection"
+    connection.open()
+    connection.channel_.confirm_ok()
+    assert connection.channel_.message_ids == ["m0"]
+    connection.channel_.ack(1)
+    assert connection.close_calls == 1 and remaining(store) == {}
+
+
+def test_a_full_window_at_the_tick_reads_the_outbox_as_soon_as_a_confirm_frees_room(store, clock,
+                                                                                    monkeypatch):
+    add(store, 2)
+    r = make_relay(store, max_inflight=2)
+    connection = open_connection(r)
+    connection.ioloop.advance(0.5)  # a tick finds the outbox drained
+    add(store, 1, start=2)
+    connection.ioloop.advance(0.5)  # a tick with the window full
+    assert connection.channel_.message_ids == ["m0", "m1"]
+    connection.channel_.ack(1)
+    assert connection.channel_.message_ids == ["m0", "m1", "m2"], "without waiting for the next tick"
+
+
+@pytest.mark.parametrize("tick", [False, True])
+def test_a_drained_outbox_is_not_read_again_on_each_confirm(store, clock, monkeypatch, tick):
+    add(store, 1)
+    r = make_relay(store, max_inflight=2)
+    connection = open_connection(r)  # m0 in flight, room for one more, the outbox drained
+    if tick:
+        connection.ioloop.advance(0.5)  # reads with room for one, finds nothing
+    limits = claims_counted(monkeypatch)
+    connection.channel_.ack(1)
+    assert limits == [], "the outbox was drained and the window never full: wait for the tick"
+
+
+def test_a_failed_read_while_stopping_still_finishes(store, clock, monkeypatch):
+    r = make_relay(store)
+    connection = open_connection(r)  # finds the outbox empty: drained
+    failing(monkeypatch, "claim")
+    r.stop(timeout=5.0)
+    connection.ioloop.run_callbacks()
+    assert connection.close_calls == 1
