@@ -832,3 +832,12 @@ def test_a_failed_read_while_stopping_still_finishes(store, clock, monkeypatch):
     r.stop(timeout=5.0)
     connection.ioloop.run_callbacks()
     assert connection.close_calls == 1
+
+
+def test_connected_is_false_before_the_first_connection_and_after_each(store, clock):
+    r = make_relay(store)
+    assert r.connected is False, "health reports it as is"
+    connection = open_connection(r)
+    assert r.connected is True
+    connection.drop()
+    assert r.connected is False
