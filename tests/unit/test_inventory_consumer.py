@@ -275,3 +275,52 @@ def test_health_reports_the_duplicates(inventory_store, consumer):
     assert status == 200
     assert body["duplicates"] == 1
     assert body["processed"] == 2
+
+
+def test_a_duplicate_does_not_stop_the_rest_of_its_batch(inventory_store, consumer):
+    first = order_placed(quantity=1)
+    consumer.handle_batch([delivery(placed(first))])
+    later = order_placed(quantity=2)
+    consumer.handle_batch([delivery(placed(first)), delivery(placed(later))])
+    assert available(inventory_store) == 7
+    assert inventory_store.outbox_backlog() == 2
+
+
+def test_two_event_ids_for_one_order_in_one_batch_reserve_once(inventory_store, consumer):
+    first = order_placed(quantity=2)
+    second = order_placed(order_id=first.order_id, quantity=2)
+    consumer.handle_batch([delivery(placed(first)), delivery(placed(second))])
+    assert available(inventory_store) == 8
+    assert inventory_store.outbox_backlog() == 1
+
+
+def test_results_are_born_claimed_by_the_relay_and_handed_to_it(inventory_store, consumer, wakes):
+    consumer.handle_batch([delivery(placed(order_placed()))])
+    claims = inventory_store.conn.execute("SELECT claimed_by FROM outbox").fetchall()
+    assert [row[0] for row in claims] == [wakes.owner]
+    assert len(wakes.rows) == 1
+
+
+def test_while_the_relay_is_disconnected_results_wait_unclaimed_in_the_outbox(inventory_store, wakes):
+    wakes.claimant = lambda: None
+    InventoryConsumer(inventory_store, 1.0, wakes).handle_batch([delivery(placed(order_placed()))])
+    claims = inventory_store.conn.execute("SELECT claimed_by FROM outbox").fetchall()
+    assert [row[0] for row in claims] == [None]
+    assert wakes.count == 1 and wakes.rows == [], "the relay is told to read the outbox, not given rows"
+
+
+def test_what_the_inventory_consumer_logs(inventory_store, consumer, caplog):
+    import logging
+    reserved = order_placed(quantity=2)
+    failed = order_placed(item="Pizza", quantity=50)
+    with caplog.at_level(logging.INFO, logger="inventory_service.consumer"):
+        consumer.handle_batch([delivery(placed(reserved)), delivery(placed(failed)),
+                               delivery(placed(reserved))])
+    assert [r.getMessage() for r in caplog.records if r.name == "inventory_service.consumer"] == [
+        f"Inventory reserved: order_id={reserved.order_id} event_id={reserved.event_id} item=Burger "
+        "quantity=2",
+        f"Inventory failed: order_id={failed.order_id} event_id={failed.event_id} item=Pizza "
+        "reason=insufficient stock: 5 Pizza left, 50 requested",
+        f"Duplicate OrderPlaced detected, skipping: order_id={reserved.order_id} "
+        f"event_id={reserved.event_id}",
+    ]

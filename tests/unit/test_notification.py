@@ -158,3 +158,19 @@ def test_health_reports_the_duplicates(consumer, notification_store):
                              consumer)
     assert status == 200
     assert (health["notifications_sent"], health["duplicates"]) == (1, 1)
+
+
+def test_what_the_notification_consumer_logs(consumer, caplog):
+    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+    reserved = inventory_result(item="Pizza", quantity=3, user_id="u7")
+    failed = inventory_result(event_type=INVENTORY_FAILED, reason="no stock")
+    consumer.handle_batch([delivery(events.encode(reserved)), delivery(events.encode(failed))])
+    consumer.handle_batch([delivery(events.encode(reserved))])
+    assert [r.getMessage() for r in caplog.records if r.name == CONSUMER_LOGGER] == [
+        f"Not a reservation, no notification: order_id={failed.order_id} event_id={failed.event_id} "
+        "type=InventoryFailed",
+        f"Notification sent: order_id={reserved.order_id} event_id={reserved.event_id} user=u7 "
+        f"item=Pizza: {notification_for(reserved)}",
+        f"Duplicate InventoryReserved detected, skipping: order_id={reserved.order_id} "
+        f"event_id={reserved.event_id}",
+    ]

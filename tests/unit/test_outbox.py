@@ -11,6 +11,7 @@ from messaging import inbox, outbox
 from messaging.events import Message
 from messaging.settings import StorageSettings
 from messaging.storage import Database, is_transient, open_db, transaction
+from messaging.store import MessagingStore
 from tests.client import wait_for
 
 
@@ -240,3 +241,20 @@ def test_database_keeps_one_connection_per_thread(storage):
     database.close()
     assert database.conn is not mine
     database.close()
+
+
+def test_release_without_a_delay_frees_the_row_outright(db):
+    add_messages(db, 1)
+    [pending] = outbox.claim(db, "relay-a", 10, 30.0)
+    outbox.release(db, [pending.id])
+    assert tuple(db.execute("SELECT claimed_by, claimed_until FROM outbox").fetchone()) == (None, None)
+
+
+def test_sqlite_outbox_reports_a_database_error_as_outbox_unavailable(storage):
+    store = MessagingStore(storage.path("gone.db"), storage)
+    view = store.outbox_for("relay-a")
+    store.conn.execute("DROP TABLE outbox")
+    with pytest.raises(outbox.OutboxUnavailable, match="^no such table: outbox$") as raised:
+        view.claim(10)
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    store.close()
