@@ -3,6 +3,7 @@ cluster, the quorum queues elect new leaders, and every accepted order is decide
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 
 from stack.cluster import LocalCluster
@@ -15,7 +16,7 @@ CONNECTED = re.compile(r"connected to RabbitMQ at 127\.0\.0\.1:(\d+)")
 def final_orders(stack) -> int:
     try:
         return sum(1 for status in snapshot(stack).orders.values() if status in ("reserved", "failed"))
-    except Exception:  # a store being written as we read it: ask again
+    except sqlite3.OperationalError:  # a store being written as we read it: ask again
         return 0
 
 
