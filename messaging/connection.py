@@ -1,4 +1,8 @@
-"""Connecting to RabbitMQ: capped exponential backoff, stoppable, topology declared on every connect."""
+"""Connecting to RabbitMQ: capped exponential backoff, stoppable, topology declared on every connect.
+
+With several nodes in RABBITMQ_HOST, each connection tries them in turn, beginning after the node
+it last used: a connection whose node went away tries the others first.
+"""
 from __future__ import annotations
 
 import logging
@@ -62,25 +66,71 @@ class CoalescingSelectConnection(pika.SelectConnection):
             super()._adapter_emit_data(data)
 
 
-def connect(settings: BrokerSettings, stopping: threading.Event,
-            name: str) -> pika.BlockingConnection | None:
-    """Connect and declare the topology, retrying until connected or `stopping` is set."""
-    backoff = Backoff()
+class NodeRotation:
+    """The order one connection tries the broker's nodes in: after each connect, the next node
+    comes first, so a connection that lost its node tries the others before it."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self._count = len(settings.nodes)
+        self._first = 0
+        self.current = 0  # the node of the last successful connect
+
+    def order(self) -> list[int]:
+        return [(self._first + i) % self._count for i in range(self._count)]
+
+    def connected(self, node: int) -> None:
+        self.current, self._first = node, (node + 1) % self._count
+
+
+def connect(settings: BrokerSettings, stopping: threading.Event, name: str,
+            nodes: NodeRotation | None = None) -> pika.BlockingConnection | None:
+    """Connect to one of the nodes and declare the topology, retrying until connected or
+    `stopping` is set; raises topology.QueueMismatch, which no retry mends."""
+    backoff, nodes = Backoff(), nodes or NodeRotation(settings)
     while not stopping.is_set():
-        try:
-            connection = pika.BlockingConnection(settings.parameters())
-            channel = connection.channel()
-            topology.declare(channel)
-            channel.close()
-            logger.info("%s connected to RabbitMQ at %s:%s vhost %s", name, settings.host,
-                        settings.port, settings.vhost)
+        for node in nodes.order():
+            try:
+                connection = open_declared(settings, node)
+            except CONNECTION_ERRORS as exc:
+                error = exc
+                continue
+            nodes.connected(node)
+            host, port = settings.nodes[node]
+            logger.info("%s connected to RabbitMQ at %s:%s vhost %s", name, host, port,
+                        settings.vhost)
             return connection
-        except CONNECTION_ERRORS as exc:
-            delay = backoff.next_delay()
-            logger.warning("%s cannot reach RabbitMQ (%s); retrying in %.1fs", name,
-                           exc.__class__.__name__, delay)
-            stopping.wait(delay)
+        delay = backoff.next_delay()
+        logger.warning("%s cannot reach RabbitMQ (%s); retrying in %.1fs", name,
+                       error.__class__.__name__, delay)
+        stopping.wait(delay)
     return None
+
+
+def open_declared(settings: BrokerSettings, node: int = 0) -> pika.BlockingConnection:
+    """Connect to the `node`-th node once and declare the topology on it."""
+    connection = pika.BlockingConnection(settings.parameters(node))
+    try:
+        channel = connection.channel()
+        topology.declare(channel, settings.queue_type)
+        channel.close()
+    except BaseException:
+        close_quietly(connection)
+        raise
+    return connection
+
+
+def check_topology(settings: BrokerSettings) -> bool:
+    """Declare the topology once on the first node that answers; False when none does.
+
+    Raises topology.QueueMismatch when the broker has the queues in another shape.
+    """
+    for node in range(len(settings.nodes)):
+        try:
+            close_quietly(open_declared(settings, node))
+            return True
+        except CONNECTION_ERRORS:
+            continue
+    return False
 
 
 def close_quietly(connection: pika.BlockingConnection | None) -> None:

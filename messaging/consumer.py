@@ -16,7 +16,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
 from messaging import topology
-from messaging.connection import CONNECTION_ERRORS, Backoff, close_quietly, connect
+from messaging.connection import CONNECTION_ERRORS, Backoff, NodeRotation, close_quietly, connect
 from messaging.dead_lettering import dead_letter
 from messaging.delivery import BatchHandler, Delivery, Rejection, delivery_key
 from messaging.settings import BrokerSettings, ConsumerSettings
@@ -37,7 +37,9 @@ class ConsumeLoop:
                  is_transient: Callable[[BaseException], bool] = lambda exc: False,
                  count_redelivery: Callable[[str], int] | None = None) -> None:
         self._broker, self._queue, self._handle = broker, queue, handle_batch
-        self._count_redelivery = count_redelivery
+        # A quorum queue counts deliveries itself and dead-letters past its x-delivery-limit.
+        self._count_redelivery = None if broker.queue_type == topology.QUORUM else count_redelivery
+        self._nodes = NodeRotation(broker)
         self._service, self._settings = service, settings
         self._is_transient = is_transient
         self._stopping = threading.Event()
@@ -52,9 +54,12 @@ class ConsumeLoop:
         self._stopping.set()
 
     def run(self) -> None:
-        """Consume until stopped; never exits because the broker went away."""
+        """Consume until stopped; never exits because the broker went away.
+
+        Raises topology.QueueMismatch when the broker refuses the queues as declared.
+        """
         while not self._stopping.is_set():
-            connection = connect(self._broker, self._stopping, self._service)
+            connection = connect(self._broker, self._stopping, self._service, self._nodes)
             if connection is None:
                 break
             try:

@@ -13,15 +13,23 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import pika
 import pika.spec
 
 from messaging.confirms import InFlight
-from messaging.connection import Backoff, CoalescingSelectConnection, close_quietly, connect
+from messaging.connection import (
+    Backoff,
+    CoalescingSelectConnection,
+    NodeRotation,
+    close_quietly,
+    connect,
+)
 from messaging.outbox import OutboxUnavailable, PendingMessage
 from messaging.settings import BrokerSettings
+from messaging.topology import QueueMismatch
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +62,8 @@ class Relay(threading.Thread):
     """Drain an outbox to RabbitMQ; `wake()` after committing a row to publish it at once."""
 
     def __init__(self, broker: BrokerSettings, store: OutboxSource, name: str,
-                 batch: int = 250, max_inflight: int = 1000, poll_interval: float = 0.5) -> None:
+                 batch: int = 250, max_inflight: int = 1000, poll_interval: float = 0.5,
+                 on_refused: Callable[[QueueMismatch], None] | None = None) -> None:
         super().__init__(name=f"{name}-relay", daemon=True)
         # Stable across restarts of the same service on the same host (container), so a restarted
         # relay frees the claims its crashed predecessor held as soon as it connects.
@@ -72,6 +81,8 @@ class Relay(threading.Thread):
         self._look_in_outbox = True
         self._wake_pending = False
         self._backoff = Backoff()
+        self._nodes = NodeRotation(broker)
+        self.on_refused = on_refused  # told when the broker refuses the topology; else logged
         self.connected = False
 
     def claimant(self) -> str | None:
@@ -114,13 +125,17 @@ class Relay(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.is_set():
-            probe = connect(self._broker, self._stopping, self.name)  # declares the topology
+            try:  # the probe declares the topology and picks the node
+                probe = connect(self._broker, self._stopping, self.name, self._nodes)
+            except QueueMismatch as exc:
+                self._refused(exc)
+                break
             close_quietly(probe)
             if probe is None:
                 break
             self._wake_pending = False
             self._connection = CoalescingSelectConnection(
-                self._broker.parameters(), on_open_callback=self._on_open,
+                self._broker.parameters(self._nodes.current), on_open_callback=self._on_open,
                 on_open_error_callback=self._on_open_error, on_close_callback=self._on_closed)
             self._connection.ioloop.start()
             self._after_disconnect()
@@ -128,6 +143,14 @@ class Relay(threading.Thread):
                 self._stopping.wait(self._backoff.next_delay())
         self._outbox.close()  # this thread's connection
         self._stopped.set()
+
+    def _refused(self, exc: QueueMismatch) -> None:
+        """Stop for good: the broker will not take the topology until someone changes it."""
+        self._stopping.set()
+        if self.on_refused is not None:
+            self.on_refused(exc)
+        else:
+            logger.error("%s stopped: %s", self.name, exc)
 
     # --- connection lifecycle (all on the ioloop thread) ---
 

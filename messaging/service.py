@@ -16,11 +16,18 @@ from messaging.runtime import freeze_startup_objects
 from messaging.settings import ConfigError, ServiceSettings
 from messaging.storage import is_transient
 from messaging.store import MessagingStore
+from messaging.topology import QueueMismatch
 
 logger = logging.getLogger(__name__)
 S = TypeVar("S", bound=ServiceSettings)
 
 RELAY_FLUSH_SECONDS = 5.0  # how long a stopping service waits for its outbox's last confirms
+TOPOLOGY_REFUSED = 3  # exit status when RabbitMQ refuses our queues (gunicorn's boot-error code)
+
+
+def report_refusal(service: str, exc: QueueMismatch) -> None:
+    """Print the one line saying why the broker refused the topology."""
+    print(f"{service}: {exc}", file=sys.stderr, flush=True)
 
 
 def load_settings(service: str, load: Callable[[], S]) -> S | None:
@@ -44,9 +51,17 @@ class ConsumerService:
         self.loop = ConsumeLoop(settings.broker, queue, handle_batch, name, settings.consumer,
                                 is_transient, store.count_redelivery)
         self.routes: dict[str, health.Route] = {}
+        self.refused: QueueMismatch | None = None
+        if relay is not None:
+            relay.on_refused = self._refuse
+
+    def _refuse(self, exc: QueueMismatch) -> None:
+        self.refused = exc
+        self.loop.stop()
 
     def run(self) -> int:
-        """Serve the routes, consume until SIGTERM or SIGINT, then stop in order; return 0."""
+        """Serve the routes, consume until SIGTERM or SIGINT, then stop in order; return 0, or
+        TOPOLOGY_REFUSED with one line on stderr when the broker refuses our queues."""
         self.store.start_checkpoints()
         server = health.serve(self.port, self.routes)
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -55,11 +70,17 @@ class ConsumerService:
             self.relay.start()
         freeze_startup_objects()
         logger.info("%s started: health on port %d", self.name, self.port)
-        self.loop.run()  # returns once stop() was called and the batch in hand is settled
+        try:
+            self.loop.run()  # returns once stop() was called and the batch in hand is settled
+        except QueueMismatch as exc:
+            self.refused = exc
         if self.relay is not None:
             self.relay.stop(timeout=RELAY_FLUSH_SECONDS)
         server.shutdown()
         self.store.stop_checkpoints()
+        if self.refused is not None:
+            report_refusal(self.name, self.refused)
+            return TOPOLOGY_REFUSED
         logger.info("%s stopped", self.name)
         return 0
 

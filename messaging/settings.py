@@ -55,9 +55,35 @@ def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[s
     return value
 
 
+QUEUE_TYPES = ("classic", "quorum")
+
+
+def parse_nodes(hosts: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    """Split RABBITMQ_HOST (`host` or `host:port`, comma-separated) into (host, port) pairs."""
+    nodes: list[tuple[str, int]] = []
+    for entry in hosts.split(","):
+        entry = entry.strip()
+        has_port = ":" in entry and not (entry.startswith("[") and entry.endswith("]"))
+        host, sep, port_text = entry.rpartition(":") if has_port else (entry, "", "")
+        bracketed = host.startswith("[") and host.endswith("]")  # an IPv6 address: [::1]:5672
+        host = host[1:-1] if bracketed else host
+        if (not host or (sep and not port_text) or any(c.isspace() for c in host)
+                or (":" in host and not bracketed)):
+            raise ConfigError(f"RABBITMQ_HOST must be a comma-separated list of host or "
+                              f"host:port, got {hosts!r}")
+        port = default_port
+        if sep:
+            if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+                raise ConfigError(f"RABBITMQ_HOST port must be between 1 and 65535, got "
+                                  f"{port_text!r} in {entry!r}")
+            port = int(port_text)
+        nodes.append((host, port))
+    return tuple(nodes)
+
+
 @dataclass(frozen=True)
 class BrokerSettings:
-    """How to reach RabbitMQ."""
+    """How to reach RabbitMQ: one node or several (`host` is RABBITMQ_HOST as given)."""
 
     host: str = "localhost"
     port: int = 5672
@@ -67,12 +93,21 @@ class BrokerSettings:
     heartbeat: int = 30
     blocked_timeout: float = 30.0
     socket_timeout: float = 5.0
+    queue_type: str = "classic"
 
-    def parameters(self) -> pika.ConnectionParameters:
-        """Build pika connection parameters with explicit heartbeat and blocked timeouts."""
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]:
+        """Every (host, port) to try, in the order RABBITMQ_HOST lists them."""
+        return parse_nodes(self.host, self.port)
+
+    def parameters(self, node: int = 0) -> pika.ConnectionParameters:
+        """Build pika connection parameters for the `node`-th node (wrapping around), with
+        explicit heartbeat and blocked timeouts."""
+        nodes = self.nodes
+        host, port = nodes[node % len(nodes)]
         return pika.ConnectionParameters(
-            host=self.host,
-            port=self.port,
+            host=host,
+            port=port,
             virtual_host=self.vhost,
             credentials=pika.PlainCredentials(self.user, self.password),
             heartbeat=self.heartbeat,
@@ -82,23 +117,39 @@ class BrokerSettings:
             connection_attempts=1,
         )
 
+    def all_parameters(self) -> list[pika.ConnectionParameters]:
+        """Parameters for every node, for a BlockingConnection that tries them in turn."""
+        return [self.parameters(i) for i in range(len(self.nodes))]
+
 
 _BROKER = BrokerSettings()  # the defaults
 
 
 def broker_settings(env: Mapping[str, str] | None = None) -> BrokerSettings:
-    """Read the RABBITMQ_* variables."""
+    """Read the RABBITMQ_* variables (RABBITMQ_HOST may list several nodes)."""
     env = os.environ if env is None else env
+    host = env_str(env, "RABBITMQ_HOST", _BROKER.host)
+    port = env_int(env, "RABBITMQ_PORT", _BROKER.port, 1, 65535)
+    parse_nodes(host, port)  # refuse a bad list now, not at the first connect
     return BrokerSettings(
-        host=env_str(env, "RABBITMQ_HOST", _BROKER.host),
-        port=env_int(env, "RABBITMQ_PORT", _BROKER.port, 1, 65535),
+        host=host,
+        port=port,
         user=env_str(env, "RABBITMQ_USER", _BROKER.user),
         password=env_str(env, "RABBITMQ_PASSWORD", _BROKER.password, allow_empty=True),
         vhost=env_str(env, "RABBITMQ_VHOST", _BROKER.vhost),
         heartbeat=env_int(env, "RABBITMQ_HEARTBEAT", _BROKER.heartbeat, 0, 3600),
         blocked_timeout=env_float(env, "RABBITMQ_BLOCKED_TIMEOUT", _BROKER.blocked_timeout,
                                   1.0, 3600.0),
+        queue_type=_queue_type(env),
     )
+
+
+def _queue_type(env: Mapping[str, str]) -> str:
+    value = (env.get("RABBITMQ_QUEUE_TYPE") or _BROKER.queue_type).strip().lower()
+    if value not in QUEUE_TYPES:
+        raise ConfigError(f"RABBITMQ_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, got "
+                          f"{env.get('RABBITMQ_QUEUE_TYPE')!r}")
+    return value
 
 
 @dataclass(frozen=True)

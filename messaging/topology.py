@@ -1,14 +1,28 @@
-"""Every exchange, queue, binding and queue argument of the system, declared idempotently."""
+"""Every exchange, queue, binding and queue argument of the system, declared idempotently.
+
+Queues are classic (the spec's topology) or, with RABBITMQ_QUEUE_TYPE=quorum, replicated quorum
+queues whose redeliveries the broker itself bounds. RabbitMQ refuses to re-declare a queue as
+another type (PRECONDITION_FAILED); that is reported as a QueueMismatch, which no reconnect mends.
+"""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 ORDERS_EXCHANGE = "orders"
 INVENTORY_EXCHANGE = "inventory"
 DEAD_LETTER_EXCHANGE = "dlx"
 EXCHANGES = (ORDERS_EXCHANGE, INVENTORY_EXCHANGE, DEAD_LETTER_EXCHANGE)
+
+CLASSIC, QUORUM = "classic", "quorum"
+# Deliveries a quorum work queue allows a message beyond the first before the broker dead-letters
+# it (its x-delivery-limit): REDELIVERY_LIMIT's default. One value for every service, because the
+# broker refuses a re-declaration whose limit differs from the queue's.
+QUORUM_DELIVERY_LIMIT = 10
+PRECONDITION_FAILED = 406
 
 ORDER_PLACED_KEY = "order.placed"
 INVENTORY_RESERVED_KEY = "inventory.reserved"
@@ -23,14 +37,19 @@ class Queue:
     bindings: tuple[tuple[str, str], ...]
     dead_letter_key: str | None = None
 
-    def arguments(self) -> dict[str, str]:
-        """Queue arguments: dead-lettering through `dlx` when the queue has a DLQ."""
+    def arguments(self, queue_type: str = CLASSIC) -> dict[str, str | int]:
+        """Queue arguments: dead-lettering through `dlx` when the queue has a DLQ; for a quorum
+        queue its type, and for a quorum work queue the broker's delivery limit."""
+        arguments: dict[str, str | int] = {}
+        if queue_type == QUORUM:
+            arguments["x-queue-type"] = QUORUM
         if self.dead_letter_key is None:
-            return {}
-        return {
-            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-            "x-dead-letter-routing-key": self.dead_letter_key,
-        }
+            return arguments
+        if queue_type == QUORUM:  # never on a DLQ: with nowhere to dead-letter, it would drop
+            arguments["x-delivery-limit"] = QUORUM_DELIVERY_LIMIT
+        arguments["x-dead-letter-exchange"] = DEAD_LETTER_EXCHANGE
+        arguments["x-dead-letter-routing-key"] = self.dead_letter_key
+        return arguments
 
 
 def _dead_letter_queue(name: str) -> Queue:
@@ -55,14 +74,60 @@ DEAD_LETTER_QUEUES = (ORDER_EVENTS_DLQ, INVENTORY_EVENTS_DLQ, ORDER_STATUS_DLQ)
 QUEUES = WORK_QUEUES + DEAD_LETTER_QUEUES
 
 
-def declare(channel: BlockingChannel) -> None:
-    """Declare the whole topology; safe to call on every (re)connect, in any start order."""
+class QueueMismatch(Exception):
+    """The broker has a queue that differs from the one asked for (it refused the declaration)."""
+
+    def __init__(self, queue: str, wanted_type: str, reply_text: str) -> None:
+        self.queue, self.wanted_type, self.reply_text = queue, wanted_type, reply_text
+        self.existing_type = _existing_type(reply_text)
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """One line saying what is wrong and what to do."""
+        if self.existing_type is not None and self.existing_type != self.wanted_type:
+            return (f"queue {self.queue!r} is a {self.existing_type} queue on the broker but "
+                    f"RABBITMQ_QUEUE_TYPE={self.wanted_type} asks for a {self.wanted_type} queue; "
+                    f"set RABBITMQ_QUEUE_TYPE={self.existing_type}, or stop every service and run "
+                    f"`python -m ops.migrate_queues --to {self.wanted_type}` (README: Switching "
+                    f"the queue type)")
+        return f"RabbitMQ refused to declare queue {self.queue!r}: {self.reply_text}"
+
+
+_TYPE_CURRENT = re.compile(r"inequivalent arg 'x-queue-type'.* but current is "
+                           r"(none|the value '(\w+)'|'(\w+)')")
+
+
+def _existing_type(reply_text: str) -> str | None:
+    """The queue type the broker's PRECONDITION_FAILED text says the queue has (None: not said)."""
+    match = _TYPE_CURRENT.search(reply_text)
+    if match is None:
+        return None
+    return match.group(2) or match.group(3) or CLASSIC  # no x-queue-type: a classic queue
+
+
+def declare(channel: BlockingChannel, queue_type: str = CLASSIC) -> None:
+    """Declare the whole topology; safe to call on every (re)connect, in any start order.
+
+    Raises QueueMismatch when the broker refuses a queue as declared (e.g. of another type).
+    """
     for exchange in EXCHANGES:
         channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
     for queue in QUEUES:
-        channel.queue_declare(queue=queue.name, durable=True, arguments=queue.arguments())
-        for exchange, key in queue.bindings:
-            channel.queue_bind(queue=queue.name, exchange=exchange, routing_key=key)
+        declare_queue(channel, queue, queue_type)
+
+
+def declare_queue(channel: BlockingChannel, queue: Queue, queue_type: str = CLASSIC,
+                  name: str | None = None) -> None:
+    """Declare `queue` (under `name`, if given) as `queue_type`, with its bindings."""
+    name = name or queue.name
+    try:
+        channel.queue_declare(queue=name, durable=True, arguments=queue.arguments(queue_type))
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == PRECONDITION_FAILED:
+            raise QueueMismatch(name, queue_type, exc.reply_text) from exc
+        raise
+    for exchange, key in queue.bindings:
+        channel.queue_bind(queue=name, exchange=exchange, routing_key=key)
 
 
 def dead_letter_queue_for(queue: Queue) -> Queue:

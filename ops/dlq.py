@@ -127,7 +127,7 @@ def _select(args, held: list[DeadLetter]) -> list[DeadLetter]:
 
 def run(args: argparse.Namespace, out=sys.stdout) -> int:
     """Carry out one command; return the exit status."""
-    connection = pika.BlockingConnection(broker_settings().parameters())
+    connection = pika.BlockingConnection(broker_settings().all_parameters())  # each node in turn
     try:
         channel = connection.channel()
         channel.confirm_delivery()

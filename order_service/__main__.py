@@ -6,8 +6,10 @@ import sys
 
 from gunicorn.app.base import BaseApplication
 
+from messaging.connection import check_topology
 from messaging.runtime import freeze_startup_objects
-from messaging.service import load_settings
+from messaging.service import TOPOLOGY_REFUSED, load_settings, report_refusal
+from messaging.topology import QueueMismatch
 from order_service import config
 from order_service.app import create_app
 from order_service.background import Background
@@ -58,6 +60,13 @@ def main() -> int:
     settings = load_settings("order-service", config.load)
     if settings is None:
         return 2
+    try:  # before the fork: a refused topology stops the master, not just a worker
+        if not check_topology(settings.broker):
+            logger.warning("RabbitMQ unreachable at start-up; orders are accepted and published "
+                           "once it is back")
+    except QueueMismatch as exc:
+        report_refusal("order-service", exc)
+        return TOPOLOGY_REFUSED
     store = OrderStore(settings.storage.path("orders.db"), settings.storage)
     store.release_claims()  # no relay runs yet: claims left by a crash are stale
     store.close()

@@ -12,6 +12,7 @@ import threading
 from messaging import topology
 from messaging.consumer import ConsumeLoop
 from messaging.relay import Relay
+from messaging.service import TOPOLOGY_REFUSED, report_refusal
 from messaging.storage import is_transient
 from order_service.config import Settings
 from order_service.consumer import StatusConsumer
@@ -26,11 +27,11 @@ class Background:
     def __init__(self, settings: Settings, store: OrderStore) -> None:
         name = f"order-service-{os.getpid()}"
         self._store = store
-        self.relay = Relay(settings.broker, store, name)
+        self.relay = Relay(settings.broker, store, name, on_refused=_refused)
         self.status = ConsumeLoop(settings.broker, topology.ORDER_STATUS,
                                   StatusConsumer(store).handle_batch, f"{name}-status",
                                   settings.consumer, is_transient, store.count_redelivery)
-        self._thread = threading.Thread(target=self.status.run, name=f"{name}-status", daemon=True)
+        self._thread = threading.Thread(target=self._consume, name=f"{name}-status", daemon=True)
 
     def start(self) -> None:
         """Start checkpointing the WAL, publishing and consuming."""
@@ -38,9 +39,25 @@ class Background:
         self.relay.start()
         self._thread.start()
 
+    def _consume(self) -> None:
+        try:
+            self.status.run()
+        except topology.QueueMismatch as exc:
+            _refused(exc)
+
     def stop(self, timeout: float) -> None:
         """Finish the batch in hand, flush what the outbox can within `timeout`, disconnect."""
         self.status.stop()
         self.relay.stop(timeout=timeout)
         self._thread.join(timeout=max(1.0, timeout / 2))
         self._store.stop_checkpoints()
+
+
+def _refused(exc: topology.QueueMismatch) -> None:
+    """The broker's queues changed shape under a running worker: stop the whole service.
+
+    gunicorn's master halts when a worker exits with its boot-error status (3), so the service
+    exits non-zero instead of forking worker after worker into the same refusal.
+    """
+    report_refusal("order-service", exc)
+    os._exit(TOPOLOGY_REFUSED)

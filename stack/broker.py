@@ -24,9 +24,10 @@ class Broker:
         self._http = requests.Session()
         self._http.auth = (user, password)
 
-    def create_vhost(self, prefix: str = "test") -> str:
-        """Create an empty vhost with full permissions for our user; return its name."""
-        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    def create_vhost(self, prefix: str = "test", name: str | None = None) -> str:
+        """Create an empty vhost (`name`, or a fresh one) with full permissions for our user;
+        return its name."""
+        name = name or f"{prefix}-{uuid.uuid4().hex[:10]}"
         self._http.put(f"{self.api}/vhosts/{quote(name, safe='')}", timeout=10).raise_for_status()
         self._http.put(f"{self.api}/permissions/{quote(name, safe='')}/{self.user}",
                        json={"configure": ".*", "write": ".*", "read": ".*"},
@@ -81,6 +82,12 @@ class Broker:
                                   timeout=10)
         response.raise_for_status()
         return response.json()
+
+    def queue_names(self, vhost: str) -> set[str]:
+        """Names of every queue in `vhost`, as the management API lists them."""
+        response = self._http.get(f"{self.api}/queues/{quote(vhost, safe='')}", timeout=10)
+        response.raise_for_status()
+        return {q["name"] for q in response.json()}
 
     def set_policy(self, vhost: str, name: str, pattern: str, definition: dict,
                    apply_to: str = "queues", priority: int = 0) -> None:

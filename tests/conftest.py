@@ -28,8 +28,8 @@ def broker() -> Iterator[Broker]:
     created: list[str] = []
     original = broker.create_vhost
 
-    def create(prefix: str = "test") -> str:
-        name = original(prefix)
+    def create(prefix: str = "test", name: str | None = None) -> str:
+        name = original(prefix, name)
         created.append(name)
         return name
 

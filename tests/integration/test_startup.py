@@ -16,6 +16,11 @@ from tests.client import wait_for
     ("PORT", "abc", "PORT must be an integer, got 'abc'"),
     ("RABBITMQ_PORT", "70000", "RABBITMQ_PORT must be between 1 and 65535, got 70000"),
     ("PREFETCH_COUNT", "0", "PREFETCH_COUNT must be between 1 and 10000, got 0"),
+    ("RABBITMQ_HOST", "rabbit1,,rabbit3",
+     "RABBITMQ_HOST must be a comma-separated list of host or host:port, got 'rabbit1,,rabbit3'"),
+    ("RABBITMQ_HOST", "rabbit1:5672,rabbit2:x",
+     "RABBITMQ_HOST port must be between 1 and 65535, got 'x' in 'rabbit2:x'"),
+    ("RABBITMQ_QUEUE_TYPE", "stream", "RABBITMQ_QUEUE_TYPE must be one of classic, quorum, got 'stream'"),
 ])
 def test_bad_value_stops_the_service_with_a_clear_message(tmp_path, module, variable, value, message):
     env = {**os.environ, "DATA_DIR": str(tmp_path), variable: value}
@@ -23,6 +28,17 @@ def test_bad_value_stops_the_service_with_a_clear_message(tmp_path, module, vari
                             text=True, timeout=30)
     assert result.returncode == 2
     assert f"configuration error: {message}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("command", [["ops.dlq", "list"], ["ops.migrate_queues", "--to", "quorum"]])
+def test_bad_host_list_stops_the_operator_tools_with_a_clear_message(tmp_path, command):
+    env = {**os.environ, "RABBITMQ_HOST": "rabbit1,rabbit2:0"}
+    result = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("configuration error: RABBITMQ_HOST port must be between 1 and "
+                                      "65535, got '0' in 'rabbit2:0'")
 
 
 def test_bad_success_rate_stops_inventory(tmp_path):

@@ -197,3 +197,49 @@ def test_bad_success_rate(raw):
 def test_bad_order_service_worker_settings(env, name):
     with pytest.raises(ConfigError, match=name):
         order_config.load(env)
+
+
+# --- several broker nodes, and the queue type ---
+
+def test_one_host_is_one_node_on_rabbitmq_port():
+    assert broker_settings({"RABBITMQ_HOST": "rabbit", "RABBITMQ_PORT": "5673"}).nodes == (
+        ("rabbit", 5673),)
+
+
+def test_host_list_with_and_without_ports():
+    broker = broker_settings({"RABBITMQ_HOST": "a, b:5673 ,[::1]:5674,[fe80::1]",
+                              "RABBITMQ_PORT": "5999"})
+    assert broker.nodes == (("a", 5999), ("b", 5673), ("::1", 5674), ("fe80::1", 5999))
+    assert [(p.host, p.port) for p in broker.all_parameters()] == list(broker.nodes)
+    assert (broker.parameters(1).host, broker.parameters(4).host) == ("b", "a")  # wraps around
+
+
+@pytest.mark.parametrize("hosts, message", [
+    ("a,,b", "RABBITMQ_HOST must be a comma-separated list of host or host:port, got 'a,,b'"),
+    ("a,", "RABBITMQ_HOST must be a comma-separated list"),
+    ("a:", "RABBITMQ_HOST must be a comma-separated list"),
+    (":5672", "RABBITMQ_HOST must be a comma-separated list"),
+    ("a b", "RABBITMQ_HOST must be a comma-separated list"),
+    ("::1", "RABBITMQ_HOST must be a comma-separated list"),
+    ("a:b:5672", "RABBITMQ_HOST must be a comma-separated list"),
+    ("a:x", "RABBITMQ_HOST port must be between 1 and 65535, got 'x' in 'a:x'"),
+    ("a,b:0", "RABBITMQ_HOST port must be between 1 and 65535, got '0' in 'b:0'"),
+    ("a:70000", "RABBITMQ_HOST port must be between 1 and 65535, got '70000'"),
+])
+def test_bad_host_lists(hosts, message):
+    with pytest.raises(ConfigError, match=message):
+        broker_settings({"RABBITMQ_HOST": hosts})
+
+
+def test_queue_type_defaults_to_classic_and_reads_quorum():
+    assert broker_settings({}).queue_type == "classic"
+    assert broker_settings({"RABBITMQ_QUEUE_TYPE": "quorum"}).queue_type == "quorum"
+    assert broker_settings({"RABBITMQ_QUEUE_TYPE": " Quorum "}).queue_type == "quorum"
+    assert order_config.load({"RABBITMQ_QUEUE_TYPE": "quorum"}).broker.queue_type == "quorum"
+
+
+@pytest.mark.parametrize("raw", ["stream", "mirrored", "q"])
+def test_bad_queue_type(raw):
+    with pytest.raises(ConfigError, match=rf"RABBITMQ_QUEUE_TYPE must be one of classic, quorum, "
+                                          rf"got '{raw}'"):
+        broker_settings({"RABBITMQ_QUEUE_TYPE": raw})

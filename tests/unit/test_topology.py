@@ -61,3 +61,57 @@ def test_bindings_only_use_declared_exchanges():
         for exchange, _key in q.bindings:
             assert exchange in topology.EXCHANGES
 
+
+
+# --- quorum queues ---
+
+def test_classic_is_the_default_and_the_specs():
+    for q in topology.QUEUES:
+        assert q.arguments() == q.arguments(topology.CLASSIC)
+        assert "x-queue-type" not in q.arguments()
+        assert "x-delivery-limit" not in q.arguments()
+
+
+def test_quorum_work_queues_carry_type_and_delivery_limit():
+    for q in topology.WORK_QUEUES:
+        assert q.arguments(topology.QUORUM) == {**q.arguments(), "x-queue-type": "quorum",
+                                                "x-delivery-limit": topology.QUORUM_DELIVERY_LIMIT}
+
+
+def test_quorum_dead_letter_queues_have_no_delivery_limit():
+    # With no DLX of their own, a limit would make the broker drop what an operator reads twice.
+    for q in topology.DEAD_LETTER_QUEUES:
+        assert q.arguments(topology.QUORUM) == {"x-queue-type": "quorum"}
+
+
+def test_quorum_delivery_limit_is_the_services_default_redelivery_limit():
+    from messaging.settings import ConsumerSettings
+    assert ConsumerSettings().redelivery_limit == topology.QUORUM_DELIVERY_LIMIT
+
+
+# The broker's own words (RabbitMQ 3.10) when a declaration disagrees with the queue it has.
+CLASSIC_ASKED_QUORUM = ("PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue "
+                        "'order-events' in vhost 'v': received the value 'quorum' of type "
+                        "'longstr' but current is none")
+QUORUM_ASKED_CLASSIC = ("PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue "
+                        "'order-events' in vhost 'v': received none but current is the value "
+                        "'quorum' of type 'longstr'")
+
+
+def test_mismatch_names_queue_both_types_and_the_variable():
+    line = str(topology.QueueMismatch("order-events", "quorum", CLASSIC_ASKED_QUORUM))
+    assert "\n" not in line
+    assert "'order-events' is a classic queue" in line
+    assert "RABBITMQ_QUEUE_TYPE=quorum asks for a quorum queue" in line
+    assert "python -m ops.migrate_queues --to quorum" in line
+    back = topology.QueueMismatch("order-events", "classic", QUORUM_ASKED_CLASSIC)
+    assert back.existing_type == "quorum"
+    assert "is a quorum queue on the broker but RABBITMQ_QUEUE_TYPE=classic" in str(back)
+
+
+def test_other_mismatches_repeat_the_brokers_words():
+    text = ("PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'order-events' "
+            "in vhost 'v': received '5' but current is '10'")
+    mismatch = topology.QueueMismatch("order-events", "quorum", text)
+    assert mismatch.existing_type is None
+    assert str(mismatch) == f"RabbitMQ refused to declare queue 'order-events': {text}"

@@ -1,0 +1,200 @@
+"""Quorum queues, several nodes in RABBITMQ_HOST, refusing queues of another type, and migrating
+the queues from one type to the other without losing a message."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+
+import pika
+import pika.exceptions
+import pytest
+
+from messaging import topology
+from stack.processes import ROOT, ServiceProcess, free_port
+from tests.client import all_final, drain, post_orders, publish, wait_for
+
+MODULES = ["order_service", "inventory_service", "notification_service"]
+QUEUE_NAMES = {q.name for q in topology.QUEUES}
+
+
+def declare_topology(broker, vhost: str, queue_type: str) -> None:
+    with broker.channel(vhost) as channel:
+        topology.declare(channel, queue_type)
+
+
+def run_module(module: str, vhost: str, tmp_path, timeout: float = 60, **env: str):
+    environment = {**os.environ, "DATA_DIR": str(tmp_path), "RABBITMQ_HOST": "127.0.0.1",
+                   "RABBITMQ_VHOST": vhost, "PORT": str(free_port()), **env}
+    return subprocess.run([sys.executable, "-m", module], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("module", MODULES)
+@pytest.mark.parametrize("have, want", [("classic", "quorum"), ("quorum", "classic")])
+def test_queues_of_another_type_stop_the_service_with_one_line(broker, vhost, tmp_path, module,
+                                                                have, want):
+    declare_topology(broker, vhost, have)
+    result = run_module(module, vhost, tmp_path, RABBITMQ_QUEUE_TYPE=want)
+    assert result.returncode == 3, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "RABBITMQ_QUEUE_TYPE" in line]
+    assert len(lines) == 1, result.stderr
+    assert f"is a {have} queue on the broker but RABBITMQ_QUEUE_TYPE={want} asks for a {want} " \
+           f"queue" in lines[0]
+    assert "queue '" in lines[0] and f"ops.migrate_queues --to {want}" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    if module == "order_service":  # refused before gunicorn forks a worker
+        assert "Booting worker" not in result.stderr
+    for queue in topology.QUEUES:  # the broker kept its queues as they were
+        assert broker.queue(vhost, queue.name).get("type") == have
+
+
+def test_order_service_master_exits_when_a_worker_meets_the_refusal_later(broker, tmp_path):
+    """The vhost is not there at start-up (nothing to check before the fork); once it is, with
+    classic queues, the worker's connections are refused and the whole service stops with 3."""
+    name = f"late-{uuid.uuid4().hex[:10]}"
+    service = ServiceProcess("order", {"RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_VHOST": name,
+                                       "RABBITMQ_QUEUE_TYPE": "quorum"}, tmp_path)
+    try:
+        service.start().wait_healthy()  # accepts orders while the broker cannot be used
+        broker.create_vhost(name=name)
+        declare_topology(broker, name, "classic")
+        wait_for(lambda: not service.running, timeout=30, what="OrderService to stop")
+        assert service.process.returncode == 3, service.tail()
+        assert "is a classic queue on the broker but RABBITMQ_QUEUE_TYPE=quorum" in service.log(), \
+            service.tail()
+    finally:
+        service.kill()
+        broker.delete_vhost(name)
+
+
+def test_quorum_queues_and_a_dead_node_in_the_host_list(make_stack, broker):
+    """Orders flow through quorum queues; the first node listed answers nothing, so every
+    connection goes on to the second."""
+    stack = make_stack(RABBITMQ_HOST="127.0.0.1:1,127.0.0.1", RABBITMQ_QUEUE_TYPE="quorum").start()
+    order_ids = post_orders(stack.order_url, 20)
+    wait_for(lambda: all_final(stack.order_url, order_ids), what="every order to be final")
+    for queue in topology.QUEUES:
+        info = broker.queue(stack.vhost, queue.name)
+        assert info["type"] == "quorum", queue.name
+        assert info["arguments"] == queue.arguments("quorum"), queue.name
+    with broker.channel(stack.vhost) as channel:
+        publish(channel, b"not json")
+    wait_for(lambda: broker.depth(stack.vhost, "order-events-dlq") == 1,
+             what="the poison message in the quorum DLQ")
+
+
+def test_quorum_work_queue_dead_letters_past_its_delivery_limit(broker, vhost):
+    declare_topology(broker, vhost, "quorum")
+    deliveries = 0
+    with broker.channel(vhost) as channel:
+        publish(channel, {"any": "thing"})
+        while broker.depth(vhost, "order-events-dlq") == 0:
+            method, _, _ = channel.basic_get("order-events", auto_ack=False)
+            assert method is not None, "gone, but not to the DLQ"
+            deliveries += 1
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            assert deliveries <= topology.QUORUM_DELIVERY_LIMIT + 1
+    assert deliveries == topology.QUORUM_DELIVERY_LIMIT + 1
+    assert broker.depth(vhost, "order-events") == 0
+
+
+# --- migration ---
+
+def fill(broker, vhost: str, per_queue: int) -> dict[str, Counter]:
+    """Publish `per_queue` distinct messages into every queue; return queue -> message ids."""
+    sent: dict[str, Counter] = {}
+    with broker.channel(vhost) as channel:
+        channel.confirm_delivery()
+        for name in QUEUE_NAMES:  # straight into the queue: bindings overlap between queues
+            ids = [f"{name}-{i}-{uuid.uuid4().hex[:6]}" for i in range(per_queue)]
+            for message_id in ids:
+                channel.basic_publish("", name, f'{{"id": "{message_id}"}}'.encode(),
+                                      pika.BasicProperties(message_id=message_id, delivery_mode=2,
+                                                           headers={"x-note": message_id}),
+                                      mandatory=True)
+            sent[name] = Counter(ids)
+    return sent
+
+
+def contents(broker, vhost: str, queue: str, take: bool) -> Counter:
+    """The message ids in `queue`, each checked against its body and header; taken or put back."""
+    with broker.channel(vhost) as channel:
+        if take:
+            messages = drain(channel, queue)
+        else:  # unacked and then the channel closes: every message goes back
+            messages = []
+            while (got := channel.basic_get(queue, auto_ack=False))[0] is not None:
+                messages.append(got[1:])
+    for properties, body in messages:
+        assert body == f'{{"id": "{properties.message_id}"}}'.encode()
+        assert properties.headers["x-note"] == properties.message_id
+    return Counter(properties.message_id for properties, _ in messages)
+
+
+def migrate(vhost: str, to: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_VHOST": vhost}
+    return subprocess.run([sys.executable, "-m", "ops.migrate_queues", "--to", to], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def assert_queues_are(broker, vhost: str, queue_type: str) -> None:
+    assert broker.queue_names(vhost) == QUEUE_NAMES, "no temporary queue is left behind"
+    for queue in topology.QUEUES:
+        info = broker.queue(vhost, queue.name)
+        assert info["type"] == queue_type, queue.name
+        assert info["arguments"] == queue.arguments(queue_type), queue.name
+        for exchange, key in queue.bindings:
+            assert key in {b["routing_key"] for b in broker.bindings(vhost, exchange, queue.name)}
+
+
+def test_migration_keeps_every_message_exactly_once(broker, vhost):
+    declare_topology(broker, vhost, "classic")
+    sent = fill(broker, vhost, per_queue=40)
+
+    result = migrate(vhost, "quorum")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "order-events: classic -> quorum, 40 message(s) moved" in result.stdout
+    assert_queues_are(broker, vhost, "quorum")
+    for name, ids in sent.items():
+        assert contents(broker, vhost, name, take=False) == ids, name
+
+    again = migrate(vhost, "quorum")  # nothing to do the second time
+    assert again.returncode == 0 and "order-events: quorum -> quorum already" in again.stdout
+
+    back = migrate(vhost, "classic")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert_queues_are(broker, vhost, "classic")
+    for name, ids in sent.items():
+        assert contents(broker, vhost, name, take=True) == ids, name
+
+
+def test_migration_finishes_a_run_that_was_cut_short(broker, vhost):
+    """Cut short after the old queue was replaced: the messages wait in the temporary queue."""
+    declare_topology(broker, vhost, "quorum")
+    sent = fill(broker, vhost, per_queue=5)
+    with broker.channel(vhost) as channel:
+        channel.queue_declare("order-status.migrating", durable=True,
+                              arguments={"x-queue-type": "quorum"})
+        channel.confirm_delivery()
+        for _ in range(5):
+            method, properties, body = channel.basic_get("order-status", auto_ack=False)
+            channel.basic_publish("", "order-status.migrating", body, properties, mandatory=True)
+            channel.basic_ack(method.delivery_tag)
+    result = migrate(vhost, "quorum")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_queues_are(broker, vhost, "quorum")
+    for name, ids in sent.items():
+        assert contents(broker, vhost, name, take=True) == ids, name
+
+
+def test_migration_refuses_while_a_service_consumes(make_stack, broker):
+    stack = make_stack().start("notification")
+    result = migrate(stack.vhost, "quorum")
+    assert result.returncode == 1
+    assert "queue 'inventory-events' has 1 consumer(s): stop every service" in result.stderr
+    for queue in topology.QUEUES:  # not one of them touched
+        assert broker.queue(stack.vhost, queue.name)["type"] == "classic"
+    assert broker.queue_names(stack.vhost) == QUEUE_NAMES
