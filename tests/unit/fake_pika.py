@@ -424,7 +424,7 @@ def connections(monkeypatch, module, items: Iterable[Any], stop: Callable[[], No
     queue = deque(items)
     calls: list = []
 
-    def connect(broker, stopping, name):
+    def connect(broker, stopping, name, nodes=None):
         calls.append((broker, stopping, name))
         if not queue:
             return None

@@ -389,8 +389,9 @@ def run_relay(r: Relay, monkeypatch, scripts: list[Callable[[FakeSelectConnectio
     made: list[FakeSelectConnection] = []
     probes = [] if probes is None else probes
 
-    def connect(broker, stopping, name):
+    def connect(broker, stopping, name, nodes):
         assert broker is r._broker and stopping is r._stopping and name == r.name
+        assert nodes is r._nodes
         if not queue:
             return None
         probes.append(Probe())
