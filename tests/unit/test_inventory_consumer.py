@@ -228,18 +228,18 @@ def test_a_failed_batch_changes_nothing(inventory_store, consumer, monkeypatch):
     assert inventory_store.outcomes() == {event.order_id: "reserved"}
 
 
-def test_count_redelivery_is_durable(inventory_store, storage):
+def test_count_redelivery_is_durable(inventory_store, store_settings):
     assert inventory_store.count_redelivery("id:abc") == 2
     assert inventory_store.count_redelivery("id:abc") == 3
-    reopened = InventoryStore(storage.path("inventory.db"), storage)
+    reopened = InventoryStore.open(store_settings("inventory.db"))
     assert reopened.count_redelivery("id:abc") == 4
     reopened.close()
 
 
-def test_state_survives_reopening_the_store(inventory_store, consumer, storage, wakes):
+def test_state_survives_reopening_the_store(inventory_store, consumer, store_settings, wakes):
     event = order_placed(quantity=1)
     consumer.handle_batch([delivery(placed(event))])
-    reopened = InventoryStore(storage.path("inventory.db"), storage)
+    reopened = InventoryStore.open(store_settings("inventory.db"))
     InventoryConsumer(reopened, 1.0, wakes).handle_batch([delivery(placed(event))])
     assert available(reopened) == 9
     assert reopened.outbox_backlog() == 1

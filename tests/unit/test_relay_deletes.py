@@ -37,8 +37,10 @@ class Frame:
 
 
 @pytest.fixture
-def db(storage) -> MessagingStore:
-    return MessagingStore(storage.path("relay.db"), storage)
+def db(store_settings) -> MessagingStore:
+    store = MessagingStore.open(store_settings("relay.db"))
+    yield store
+    store.close()
 
 
 @pytest.fixture
