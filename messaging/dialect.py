@@ -26,6 +26,7 @@ class Dialect:
     skip_locked: str = ""  # appended to the subquery that picks outbox rows to claim
     lock_writers: str | None = None  # statement that makes a write transaction the only writer
     placeholders: bool = False  # True: `?` must become `%s`
+    reads_while_locked: bool = False  # True: a failed write says nothing about reads (WAL)
     fold_needs_index: bool = False  # True: a `{nocase}` key needs a unique index on fold(column)
 
     def ddl(self, schema: str) -> str:
@@ -63,6 +64,7 @@ SQLITE = Dialect(
            "blob": "BLOB", "nocase": " COLLATE NOCASE"},
     errors=(sqlite3.Error,),
     transient=(sqlite3.OperationalError,),
+    reads_while_locked=True,
 )
 
 

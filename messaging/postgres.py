@@ -22,7 +22,7 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 POOL_MIN, POOL_MAX = 1, 16  # connections per process: request threads, relay, consumer, health
-POOL_TIMEOUT = 2.0  # seconds a caller waits for a connection before it is told "unavailable"
+POOL_TIMEOUT = 1.0  # seconds a caller waits for a connection before it is told "unavailable"
 CONNECT_TIMEOUT = 5  # seconds to open one connection
 
 

@@ -96,20 +96,13 @@ def _json_body() -> Any:
 
 
 def _health(store: OrderStore, publisher: Publisher | None) -> tuple[Response, int]:
-    writable = store.writable()
+    writable, backlog = store.health()
     body = {
         "status": "healthy" if writable else "unhealthy",
         "service": "order-service",
         "database": "writable" if writable else "unavailable",
         "broker": "connected" if publisher is not None and publisher.connected else "disconnected",
-        "outbox_backlog": _backlog(store),
+        "outbox_backlog": backlog,
     }
     return jsonify(body), 200 if writable else 503
 
-
-def _backlog(store: OrderStore) -> int | None:
-    """The outbox backlog, or None when the database cannot be read."""
-    try:
-        return store.outbox_backlog()
-    except store.dialect.errors:
-        return None

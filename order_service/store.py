@@ -124,6 +124,20 @@ class OrderStore(MessagingStore):
         except self.dialect.errors:
             return False
 
+    def health(self) -> tuple[bool, int | None]:
+        """Whether a write transaction can be opened right now, and the outbox backlog (or None).
+
+        A SQLite file can still be read while another writer holds it, so the backlog is read
+        then too; an unreachable PostgreSQL server is not asked twice.
+        """
+        writable = self.writable()
+        if not writable and not self.dialect.reads_while_locked:
+            return False, None
+        try:
+            return writable, self.outbox_backlog()
+        except self.dialect.errors:
+            return writable, None
+
     def release_claims(self) -> None:
         """Free every outbox claim; call at start-up, before any relay runs.
 
