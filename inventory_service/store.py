@@ -108,7 +108,8 @@ class InventoryStore(MessagingStore):
     def stock_levels(self) -> list[dict]:
         """Every item with its initial and available units and what is reserved."""
         rows = self.conn.execute(
-            "SELECT s.item, s.initial, s.available, COALESCE(SUM(r.quantity), 0) AS reserved"
+            "SELECT s.item, s.initial, s.available,"
+            " CAST(COALESCE(SUM(r.quantity), 0) AS BIGINT) AS reserved"
             " FROM stock s LEFT JOIN reservations r ON r.item = s.item AND r.status = 'reserved'"
             f" GROUP BY s.item ORDER BY {self.dialect.fold('s.item')}").fetchall()
         return [dict(row) for row in rows]

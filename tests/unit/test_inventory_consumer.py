@@ -1,6 +1,7 @@
 """InventoryService's store and batch handler with a real temporary SQLite file (no broker)."""
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -211,6 +212,14 @@ def test_stock_levels_stay_consistent(inventory_store, consumer):
         assert row["initial"] - row["available"] == row["reserved"], row
     assert levels(inventory_store)["Burger"]["reserved"] == 5
     assert levels(inventory_store)["Pizza"]["reserved"] == 4
+
+
+def test_stock_levels_are_plain_json_integers(inventory_store, consumer):
+    """GET /stock serialises them as they are (a PostgreSQL SUM would be a Decimal)."""
+    consumer.handle_batch([delivery(placed(order_placed(item="Burger", quantity=3)))])
+    [burger, pizza] = json.loads(json.dumps(inventory_store.stock_levels()))
+    assert burger == {"item": "Burger", "initial": 10, "available": 7, "reserved": 3}
+    assert pizza == {"item": "Pizza", "initial": 5, "available": 5, "reserved": 0}
 
 
 def test_a_failed_batch_changes_nothing(inventory_store, consumer, monkeypatch):
