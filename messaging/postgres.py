@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 POOL_MIN, POOL_MAX = 1, 16  # connections per process: request threads, relay, consumer, health
 POOL_TIMEOUT = 1.0  # seconds a caller waits for a connection before it is told "unavailable"
 CONNECT_TIMEOUT = 5  # seconds to open one connection
+SHARED_COMPONENT = "messaging"  # the outbox and inbox tables, which every service's store has
 
 
 def redact(url: str) -> str:
@@ -130,6 +131,8 @@ class PostgresDatabase:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('schema_version'))")
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY,"
                          " version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            if component != SHARED_COMPONENT:
+                self._refuse_another_service(conn, component)
             row = conn.execute("SELECT version FROM schema_version WHERE component = %s",
                                (component,)).fetchone()
             current = row[0] if row else 0
@@ -141,6 +144,14 @@ class PostgresDatabase:
                              " applied_at = now()", (component, len(steps)))
                 logger.info("schema %s migrated from version %d to %d", component, current,
                             len(steps))
+
+    def _refuse_another_service(self, conn: psycopg.Connection, component: str) -> None:
+        """Stop at start when the database already holds another service's store."""
+        other = conn.execute("SELECT component FROM schema_version WHERE component NOT IN (%s, %s)",
+                             (SHARED_COMPONENT, component)).fetchone()
+        if other is not None:
+            raise ConfigError(f"DATABASE_URL {redact(self.url)} holds the {other[0]} store; each "
+                              f"service needs a database of its own")
 
     def start_checkpoints(self) -> None:
         """Nothing to do: checkpoints are the server's business."""

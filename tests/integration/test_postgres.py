@@ -7,10 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
 
+from messaging.settings import StorageSettings
+from notification_service.store import NotificationStore
+from order_service.store import OrderStore
 from stack import postgres
 from stack.processes import MODULES, ROOT, Stack, free_port
 from tests.client import all_final, post_order, post_orders, wait_for
@@ -40,12 +44,34 @@ def missing_database() -> str:
     return postgres.url_for(f"missing_{os.getpid()}_{id(object())}")
 
 
+@pytest.fixture
+def another_services_database(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
+    """Factory: a database holding the store of a service other than `module`'s."""
+    urls: list[str] = []
+
+    def make(module: str) -> str:
+        url = postgres.create_database("other")
+        urls.append(url)
+        other = NotificationStore if module != "notification_service" else OrderStore
+        other.open(StorageSettings(database_url=url)).close()
+        return url
+
+    yield make
+    for url in urls:
+        postgres.drop_database(url)
+
+
 @pytest.mark.parametrize("module", sorted(MODULES.values()))
-@pytest.mark.parametrize("case", ["missing database", "refused login", "not postgresql"])
-def test_an_unusable_database_url_stops_the_service_with_one_line(module, case, missing_database):
-    url = {"missing database": missing_database,
-           "refused login": postgres.url_for("postgres").replace("postgres@", "no_such_role@"),
-           "not postgresql": "mysql://user:secret@127.0.0.1/orders"}[case]
+@pytest.mark.parametrize("case", ["missing database", "refused login", "not postgresql",
+                                  "another service's database"])
+def test_an_unusable_database_url_stops_the_service_with_one_line(module, case, missing_database,
+                                                                  another_services_database):
+    if case == "another service's database":
+        url = another_services_database(module)
+    else:
+        url = {"missing database": missing_database,
+               "refused login": postgres.url_for("postgres").replace("postgres@", "no_such_role@"),
+               "not postgresql": "mysql://user:secret@127.0.0.1/orders"}[case]
     env = {**os.environ, "DATABASE_URL": url, "RABBITMQ_HOST": "127.0.0.1",
            "PORT": str(free_port())}
     result = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True,
