@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import sys
 from dataclasses import dataclass
 
 _UPPER, _LOWER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
@@ -100,7 +101,5 @@ def is_transient(exc: BaseException) -> bool:
     """Tell whether an error of either backend may pass on retry."""
     if isinstance(exc, sqlite3.OperationalError):
         return True
-    import sys
-
     psycopg = sys.modules.get("psycopg")  # loaded only when a PostgreSQL store is in use
     return psycopg is not None and isinstance(exc, psycopg.OperationalError)
