@@ -50,7 +50,7 @@ def _percentiles(values: list[float]) -> str:
 def commit_latency(background: bool, count: int = 5000) -> str:
     with tempfile.TemporaryDirectory(dir=os.environ.get("DATA_DIR", ".")) as directory:
         settings = _settings(order_config.load, directory)
-        store = OrderStore(settings.storage.path("orders.db"), settings.storage)
+        store = OrderStore.open(settings.storage)
         if background:
             store.start_checkpoints()
         took = []
@@ -78,7 +78,7 @@ class _Relay:
 def inventory_handler(batches: int = 50, size: int = 100) -> str:
     with tempfile.TemporaryDirectory(dir=os.environ.get("DATA_DIR", ".")) as directory:
         settings = _settings(inventory_config.load, directory)
-        store = InventoryStore(settings.storage.path("inventory.db"), settings.storage)
+        store = InventoryStore.open(settings.storage)
         store.seed(settings.menu, 10**9)
         consumer = InventoryConsumer(store, 0.9, _Relay())
         work = []

@@ -16,7 +16,7 @@ logger = logging.getLogger(SERVICE)
 
 def build(settings: config.Settings) -> service.ConsumerService:
     """Stock the store, and consume order-events into it, publishing results through the relay."""
-    store = InventoryStore(settings.storage.path("inventory.db"), settings.storage)
+    store = InventoryStore.open(settings.storage)
     store.seed(settings.menu, settings.initial_stock)
     relay = Relay(settings.broker, store, SERVICE)
     consumer = InventoryConsumer(store, settings.success_rate, relay)

@@ -37,6 +37,7 @@ class InventoryConsumer:
             nonlocal skipped
             log_lines.clear()
             results.clear()
+            self._store.lock_ledger(conn)
             outcomes = self._reserve(conn, placed, log_lines)
             skipped = len(placed) - len(outcomes)  # every event is either decided or a duplicate
             self._store.record(conn, outcomes)

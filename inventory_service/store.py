@@ -1,31 +1,38 @@
-"""InventoryService storage: stock levels, reservations, inbox and outbox in one SQLite file."""
+"""InventoryService storage: stock levels, reservations, inbox and outbox in one database."""
 from __future__ import annotations
 
 import sqlite3
 import time
 from dataclasses import dataclass
 
+from messaging.dialect import Dialect
 from messaging.events import InventoryResult, OrderPlaced
-from messaging.settings import StorageSettings
 from messaging.storage import select_in
-from messaging.store import MessagingStore
+from messaging.store import Backend, MessagingStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (
-    item TEXT PRIMARY KEY COLLATE NOCASE,
-    initial INTEGER NOT NULL,
-    available INTEGER NOT NULL CHECK (available >= 0)
+    item TEXT PRIMARY KEY{nocase},
+    initial {int} NOT NULL,
+    available {int} NOT NULL CHECK (available >= 0)
 );
 CREATE TABLE IF NOT EXISTS reservations (
     order_id TEXT PRIMARY KEY,
     event_id TEXT NOT NULL,
     item TEXT NOT NULL,
-    quantity INTEGER NOT NULL,
+    quantity {int} NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('reserved', 'failed')),
     reason TEXT,
-    created_at REAL NOT NULL
+    created_at {real} NOT NULL
 );
 """
+
+
+def _schema(dialect: Dialect) -> str:
+    if not dialect.fold_needs_index:
+        return SCHEMA
+    return SCHEMA + ("CREATE UNIQUE INDEX IF NOT EXISTS stock_by_folded_item ON stock ("
+                     + dialect.fold("item") + ");\n")
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -48,19 +55,33 @@ class Outcome:
 class InventoryStore(MessagingStore):
     """The stock ledger; every write goes through `write()`."""
 
-    def __init__(self, path: str, settings: StorageSettings) -> None:
-        super().__init__(path, settings)
-        self.conn.executescript(SCHEMA)
+    FILENAME = "inventory.db"
+
+    def __init__(self, db: Backend) -> None:
+        super().__init__(db)
+        db.migrate("inventory", [_schema(db.dialect)])
+        self._stock_query = ("SELECT item, available FROM stock WHERE " + self.dialect.fold("item")
+                             + " IN ({})")
 
     def seed(self, menu: tuple[str, ...], initial: int) -> None:
         """Stock each menu item with `initial` units unless it is already stocked."""
         self.write(lambda conn: conn.executemany(
-            "INSERT OR IGNORE INTO stock (item, initial, available) VALUES (?, ?, ?)",
+            "INSERT INTO stock (item, initial, available) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             [(item, initial, initial) for item in menu]))
+
+    def lock_ledger(self, conn: sqlite3.Connection) -> None:
+        """Make this transaction the ledger's only writer until it ends.
+
+        Deciding a batch reads the stock and the outcomes, then writes what follows from them, so
+        two replicas must not do it at once. SQLite's write lock already sees to that; PostgreSQL
+        queues them on an advisory lock.
+        """
+        if self.dialect.lock_writers:
+            conn.execute(self.dialect.lock_writers, ("inventory-ledger",))
 
     def stock_for(self, conn: sqlite3.Connection, items: set[str]) -> dict[str, tuple[str, int]]:
         """nocase(item) -> (menu name, units on hand) for those of `items` that are on the menu."""
-        rows = select_in(conn, "SELECT item, available FROM stock WHERE item IN ({})", items)
+        rows = select_in(conn, self._stock_query, {nocase(item) for item in items})
         return {nocase(row[0]): (row[0], row[1]) for row in rows}
 
     def outcomes_among(self, conn: sqlite3.Connection, order_ids: set[str]) -> set[str]:
@@ -87,9 +108,10 @@ class InventoryStore(MessagingStore):
     def stock_levels(self) -> list[dict]:
         """Every item with its initial and available units and what is reserved."""
         rows = self.conn.execute(
-            "SELECT s.item, s.initial, s.available, COALESCE(SUM(r.quantity), 0) AS reserved"
+            "SELECT s.item, s.initial, s.available,"
+            " CAST(COALESCE(SUM(r.quantity), 0) AS BIGINT) AS reserved"
             " FROM stock s LEFT JOIN reservations r ON r.item = s.item AND r.status = 'reserved'"
-            " GROUP BY s.item ORDER BY s.item").fetchall()
+            f" GROUP BY s.item ORDER BY {self.dialect.fold('s.item')}").fetchall()
         return [dict(row) for row in rows]
 
     def answered_events(self) -> dict[str, str]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from messaging import dialect
 from messaging.storage import chunks
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     event_id TEXT PRIMARY KEY,
-    processed_at REAL NOT NULL
+    processed_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     message_key TEXT PRIMARY KEY,
@@ -23,8 +24,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the inbox and delivery-count tables if they are missing."""
-    conn.executescript(SCHEMA)
+    """Create the inbox tables if missing (stores use `migrate`; this is for a bare connection)."""
+    conn.executescript(dialect.of(conn).ddl(SCHEMA))
 
 
 def mark_processed(conn: sqlite3.Connection, event_id: str) -> bool:
@@ -38,8 +39,8 @@ def mark_processed_many(conn: sqlite3.Connection, event_ids: list[str]) -> set[s
     fresh: set[str] = set()
     for chunk in chunks(event_ids):
         fresh.update(row[0] for row in conn.execute(
-            "INSERT OR IGNORE INTO inbox (event_id, processed_at) VALUES "
-            + ", ".join(["(?, ?)"] * len(chunk)) + " RETURNING event_id",
+            "INSERT INTO inbox (event_id, processed_at) VALUES "
+            + ", ".join(["(?, ?)"] * len(chunk)) + " ON CONFLICT DO NOTHING RETURNING event_id",
             [value for event_id in chunk for value in (event_id, now)]))
     return fresh
 
@@ -48,7 +49,7 @@ def count_delivery(conn: sqlite3.Connection, message_key: str) -> int:
     """Count one more delivery of a redelivered message and return the total so far."""
     conn.execute(
         "INSERT INTO deliveries (message_key, attempts) VALUES (?, 2)"
-        " ON CONFLICT(message_key) DO UPDATE SET attempts = attempts + 1",
+        " ON CONFLICT(message_key) DO UPDATE SET attempts = deliveries.attempts + 1",
         (message_key,),
     )
     return conn.execute("SELECT attempts FROM deliveries WHERE message_key = ?",

@@ -1,7 +1,7 @@
 """The outbox: events committed with the change that caused them, waiting to be published.
 
-Its SQL lives here, and so does `SqliteOutbox`, the storage side of the relay (`relay.py`): claiming
-rows for one relay, giving them back, deleting the confirmed ones.
+Its SQL lives here, and so do `SqliteOutbox` and `PostgresOutbox`, the storage side of the relay
+(`relay.py`): claiming rows for one relay, giving them back, deleting the confirmed ones.
 """
 from __future__ import annotations
 
@@ -9,21 +9,22 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from messaging import dialect
 from messaging.events import Message
 from messaging.storage import Database, chunks
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {id},
     message_id TEXT NOT NULL UNIQUE,
     exchange TEXT NOT NULL,
     routing_key TEXT NOT NULL,
-    body BLOB NOT NULL,
+    body {blob} NOT NULL,
     correlation_id TEXT NOT NULL,
     type TEXT NOT NULL,
-    created_at REAL NOT NULL,
+    created_at {real} NOT NULL,
     claimed_by TEXT,
-    claimed_until REAL
+    claimed_until {real}
 );
 """
 
@@ -38,8 +39,8 @@ class PendingMessage:
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the outbox table if it is missing."""
-    conn.executescript(SCHEMA)
+    """Create the outbox table if missing (stores use `migrate`; this is for a bare connection)."""
+    conn.executescript(dialect.of(conn).ddl(SCHEMA))
 
 
 CLAIM_LEASE = 30.0  # seconds a claimed row is left to its relay before another may take it
@@ -66,9 +67,10 @@ def add_many(conn: sqlite3.Connection, messages: list[Message],
     rows = []
     for chunk in chunks(messages):
         rows += conn.execute(
-            "INSERT OR IGNORE INTO outbox (message_id, exchange, routing_key, body, correlation_id,"
+            "INSERT INTO outbox (message_id, exchange, routing_key, body, correlation_id,"
             " type, created_at, claimed_by, claimed_until) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + " RETURNING id, message_id",
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            + " ON CONFLICT DO NOTHING RETURNING id, message_id",
             [value for m in chunk for value in (m.message_id, m.exchange, m.routing_key, m.body,
                                                 m.correlation_id, m.type, now, claimant, until)],
         ).fetchall()
@@ -76,12 +78,15 @@ def add_many(conn: sqlite3.Connection, messages: list[Message],
 
 
 def claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float) -> list[PendingMessage]:
-    """Claim up to `limit` unclaimed (or lease-expired) rows for `owner`, oldest first."""
+    """Claim up to `limit` unclaimed (or lease-expired) rows for `owner`, oldest first.
+
+    On PostgreSQL, rows another relay is claiming at this moment are skipped, not waited for.
+    """
     now = time.time()
     rows = conn.execute(
         "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
         " SELECT id FROM outbox WHERE claimed_until IS NULL OR claimed_until < ?"
-        " ORDER BY id LIMIT ?)"
+        f" ORDER BY id LIMIT ?{dialect.of(conn).skip_locked})"
         " RETURNING id, message_id, exchange, routing_key, body, correlation_id, type, created_at",
         (owner, now + lease, now, limit),
     ).fetchall()
@@ -158,4 +163,22 @@ class SqliteOutbox:
         try:
             return self._db.write(job)
         except sqlite3.Error as exc:
+            raise OutboxUnavailable(str(exc)) from exc
+
+
+class PostgresOutbox(SqliteOutbox):
+    """The relay's view of an outbox in PostgreSQL, which several services' relays may share.
+
+    Each call is its own transaction on a pooled connection. A claim skips the rows another relay
+    is claiming (FOR UPDATE SKIP LOCKED), so a row is published by one relay at a time; the rows
+    of a relay that died are claimed by another once their lease has run out.
+    """
+
+    def close(self) -> None:
+        """Nothing to close: the pool belongs to the store."""
+
+    def _write(self, job):
+        try:
+            return self._db.write(job)
+        except self._db.dialect.errors as exc:
             raise OutboxUnavailable(str(exc)) from exc

@@ -14,7 +14,6 @@ from messaging.delivery import BatchHandler
 from messaging.relay import Relay
 from messaging.runtime import freeze_startup_objects
 from messaging.settings import ConfigError, ServiceSettings
-from messaging.storage import is_transient
 from messaging.store import MessagingStore
 from messaging.topology import QueueMismatch
 
@@ -49,7 +48,7 @@ class ConsumerService:
                  ) -> None:
         self.name, self.port, self.store, self.relay = name, port, store, relay
         self.loop = ConsumeLoop(settings.broker, queue, handle_batch, name, settings.consumer,
-                                is_transient, store.count_redelivery)
+                                store.is_transient, store.count_redelivery)
         self.routes: dict[str, health.Route] = {}
         self.refused: QueueMismatch | None = None
         if relay is not None:
@@ -90,4 +89,9 @@ def main(service: str, load: Callable[[], S], build: Callable[[S], ConsumerServi
     settings = load_settings(service, load)
     if settings is None:
         return 2
-    return build(settings).run()
+    try:
+        svc = build(settings)
+    except ConfigError as exc:  # e.g. DATABASE_URL names no usable database
+        print(f"{service}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return svc.run()

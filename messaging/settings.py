@@ -154,11 +154,12 @@ def _queue_type(env: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class StorageSettings:
-    """Where and how a service keeps its SQLite file."""
+    """Where and how a service keeps its store: a SQLite file, or a PostgreSQL database."""
 
     data_dir: str = "./data"
     synchronous: str = "NORMAL"
     busy_timeout_ms: int = 5000
+    database_url: str | None = None  # postgresql://...; None: SQLite in data_dir
 
     def path(self, filename: str) -> str:
         """Return the path of `filename` inside the data directory, creating the directory."""
@@ -170,13 +171,24 @@ _STORAGE = StorageSettings()
 
 
 def storage_settings(env: Mapping[str, str] | None = None) -> StorageSettings:
-    """Read DATA_DIR, SQLITE_SYNCHRONOUS and SQLITE_BUSY_TIMEOUT_MS."""
+    """Read DATABASE_URL, DATA_DIR, SQLITE_SYNCHRONOUS and SQLITE_BUSY_TIMEOUT_MS."""
     env = os.environ if env is None else env
     return StorageSettings(
         data_dir=env_str(env, "DATA_DIR", _STORAGE.data_dir),
         synchronous=env_choice(env, "SQLITE_SYNCHRONOUS", _STORAGE.synchronous, ("NORMAL", "FULL")),
         busy_timeout_ms=env_int(env, "SQLITE_BUSY_TIMEOUT_MS", _STORAGE.busy_timeout_ms, 1, 600_000),
+        database_url=database_url(env),
     )
+
+
+def database_url(env: Mapping[str, str]) -> str | None:
+    """DATABASE_URL: None (SQLite) when unset or empty, else a postgresql:// URL."""
+    url = env.get("DATABASE_URL") or None
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        scheme = url.split("://", 1)[0] if "://" in url else url[:20]
+        raise ConfigError("DATABASE_URL must look like postgresql://user:password@host:port/dbname,"
+                          f" got a URL starting {scheme!r}")
+    return url
 
 
 @dataclass(frozen=True)

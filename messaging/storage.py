@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from messaging.dialect import SQLITE
 from messaging.settings import StorageSettings
 
 T = TypeVar("T")
@@ -154,6 +155,8 @@ class Database:
     one commit instead of one each.
     """
 
+    dialect = SQLITE
+
     def __init__(self, path: str, settings: StorageSettings) -> None:
         self.path, self._settings = path, settings
         self._local = threading.local()
@@ -171,6 +174,11 @@ class Database:
             conn = self._local.conn = open_db(self.path, self._settings,
                                               autocheckpoint=self._checkpointer is None)
         return conn
+
+    def migrate(self, component: str, steps: list[str]) -> None:
+        """Create what `steps` create; each is idempotent (CREATE ... IF NOT EXISTS)."""
+        for step in steps:
+            self.conn.executescript(self.dialect.ddl(step))
 
     def start_checkpoints(self, interval: float = CHECKPOINT_INTERVAL) -> None:
         """Copy the WAL into the database file from a background thread, not inside commits.

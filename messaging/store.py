@@ -1,22 +1,88 @@
-"""The part of a service's store that every service has: its SQLite file with outbox and inbox."""
+"""The part of a service's store that every service has: its database with outbox and inbox.
+
+A store runs on either backend: `storage.Database` (a SQLite file, the default) or
+`postgres.PostgresDatabase` (when DATABASE_URL is set). `open_database` picks one.
+"""
 from __future__ import annotations
 
+from typing import Protocol, TypeVar
+
 from messaging import inbox, outbox
+from messaging.dialect import Dialect
 from messaging.settings import StorageSettings
 from messaging.storage import Database
 
+S = TypeVar("S", bound="MessagingStore")
 
-class MessagingStore(Database):
-    """A service's SQLite file with the outbox, inbox and delivery-count tables."""
 
-    def __init__(self, path: str, settings: StorageSettings) -> None:
-        super().__init__(path, settings)
-        outbox.create_schema(self.conn)
-        inbox.create_schema(self.conn)
+class Backend(Protocol):
+    """What a store needs of its database (see storage.Database, postgres.PostgresDatabase)."""
 
-    def outbox_for(self, owner: str) -> outbox.SqliteOutbox:
+    dialect: Dialect
+
+    @property
+    def conn(self): ...
+
+    def write(self, job): ...
+
+    def migrate(self, component: str, steps: list[str]) -> None: ...
+
+    def start_checkpoints(self) -> None: ...
+
+    def stop_checkpoints(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_database(storage: StorageSettings, filename: str) -> Backend:
+    """The service's database: PostgreSQL at DATABASE_URL, else the SQLite file `filename`."""
+    if storage.database_url:
+        from messaging.postgres import PostgresDatabase  # psycopg only when it is asked for
+
+        return PostgresDatabase(storage.database_url, name=filename)
+    return Database(storage.path(filename), storage)
+
+
+class MessagingStore:
+    """A service's database with the outbox, inbox and delivery-count tables."""
+
+    FILENAME = "messaging.db"  # each service's store names its SQLite file
+
+    def __init__(self, db: Backend) -> None:
+        self.db, self.dialect = db, db.dialect
+        self.write = db.write  # the hot path: no extra call in between
+        db.migrate("messaging", [outbox.SCHEMA, inbox.SCHEMA])
+
+    @classmethod
+    def open(cls: type[S], storage: StorageSettings) -> S:
+        """The store on the backend `storage` names (DATABASE_URL, or DATA_DIR/FILENAME)."""
+        return cls(open_database(storage, cls.FILENAME))
+
+    @property
+    def conn(self):
+        """A connection for reads (this thread's, on SQLite; pooled, on PostgreSQL)."""
+        return self.db.conn
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Tell whether an error of this store may pass on retry."""
+        return self.dialect.is_transient(exc)
+
+    def start_checkpoints(self) -> None:
+        """Start the SQLite WAL checkpointer (nothing on PostgreSQL)."""
+        self.db.start_checkpoints()
+
+    def stop_checkpoints(self) -> None:
+        self.db.stop_checkpoints()
+
+    def close(self) -> None:
+        """Close this thread's SQLite connection, or the PostgreSQL pool."""
+        self.db.close()
+
+    def outbox_for(self, owner: str) -> outbox.SqliteOutbox | outbox.PostgresOutbox:
         """The outbox as the relay named `owner` sees it."""
-        return outbox.SqliteOutbox(self, owner)
+        if self.dialect.name == "sqlite":
+            return outbox.SqliteOutbox(self.db, owner)
+        return outbox.PostgresOutbox(self.db, owner)
 
     def outbox_backlog(self) -> int:
         """Messages still in the outbox (see `outbox.backlog`)."""

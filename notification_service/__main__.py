@@ -13,7 +13,7 @@ SERVICE = "notification-service"
 
 def build(settings: config.Settings) -> service.ConsumerService:
     """Consume inventory-events and notify each reserved order once."""
-    store = NotificationStore(settings.storage.path("notifications.db"), settings.storage)
+    store = NotificationStore.open(settings.storage)
     consumer = NotificationConsumer(store)
     svc = service.ConsumerService(SERVICE, settings, settings.port, store,
                                   topology.INVENTORY_EVENTS, consumer.handle_batch)

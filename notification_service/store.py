@@ -5,8 +5,7 @@ import sqlite3
 import time
 
 from messaging.events import InventoryResult
-from messaging.settings import StorageSettings
-from messaging.store import MessagingStore
+from messaging.store import Backend, MessagingStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -14,9 +13,9 @@ CREATE TABLE IF NOT EXISTS notifications (
     event_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
     item TEXT NOT NULL,
-    quantity INTEGER NOT NULL,
+    quantity {int} NOT NULL,
     message TEXT NOT NULL,
-    sent_at REAL NOT NULL
+    sent_at {real} NOT NULL
 );
 """
 
@@ -24,15 +23,17 @@ CREATE TABLE IF NOT EXISTS notifications (
 class NotificationStore(MessagingStore):
     """Remembers every notification sent."""
 
-    def __init__(self, path: str, settings: StorageSettings) -> None:
-        super().__init__(path, settings)
-        self.conn.executescript(SCHEMA)
+    FILENAME = "notifications.db"
+
+    def __init__(self, db: Backend) -> None:
+        super().__init__(db)
+        db.migrate("notifications", [SCHEMA])
 
     def record(self, conn: sqlite3.Connection, result: InventoryResult, message: str) -> bool:
         """Record a notification for the order; False when it was already notified."""
         cursor = conn.execute(
-            "INSERT OR IGNORE INTO notifications (order_id, event_id, user_id, item, quantity,"
-            " message, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO notifications (order_id, event_id, user_id, item, quantity,"
+            " message, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (result.order_id, result.event_id, result.user_id, result.item, result.quantity,
              message, time.time()))
         return cursor.rowcount == 1

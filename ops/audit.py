@@ -1,7 +1,8 @@
 """Check the system's invariants across the three services' stores: `python -m ops.audit`.
 
 Run it when the system is idle. It prints each invariant with its figures and exits 1 if one is
-broken (2 if a store cannot be read).
+broken (2 if a store cannot be read). Each store is a SQLite file, or a PostgreSQL database when
+its URL is given (`--orders-url`, `--inventory-url`, `--notifications-url`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from dataclasses import asdict, dataclass
 
 from inventory_service.handlers import result_event_id
 from inventory_service.store import InventoryStore
-from messaging.settings import StorageSettings
+from messaging.settings import ConfigError, StorageSettings
+from messaging.store import Backend, open_database
 from notification_service.store import NotificationStore
 from order_service.store import OrderStore
 
@@ -88,15 +90,30 @@ def check(s: Snapshot) -> list[Invariant]:
     ]
 
 
+def _database(where: str) -> Backend:
+    """The store at `where`: a postgresql:// URL, or the path of a SQLite file that must exist."""
+    if where.startswith(("postgresql://", "postgres://")):
+        return open_database(StorageSettings(database_url=where), "")
+    if not os.path.exists(where):
+        raise FileNotFoundError(f"no store at {where}")
+    directory, filename = os.path.split(os.path.abspath(where))
+    return open_database(StorageSettings(data_dir=directory), filename)
+
+
 def read(order_db: str, inventory_db: str, notification_db: str) -> Snapshot:
-    """Read a snapshot from the three SQLite files."""
-    for path in (order_db, inventory_db, notification_db):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no store at {path}")
-    storage = StorageSettings()
-    orders = OrderStore(order_db, storage)
-    inventory = InventoryStore(inventory_db, storage)
-    notifications = NotificationStore(notification_db, storage)
+    """Read a snapshot from the three stores (SQLite paths or PostgreSQL URLs)."""
+    databases = [_database(where) for where in (order_db, inventory_db, notification_db)]
+    orders, inventory, notifications = (OrderStore(databases[0]), InventoryStore(databases[1]),
+                                        NotificationStore(databases[2]))
+    try:
+        return _snapshot(orders, inventory, notifications)
+    finally:
+        for db in databases:
+            db.close()
+
+
+def _snapshot(orders: OrderStore, inventory: InventoryStore,
+              notifications: NotificationStore) -> Snapshot:
     return Snapshot(
         orders=orders.statuses(), outcomes=inventory.outcomes(),
         answered=inventory.answered_events(), stock=inventory.stock_levels(),
@@ -112,14 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders-db", help="OrderService's orders.db")
     parser.add_argument("--inventory-db", help="InventoryService's inventory.db")
     parser.add_argument("--notifications-db", help="NotificationService's notifications.db")
+    parser.add_argument("--orders-url", help="OrderService's PostgreSQL database (its DATABASE_URL)")
+    parser.add_argument("--inventory-url", help="InventoryService's PostgreSQL database")
+    parser.add_argument("--notifications-url", help="NotificationService's PostgreSQL database")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    paths = (args.orders_db or os.path.join(args.data_dir, "orders.db"),
-             args.inventory_db or os.path.join(args.data_dir, "inventory.db"),
-             args.notifications_db or os.path.join(args.data_dir, "notifications.db"))
+    paths = (args.orders_url or args.orders_db or os.path.join(args.data_dir, "orders.db"),
+             args.inventory_url or args.inventory_db or os.path.join(args.data_dir, "inventory.db"),
+             args.notifications_url or args.notifications_db
+             or os.path.join(args.data_dir, "notifications.db"))
     try:
         results = check(read(*paths))
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, ConfigError) as exc:
         print(f"audit: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -9,6 +9,7 @@ from gunicorn.app.base import BaseApplication
 from messaging.connection import check_topology
 from messaging.runtime import freeze_startup_objects
 from messaging.service import TOPOLOGY_REFUSED, load_settings, report_refusal
+from messaging.settings import ConfigError
 from messaging.topology import QueueMismatch
 from order_service import config
 from order_service.app import create_app
@@ -38,7 +39,7 @@ class OrderServiceApplication(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        store = OrderStore(self.settings.storage.path("orders.db"), self.settings.storage)
+        store = OrderStore.open(self.settings.storage)
         background = Background(self.settings, store)
         app = create_app(self.settings, store, background.relay)
         app.extensions["background"] = background
@@ -67,7 +68,11 @@ def main() -> int:
     except QueueMismatch as exc:
         report_refusal("order-service", exc)
         return TOPOLOGY_REFUSED
-    store = OrderStore(settings.storage.path("orders.db"), settings.storage)
+    try:
+        store = OrderStore.open(settings.storage)  # creates or migrates the schema once
+    except ConfigError as exc:  # DATABASE_URL names no usable database
+        print(f"order-service: configuration error: {exc}", file=sys.stderr)
+        return 2
     store.release_claims()  # no relay runs yet: claims left by a crash are stale
     store.close()
     logger.info("OrderService starting on %s:%d with %d worker(s)", settings.host, settings.port,

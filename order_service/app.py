@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
@@ -33,7 +32,7 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
                publisher: Publisher | None = None) -> Flask:
     """Build the OrderService app; tests pass their own settings, store and publisher."""
     settings = settings or config.load()
-    store = store or OrderStore(settings.storage.path("orders.db"), settings.storage)
+    store = store or OrderStore.open(settings.storage)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["order_store"] = store
@@ -72,11 +71,13 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     def invalid(exc: InvalidRequest) -> tuple[Response, int]:
         return jsonify({"error": str(exc), "errors": exc.errors}), 400
 
-    @app.errorhandler(sqlite3.OperationalError)
-    def database_unavailable(exc: sqlite3.OperationalError) -> tuple[Response, int, dict[str, str]]:
+    def database_unavailable(exc: Exception) -> tuple[Response, int, dict[str, str]]:
         logger.error("database unavailable: %s", exc)
         return (jsonify({"error": "the order database is busy or unavailable; retry shortly",
                          "status": 503}), 503, {"Retry-After": "1"})
+
+    for transient in store.dialect.transient:  # locked or busy SQLite; a lost PostgreSQL link
+        app.register_error_handler(transient, database_unavailable)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -95,12 +96,13 @@ def _json_body() -> Any:
 
 
 def _health(store: OrderStore, publisher: Publisher | None) -> tuple[Response, int]:
-    writable = store.writable()
+    writable, backlog = store.health()
     body = {
         "status": "healthy" if writable else "unhealthy",
         "service": "order-service",
         "database": "writable" if writable else "unavailable",
         "broker": "connected" if publisher is not None and publisher.connected else "disconnected",
-        "outbox_backlog": store.outbox_backlog(),
+        "outbox_backlog": backlog,
     }
     return jsonify(body), 200 if writable else 503
+

@@ -13,7 +13,6 @@ from messaging import topology
 from messaging.consumer import ConsumeLoop
 from messaging.relay import Relay
 from messaging.service import TOPOLOGY_REFUSED, report_refusal
-from messaging.storage import is_transient
 from order_service.config import Settings
 from order_service.consumer import StatusConsumer
 from order_service.store import OrderStore
@@ -30,7 +29,7 @@ class Background:
         self.relay = Relay(settings.broker, store, name, on_refused=_refused)
         self.status = ConsumeLoop(settings.broker, topology.ORDER_STATUS,
                                   StatusConsumer(store).handle_batch, f"{name}-status",
-                                  settings.consumer, is_transient, store.count_redelivery)
+                                  settings.consumer, store.is_transient, store.count_redelivery)
         self._thread = threading.Thread(target=self._consume, name=f"{name}-status", daemon=True)
 
     def start(self) -> None:

@@ -1,4 +1,4 @@
-"""OrderService storage: orders and their outbox in one SQLite file."""
+"""OrderService storage: orders and their outbox in one database (SQLite file or PostgreSQL)."""
 from __future__ import annotations
 
 import sqlite3
@@ -6,18 +6,17 @@ import sqlite3
 from messaging import outbox
 from messaging.events import Message
 from messaging.outbox import PendingMessage
-from messaging.settings import StorageSettings
 from messaging.storage import chunks, select_in
-from messaging.store import MessagingStore
+from messaging.store import Backend, MessagingStore
 from order_service.handlers import ACCEPTED, ListQuery, Order
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq {id},
     order_id TEXT NOT NULL UNIQUE,
     user_id TEXT NOT NULL,
     item TEXT NOT NULL,
-    quantity INTEGER NOT NULL,
+    quantity {int} NOT NULL,
     status TEXT NOT NULL,
     reason TEXT,
     created_at TEXT NOT NULL,
@@ -36,9 +35,11 @@ def _order(row: sqlite3.Row) -> Order:
 class OrderStore(MessagingStore):
     """Orders, written together with their events (transactional outbox)."""
 
-    def __init__(self, path: str, settings: StorageSettings) -> None:
-        super().__init__(path, settings)
-        self.conn.executescript(SCHEMA)
+    FILENAME = "orders.db"
+
+    def __init__(self, db: Backend) -> None:
+        super().__init__(db)
+        db.migrate("orders", [SCHEMA])
 
     def add(self, order: Order, message: Message, claimant: str | None = None) -> PendingMessage:
         """Store a new order and its OrderPlaced event in one transaction; return the outbox row."""
@@ -120,9 +121,29 @@ class OrderStore(MessagingStore):
         """Tell whether a write transaction can be opened right now."""
         try:
             return self.write(lambda conn: True)
-        except sqlite3.Error:
+        except self.dialect.errors:
             return False
 
+    def health(self) -> tuple[bool, int | None]:
+        """Whether a write transaction can be opened right now, and the outbox backlog (or None).
+
+        A SQLite file can still be read while another writer holds it, so the backlog is read
+        then too; an unreachable PostgreSQL server is not asked twice.
+        """
+        writable = self.writable()
+        if not writable and not self.dialect.reads_while_locked:
+            return False, None
+        try:
+            return writable, self.outbox_backlog()
+        except self.dialect.errors:
+            return writable, None
+
     def release_claims(self) -> None:
-        """Free every outbox claim; call at start-up, before any relay runs."""
-        outbox.release_all(self.conn)
+        """Free every outbox claim; call at start-up, before any relay runs.
+
+        Only for a SQLite file, which this host's processes alone use. A PostgreSQL outbox may be
+        shared with OrderService instances that are running: their claims are theirs, and those
+        of a crashed instance are taken over once their lease has run out.
+        """
+        if self.dialect.name == "sqlite":
+            outbox.release_all(self.conn)

@@ -14,6 +14,16 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = {"order": "order_service", "inventory": "inventory_service",
            "notification": "notification_service"}
+FILENAMES = {"order": "orders.db", "inventory": "inventory.db", "notification": "notifications.db"}
+AUDIT_FLAGS = {"order": "orders", "inventory": "inventory", "notification": "notifications"}
+
+
+def test_backend() -> str:
+    """The backend the stacks of a test run use: TEST_BACKEND, `sqlite` (default) or `postgres`."""
+    backend = os.environ.get("TEST_BACKEND") or "sqlite"
+    if backend not in ("sqlite", "postgres"):
+        raise ValueError(f"TEST_BACKEND must be sqlite or postgres, got {backend!r}")
+    return backend
 
 
 def free_port() -> int:
@@ -24,17 +34,37 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """One service process: `python -m <module>` with its own data dir, port and log file."""
+    """One service process: `python -m <module>` with its own data dir (or database), port and log.
 
-    def __init__(self, name: str, env: dict[str, str], workdir: Path) -> None:
+    With a `database_url` the service keeps its store in that PostgreSQL database, else in
+    a SQLite file in its data dir.
+    """
+
+    def __init__(self, name: str, env: dict[str, str], workdir: Path,
+                 database_url: str | None = None) -> None:
         self.name, self.module = name, MODULES[name]
         self.port = free_port()
         self.data_dir = workdir / name
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{name}.log"
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env, "PORT": str(self.port),
+        self.database_url = database_url
+        environment = {**os.environ}
+        environment.pop("DATABASE_URL", None)  # never a database the test did not give it
+        self.env = {**environment, "PYTHONUNBUFFERED": "1", **env, "PORT": str(self.port),
                     "DATA_DIR": str(self.data_dir)}
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
         self.process: subprocess.Popen | None = None
+
+    @property
+    def store(self) -> str:
+        """Where its store is: the PostgreSQL URL, or the path of its SQLite file."""
+        return self.database_url or str(self.data_dir / FILENAMES[self.name])
+
+    def audit_args(self) -> list[str]:
+        """The `python -m ops.audit` arguments that name this service's store."""
+        flag = AUDIT_FLAGS[self.name]
+        return [f"--{flag}-url" if self.database_url else f"--{flag}-db", self.store]
 
     @property
     def url(self) -> str:
@@ -104,13 +134,29 @@ class ServiceProcess:
 
 
 class Stack:
-    """The three services in one vhost, each with its own data directory."""
+    """The three services in one vhost, each with its own data directory or database.
 
-    def __init__(self, vhost: str, workdir: Path, **env: str) -> None:
+    `backend` is `sqlite` (a file in each data directory) or `postgres` (a fresh database per
+    service, dropped by `close()`); by default the one TEST_BACKEND names.
+    """
+
+    def __init__(self, vhost: str, workdir: Path, backend: str | None = None, **env: str) -> None:
         base = {"RABBITMQ_VHOST": vhost, "RABBITMQ_HOST": "127.0.0.1",
                 "INVENTORY_SUCCESS_RATE": "1.0", **env}
         self.vhost, self.workdir = vhost, workdir
-        self.services = {name: ServiceProcess(name, base, workdir) for name in MODULES}
+        self.backend = backend or test_backend()
+        self._databases: list[str] = []
+        if self.backend == "postgres":
+            from stack import postgres  # psycopg only for a PostgreSQL stack
+
+            self._databases = [postgres.create_database(f"stack_{name}") for name in MODULES]
+        urls = dict(zip(MODULES, self._databases, strict=False))
+        self.services = {name: ServiceProcess(name, base, workdir, urls.get(name))
+                         for name in MODULES}
+
+    def audit_args(self) -> list[str]:
+        """The `python -m ops.audit` arguments that name the three stores."""
+        return [arg for service in self.services.values() for arg in service.audit_args()]
 
     def __getitem__(self, name: str) -> ServiceProcess:
         return self.services[name]
@@ -138,3 +184,9 @@ class Stack:
                     service.kill()
             else:
                 service.kill()
+        if self._databases:
+            from stack import postgres
+
+            for url in self._databases:
+                postgres.drop_database(url)
+            self._databases = []

@@ -49,11 +49,14 @@ def vhost(broker: Broker) -> Iterator[str]:
 
 @pytest.fixture
 def make_stack(vhost: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
-    """Factory: a Stack of real service processes in this test's vhost; all stopped afterwards."""
+    """Factory: a Stack of real service processes in this test's vhost; all stopped afterwards.
+
+    Its stores are on the backend TEST_BACKEND names (sqlite by default) unless `backend` is given.
+    """
     stacks: list[Stack] = []
 
-    def make(**env: str) -> Stack:
-        stack = Stack(vhost, tmp_path / f"stack{len(stacks)}", **env)
+    def make(backend: str | None = None, **env: str) -> Stack:
+        stack = Stack(vhost, tmp_path / f"stack{len(stacks)}", backend, **env)
         stacks.append(stack)
         return stack
 

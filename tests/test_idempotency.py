@@ -72,7 +72,7 @@ def test_crash_between_commit_and_ack_does_not_reserve_twice(make_stack, broker)
     committed and acked, and the next batch is everything that arrived meanwhile.
     """
     count = 20
-    stack = make_stack(RABBITMQ_BLOCKED_TIMEOUT="600", TRANSIENT_RETRY_LIMIT="100",
+    stack = make_stack("sqlite", RABBITMQ_BLOCKED_TIMEOUT="600", TRANSIENT_RETRY_LIMIT="100",
                        TRANSIENT_RETRY_DELAY="0", SQLITE_BUSY_TIMEOUT_MS="300").start("inventory")
     inventory = stack["inventory"]
 

@@ -16,6 +16,7 @@ import pika.exceptions
 import requests
 
 from messaging import events, topology
+from messaging.dialect import is_transient
 from ops import audit
 from stack.broker import Broker
 from stack.processes import ROOT, Stack
@@ -95,9 +96,7 @@ def memory_alarm() -> Iterator[None]:
 
 
 def snapshot(stack: Stack) -> audit.Snapshot:
-    return audit.read(str(stack["order"].data_dir / "orders.db"),
-                      str(stack["inventory"].data_dir / "inventory.db"),
-                      str(stack["notification"].data_dir / "notifications.db"))
+    return audit.read(stack["order"].store, stack["inventory"].store, stack["notification"].store)
 
 
 def _settling(exc: BaseException) -> bool:
@@ -106,7 +105,7 @@ def _settling(exc: BaseException) -> bool:
         return True  # the broker is not accepting connections yet (it is starting after a fault)
     # A store is being written (or its WAL recovered by a restarted service) as we read it.
     return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc))
+        "locked" in str(exc) or "busy" in str(exc)) or is_transient(exc)
 
 
 def settled(stack: Stack, broker: Broker, accepted: list[str]) -> bool:
@@ -119,7 +118,7 @@ def settled(stack: Stack, broker: Broker, accepted: list[str]) -> bool:
             return False
         return all(broker.depth(stack.vhost, q) == 0
                    for q in ("order-events", "inventory-events", "order-status"))
-    except (pika.exceptions.AMQPConnectionError, sqlite3.OperationalError) as exc:
+    except Exception as exc:  # told apart by _settling
         if not _settling(exc):
             raise
         return False
@@ -199,10 +198,7 @@ def settle_and_audit(stack: Stack, broker: Broker, accepted: list[str], figures:
     notified_twice = sorted(o for o, n in notifications_per_order(stack).items() if n > 1)
     figures.duplicated = len(decided_twice) + len(notified_twice)
     result = subprocess.run(
-        [sys.executable, "-m", "ops.audit",
-         "--orders-db", str(stack["order"].data_dir / "orders.db"),
-         "--inventory-db", str(stack["inventory"].data_dir / "inventory.db"),
-         "--notifications-db", str(stack["notification"].data_dir / "notifications.db")],
+        [sys.executable, "-m", "ops.audit", *stack.audit_args()],
         capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert figures.lost == 0

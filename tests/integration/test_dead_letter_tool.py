@@ -29,7 +29,7 @@ def lock(path) -> sqlite3.Connection:
 
 
 def test_locked_database_is_retried_then_dead_lettered_and_replay_completes_the_order(make_stack, broker):
-    stack = make_stack(**FAST_RETRIES).start()
+    stack = make_stack("sqlite", **FAST_RETRIES).start()
     holder = lock(stack["inventory"].data_dir / "inventory.db")
     try:
         order_id = post_order(stack.order_url, item="Noodles")["order_id"]
@@ -91,7 +91,7 @@ def test_replayed_poison_returns_to_the_dlq_once_and_never_cycles(make_stack, br
 
 def test_message_redelivered_past_the_limit_is_dead_lettered(make_stack, broker):
     """A message whose processing keeps dying with the process must not be redelivered forever."""
-    stack = make_stack(REDELIVERY_LIMIT="1", TRANSIENT_RETRY_LIMIT="100",
+    stack = make_stack("sqlite", REDELIVERY_LIMIT="1", TRANSIENT_RETRY_LIMIT="100",
                        TRANSIENT_RETRY_DELAY="0.2", SQLITE_BUSY_TIMEOUT_MS="100").start("inventory")
     holder = lock(stack["inventory"].data_dir / "inventory.db")
     try:

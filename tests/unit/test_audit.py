@@ -1,7 +1,6 @@
 """The audit's invariants on hand-made snapshots, and `read` and the command on real stores."""
 from __future__ import annotations
 
-import sqlite3
 import uuid
 
 import pytest
@@ -89,37 +88,40 @@ class DisconnectedRelay:
 
 
 @pytest.fixture
-def paths(storage, order_store, inventory_store, notification_store) -> list[str]:
+def paths(storage, store_settings, order_store, inventory_store, notification_store) -> list[str]:
     """Real stores: one order reserved by InventoryService and notified by NotificationService."""
     event = order_placed(quantity=1)
     InventoryConsumer(inventory_store, 1.0, DisconnectedRelay()).handle_batch(
         [delivery(events.encode(event))])
     [pending] = outbox.claim(inventory_store.conn, "test", 10, -1.0)
     NotificationConsumer(notification_store).handle_batch([delivery(pending.message.body)])
-    return [storage.path(name) for name in ("orders.db", "inventory.db", "notifications.db")]
+    return [store_settings(name).database_url or storage.path(name)
+            for name in ("orders.db", "inventory.db", "notifications.db")]
 
 
-def notify_another_result(notifications_db: str) -> None:
+def notify_another_result(notification_store) -> None:
     """Rewrite the notification as if it had been sent for another decision's result."""
-    conn = sqlite3.connect(notifications_db)
-    with conn:
-        conn.execute("UPDATE notifications SET event_id = ?", (str(uuid.uuid4()),))
-    conn.close()
+    notification_store.write(lambda conn: conn.execute("UPDATE notifications SET event_id = ?",
+                                                       (str(uuid.uuid4()),)))
 
 
-def test_read_takes_each_decision_and_notification_from_the_stores(paths, inventory_store):
+def test_read_takes_each_decision_and_notification_from_the_stores(paths, inventory_store,
+                                                                  notification_store):
     snap = audit.read(*paths)
     [(order_id, event_id)] = snap.answered.items()
     assert inventory_store.outcomes() == {order_id: "reserved"}
     assert snap.notified == {order_id: result_event_id(event_id)}
     assert verdicts(snap)[ANSWERS].ok
 
-    notify_another_result(paths[2])
+    notify_another_result(notification_store)
     assert not verdicts(audit.read(*paths))[ANSWERS].ok
 
 
-def test_the_command_exits_1_and_names_the_broken_invariant(paths, capsys):
-    notify_another_result(paths[2])
-    assert audit.main(["--orders-db", paths[0], "--inventory-db", paths[1],
-                       "--notifications-db", paths[2]]) == 1
+def test_the_command_exits_1_and_names_the_broken_invariant(paths, notification_store, capsys):
+    notify_another_result(notification_store)
+    if paths[0].startswith("postgresql://"):
+        args = ["--orders-url", paths[0], "--inventory-url", paths[1], "--notifications-url", paths[2]]
+    else:
+        args = ["--orders-db", paths[0], "--inventory-db", paths[1], "--notifications-db", paths[2]]
+    assert audit.main(args) == 1
     assert f"[BROKEN] {ANSWERS}: 1 checked, 1 for another decision" in capsys.readouterr().out

@@ -13,7 +13,7 @@ from messaging import consumer, dead_lettering, topology
 from messaging.consumer import ConsumeLoop
 from messaging.delivery import Delivery, Rejection
 from messaging.settings import BrokerSettings, ConsumerSettings
-from messaging.storage import is_transient
+from messaging.storage import Database, is_transient
 from messaging.store import MessagingStore
 from tests.unit.fake_pika import (
     IDLE,
@@ -68,7 +68,7 @@ def locked() -> sqlite3.OperationalError:
 
 @pytest.fixture
 def store(storage) -> Iterator[MessagingStore]:
-    db = MessagingStore(storage.path("consumer.db"), storage)
+    db = MessagingStore(Database(storage.path("consumer.db"), storage))
     yield db
     db.close()
 

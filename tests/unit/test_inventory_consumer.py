@@ -1,6 +1,7 @@
 """InventoryService's store and batch handler with a real temporary SQLite file (no broker)."""
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -213,6 +214,14 @@ def test_stock_levels_stay_consistent(inventory_store, consumer):
     assert levels(inventory_store)["Pizza"]["reserved"] == 4
 
 
+def test_stock_levels_are_plain_json_integers(inventory_store, consumer):
+    """GET /stock serialises them as they are (a PostgreSQL SUM would be a Decimal)."""
+    consumer.handle_batch([delivery(placed(order_placed(item="Burger", quantity=3)))])
+    [burger, pizza] = json.loads(json.dumps(inventory_store.stock_levels()))
+    assert burger == {"item": "Burger", "initial": 10, "available": 7, "reserved": 3}
+    assert pizza == {"item": "Pizza", "initial": 5, "available": 5, "reserved": 0}
+
+
 def test_a_failed_batch_changes_nothing(inventory_store, consumer, monkeypatch):
     def explode(*_args):
         raise RuntimeError("disk on fire")
@@ -228,18 +237,18 @@ def test_a_failed_batch_changes_nothing(inventory_store, consumer, monkeypatch):
     assert inventory_store.outcomes() == {event.order_id: "reserved"}
 
 
-def test_count_redelivery_is_durable(inventory_store, storage):
+def test_count_redelivery_is_durable(inventory_store, store_settings):
     assert inventory_store.count_redelivery("id:abc") == 2
     assert inventory_store.count_redelivery("id:abc") == 3
-    reopened = InventoryStore(storage.path("inventory.db"), storage)
+    reopened = InventoryStore.open(store_settings("inventory.db"))
     assert reopened.count_redelivery("id:abc") == 4
     reopened.close()
 
 
-def test_state_survives_reopening_the_store(inventory_store, consumer, storage, wakes):
+def test_state_survives_reopening_the_store(inventory_store, consumer, store_settings, wakes):
     event = order_placed(quantity=1)
     consumer.handle_batch([delivery(placed(event))])
-    reopened = InventoryStore(storage.path("inventory.db"), storage)
+    reopened = InventoryStore.open(store_settings("inventory.db"))
     InventoryConsumer(reopened, 1.0, wakes).handle_batch([delivery(placed(event))])
     assert available(reopened) == 9
     assert reopened.outbox_backlog() == 1

@@ -108,11 +108,11 @@ def test_poison_is_rejected_and_sends_nothing(consumer, notification_store, capl
     assert len(sent_lines(caplog)) == 1
 
 
-def test_dedup_survives_reopening_the_store(consumer, notification_store, storage, caplog):
+def test_dedup_survives_reopening_the_store(consumer, notification_store, store_settings, caplog):
     caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
     body = events.encode(inventory_result())
     consumer.handle_batch([delivery(body)])
-    reopened = NotificationStore(storage.path("notifications.db"), storage)
+    reopened = NotificationStore.open(store_settings("notifications.db"))
     NotificationConsumer(reopened).handle_batch([delivery(body, redelivered=True)])
     assert reopened.count() == 1
     assert len(sent_lines(caplog)) == 1

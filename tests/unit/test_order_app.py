@@ -46,7 +46,7 @@ def settings(tmp_path: Path) -> config.Settings:
 
 @pytest.fixture
 def store(settings: config.Settings) -> Iterator[OrderStore]:
-    store = OrderStore(settings.storage.path("orders.db"), settings.storage)
+    store = OrderStore.open(settings.storage)
     yield store
     store.close()
 
@@ -348,7 +348,7 @@ def test_health_without_a_publisher_reports_broker_disconnected(settings, store)
 
 def test_health_is_503_when_the_database_cannot_be_written(client, store):
     post(client)
-    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker = sqlite3.connect(store.db.path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
         response = client.get("/health")
@@ -363,7 +363,7 @@ def test_health_is_503_when_the_database_cannot_be_written(client, store):
 
 
 def test_post_while_the_database_is_locked_is_a_503_json_and_stores_nothing(client, store):
-    holder = store.connect()
+    holder = store.db.connect()
     holder.execute("BEGIN IMMEDIATE")
     try:
         response = post(client)

@@ -251,7 +251,7 @@ def test_release_without_a_delay_frees_the_row_outright(db):
 
 
 def test_sqlite_outbox_reports_a_database_error_as_outbox_unavailable(storage):
-    store = MessagingStore(storage.path("gone.db"), storage)
+    store = MessagingStore(Database(storage.path("gone.db"), storage))
     view = store.outbox_for("relay-a")
     store.conn.execute("DROP TABLE outbox")
     with pytest.raises(outbox.OutboxUnavailable, match="^no such table: outbox$") as raised:

@@ -15,6 +15,7 @@ from messaging.events import Message
 from messaging.outbox import PendingMessage
 from messaging.relay import Relay
 from messaging.settings import BrokerSettings
+from messaging.storage import Database
 from messaging.store import MessagingStore
 from tests.unit.fake_pika import FakeClock, FakeEvent, FakeSelectConnection, Probe
 
@@ -25,7 +26,7 @@ def message(n: int) -> Message:
 
 @pytest.fixture
 def store(storage) -> Iterator[MessagingStore]:
-    db = MessagingStore(storage.path("relay.db"), storage)
+    db = MessagingStore(Database(storage.path("relay.db"), storage))
     yield db
     db.close()
 

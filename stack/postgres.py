@@ -1,0 +1,61 @@
+"""Fresh PostgreSQL databases for tests and local stacks, created and dropped by name.
+
+Only databases made here are dropped here: their names carry a prefix and a random suffix, and
+the server may be shared with other people's databases.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def admin_url() -> str:
+    """Where to create databases: TEST_POSTGRES_URL, or the local server as user postgres."""
+    return os.environ.get("TEST_POSTGRES_URL") or ADMIN_URL
+
+
+def url_for(name: str, base: str | None = None) -> str:
+    """The URL of database `name` on the server of `base` (the admin URL by default)."""
+    parts = urlsplit(base or admin_url())
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+def create_database(prefix: str = "test") -> str:
+    """Create an empty database with a unique name; return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return url_for(name)
+
+
+def database_name(url: str) -> str:
+    """The database a URL names."""
+    return urlsplit(url).path.lstrip("/")
+
+
+def drop_database(url: str) -> None:
+    """Drop the database at `url`, closing whatever is still connected to it."""
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(database_name(url))))
+
+
+def cut_connections(url: str) -> int:
+    """Terminate every session connected to the database at `url`; return how many."""
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()", (database_name(url),)).fetchone()[0]
+
+
+def allow_connections(url: str, allowed: bool) -> None:
+    """Let sessions connect to the database at `url`, or refuse every new one."""
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(database_name(url)), sql.Literal(allowed)))
