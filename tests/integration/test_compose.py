@@ -1,7 +1,9 @@
-"""Static checks of how the system is shipped: docker-compose.yml, the Dockerfile and the Procfile.
+"""Static checks of how the system is shipped: docker-compose.yml (with docker-compose.cluster.yml),
+the files they mount, .env.example, the Dockerfile and the Procfile.
 
 No broker and no container engine needed: `docker-compose config` validates and normalises the
-compose file offline, the Dockerfile is read with each service's build arguments as Docker reads
+compose files offline (with the default credentials, or with others from an env file or the
+environment), the Dockerfile is read with each service's build arguments as Docker reads
 it, and its CMD and each health check command are run here (against a stub `python` and a stub
 /health server).
 """
@@ -17,12 +19,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -31,33 +35,63 @@ from notification_service import config as notification_config
 from order_service import config as order_config
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = {  # compose service -> (module, port, container_name, config loader)
-    "order_service": ("order_service", 8101, "async_order_service", order_config.load),
-    "inventory_service": ("inventory_service", 8102, None, inventory_config.load),
-    "notification_service": ("notification_service", 8103, "async_notification_service",
+APPS = {  # compose service -> (module, port, database, config loader); none has a container_name
+    "order_service": ("order_service", 8101, "orders", order_config.load),
+    "inventory_service": ("inventory_service", 8102, "inventory", inventory_config.load),
+    "notification_service": ("notification_service", 8103, "notifications",
                              notification_config.load),
 }
-# Every variable some service reads; a name outside this set in the compose file is a typo.
+BASE = ("docker-compose.yml",)
+CLUSTER = ("docker-compose.yml", "docker-compose.cluster.yml")
+# Every variable some service reads (checked against the code below); a name outside this set in
+# the compose files is a typo.
 KNOWN_VARIABLES = {
     "RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_USER", "RABBITMQ_PASSWORD", "RABBITMQ_VHOST",
-    "RABBITMQ_HEARTBEAT", "RABBITMQ_BLOCKED_TIMEOUT", "DATA_DIR", "PORT", "HOST", "LOG_LEVEL",
+    "RABBITMQ_HEARTBEAT", "RABBITMQ_BLOCKED_TIMEOUT", "RABBITMQ_QUEUE_TYPE", "DATABASE_URL",
+    "DATA_DIR", "PORT", "HOST", "LOG_LEVEL",
     "INVENTORY_SUCCESS_RATE", "INVENTORY_INITIAL_STOCK", "INVENTORY_MENU", "WEB_CONCURRENCY",
     "WEB_THREADS", "GRACEFUL_TIMEOUT", "PREFETCH_COUNT", "BATCH_SIZE", "TRANSIENT_RETRY_LIMIT",
     "TRANSIENT_RETRY_DELAY", "REDELIVERY_LIMIT", "SQLITE_SYNCHRONOUS", "SQLITE_BUSY_TIMEOUT_MS",
 }
-BROKER_VARIABLES = {"RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_USER", "RABBITMQ_PASSWORD",
-                    "RABBITMQ_VHOST", "DATA_DIR", "PORT"}
+# What compose must set on every service: where the broker and the database are, how to log in,
+# which queue type, which port.
+REQUIRED_VARIABLES = {"RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_USER", "RABBITMQ_PASSWORD",
+                      "RABBITMQ_VHOST", "RABBITMQ_QUEUE_TYPE", "DATABASE_URL", "DATA_DIR", "PORT"}
+# The variables compose takes the credentials from (a .env file or the environment may set them).
+CREDENTIALS = ("RABBITMQ_USER", "RABBITMQ_PASSWORD", "POSTGRES_USER", "POSTGRES_PASSWORD",
+               "RABBITMQ_ERLANG_COOKIE")
+OTHER_CREDENTIALS = {"RABBITMQ_USER": "ops-user", "RABBITMQ_PASSWORD": "s3cret-amqp",
+                     "POSTGRES_USER": "ops-db", "POSTGRES_PASSWORD": "s3cret-sql",
+                     "RABBITMQ_ERLANG_COOKIE": "another-cookie-of-some-length"}
 TO_JSON = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
 
 
-def docker_compose(*args: str) -> subprocess.CompletedProcess:
-    """Run docker-compose on our compose file, or skip when it is not installed."""
+def docker_compose(*args: str, files: tuple[str, ...] = BASE, env_file: Path | None = None,
+                   environ: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run docker-compose on our compose files, or skip when it is not installed.
+
+    The credentials come from `env_file` and `environ` only: never from the caller's environment
+    or a developer's own .env (an empty env file stands in for it)."""
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose is not installed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    return subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("COMPOSE_") and k not in CREDENTIALS}
+    env.update(environ or {})
+    with tempfile.TemporaryDirectory() as empty:
+        if env_file is None:
+            env_file = Path(empty) / "empty.env"
+            env_file.write_text("")
+        selected = [arg for name in files for arg in ("-f", str(ROOT / name))]
+        return subprocess.run([binary, "--env-file", str(env_file), *selected, *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+
+
+def resolved(files: tuple[str, ...] = BASE, **kwargs: Any) -> dict[str, Any]:
+    """The compose files as docker-compose resolves them."""
+    result = docker_compose("config", files=files, **kwargs)
+    assert result.returncode == 0, result.stderr
+    return load_yaml(result.stdout)
 
 
 def load_yaml(text: str) -> Any:
@@ -76,10 +110,20 @@ def load_yaml(text: str) -> Any:
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    """The compose file as docker-compose resolves it."""
-    result = docker_compose("config")
-    assert result.returncode == 0, result.stderr
-    return load_yaml(result.stdout)
+    """docker-compose.yml as docker-compose resolves it, with the default credentials."""
+    return resolved(BASE)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict[str, Any]:
+    """docker-compose.yml with docker-compose.cluster.yml, with the default credentials."""
+    return resolved(CLUSTER)
+
+
+@pytest.fixture(scope="module", params=["single broker", "cluster"])
+def either(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Each way of running the system, resolved with the default credentials."""
+    return resolved(BASE if request.param == "single broker" else CLUSTER)
 
 
 def seconds(duration: str) -> float:
@@ -95,38 +139,164 @@ def published(service: dict[str, Any]) -> set[tuple[int, int]]:
     return {(int(p["published"]), int(p["target"])) for p in service.get("ports", [])}
 
 
-def test_compose_file_is_valid() -> None:
-    result = docker_compose("config", "-q")
+def brokers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The RabbitMQ services (one, or the cluster's nodes)."""
+    return {name: service for name, service in compose["services"].items()
+            if service.get("image", "").startswith("rabbitmq:")}
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> source of each volume or bind mount of a service."""
+    return {parts[1]: parts[0] for parts in (v.split(":") for v in service.get("volumes", []))}
+
+
+def read_variables() -> set[str]:
+    """Every variable the services' code reads: the name given to env_str/env_int/env_float/
+    env_choice or to env.get / os.environ.get, in messaging/ and the three service packages."""
+    readers = {"env_str", "env_int", "env_float", "env_choice", "_env_number"}
+    found = set()
+    for package in ("messaging", *APPS):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+                index = 1 if name in readers else 0 if name == "get" else None
+                if index is None or len(node.args) <= index:
+                    continue
+                argument = node.args[index]
+                if isinstance(argument, ast.Constant) and isinstance(argument.value, str) \
+                        and re.fullmatch(r"[A-Z][A-Z0-9_]+", argument.value):
+                    found.add(argument.value)
+    return found
+
+
+def interpolated(*files: str) -> dict[str, set[str]]:
+    """Each ${VAR:-default} (or ${VAR}) in the compose files: VAR -> the defaults it is given."""
+    found: dict[str, set[str]] = {}
+    for name in files:
+        for var, default in re.findall(r"\$\{(\w+)(?::-([^}]*))?\}", (ROOT / name).read_text()):
+            found.setdefault(var, set()).add(default)
+    return found
+
+
+@pytest.mark.parametrize("files", [BASE, CLUSTER], ids=["single broker", "cluster"])
+@pytest.mark.parametrize("source", ["defaults", "env file", "environment", ".env.example"])
+def test_compose_files_are_valid(files: tuple[str, ...], source: str, tmp_path: Path) -> None:
+    kwargs: dict[str, Any] = {}
+    if source == "env file":
+        kwargs["env_file"] = tmp_path / "override.env"
+        kwargs["env_file"].write_text("".join(f"{k}={v}\n" for k, v in OTHER_CREDENTIALS.items()))
+    elif source == "environment":
+        kwargs["environ"] = OTHER_CREDENTIALS
+    elif source == ".env.example":
+        kwargs["env_file"] = ROOT / ".env.example"
+    result = docker_compose("config", "-q", files=files, **kwargs)
     assert result.returncode == 0, result.stderr
+    assert "is not set" not in result.stderr, result.stderr
 
 
-def test_services_and_published_ports(compose: dict[str, Any]) -> None:
+def test_services_and_published_ports(compose: dict[str, Any], cluster: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"rabbitmq", *APPS}
+    assert set(services) == {"rabbitmq", "postgres", "order_gateway", *APPS}
+    assert set(cluster["services"]) == {*services, "rabbitmq-2", "rabbitmq-3"}
     assert published(services["rabbitmq"]) == {(5672, 5672), (15672, 15672)}
-    assert published(services["order_service"]) == {(8101, 8101)}
-    assert published(services["notification_service"]) == {(8103, 8103)}
-    assert published(services["inventory_service"]) == set(), "replicas cannot share a host port"
-    assert "8102" in [str(port) for port in services["inventory_service"].get("expose", [])]
-
-
-def test_rabbitmq_is_persistent_and_really_health_checked(compose: dict[str, Any]) -> None:
-    rabbitmq = compose["services"]["rabbitmq"]
-    assert rabbitmq["image"] == "rabbitmq:3.10-management"
-    assert rabbitmq.get("hostname"), "the node name, and with it the data directory, follows it"
-    volume = next(v for v in rabbitmq["volumes"] if v.split(":")[1] == "/var/lib/rabbitmq")
-    assert volume.split(":")[0] in compose["volumes"]
-    assert "rabbitmq-diagnostics" in rabbitmq["healthcheck"]["test"]
-    assert rabbitmq["restart"] == "unless-stopped"
+    assert published(services["order_gateway"]) == {(8101, 8101)}, "the spec's OrderService port"
+    assert published(services["postgres"]) == set(), "a local PostgreSQL may hold 5432"
+    for name in ("rabbitmq-2", "rabbitmq-3"):
+        assert published(cluster["services"][name]) == set()
+    for name, (_, port, _, _) in APPS.items():
+        assert str(port) in [str(p) for p in services[name].get("expose", [])]
 
 
 @pytest.mark.parametrize("name", APPS)
-def test_service_waits_for_a_healthy_broker_and_restarts(compose: dict[str, Any],
-                                                         name: str) -> None:
-    service = compose["services"][name]
-    _, _, container_name, load = APPS[name]
-    assert service.get("container_name") == container_name
-    assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+def test_every_service_can_be_scaled(either: dict[str, Any], name: str) -> None:
+    """`--scale name=N` starts N containers: none may have a fixed name or host port."""
+    service = either["services"][name]
+    assert "container_name" not in service
+    assert "ports" not in service, "replicas cannot share a host port"
+    assert "hostname" not in service
+    assert not [source for source in mounts(service).values() if not source.startswith("/")], \
+        "the store is the service's PostgreSQL database, not a volume"
+
+
+def test_gateway_publishes_every_order_service_replica_on_8101(compose: dict[str, Any]) -> None:
+    gateway = compose["services"]["order_gateway"]
+    assert gateway["depends_on"]["order_service"]["condition"] == "service_healthy"
+    config_file = Path(mounts(gateway)["/etc/nginx/conf.d/default.conf"])
+    assert config_file == ROOT / "compose" / "order-gateway" / "nginx.conf"
+    text = re.sub(r"#.*", "", config_file.read_text())
+    assert re.search(r"^\s*listen\s+8101;", text, re.M)
+    # Resolved per request through Docker's DNS, so it reaches the replicas --scale adds.
+    assert re.search(r"^\s*resolver\s+127\.0\.0\.11\b", text, re.M)
+    upstream = re.search(r"set\s+\$(\w+)\s+http://order_service:8101;", text)
+    assert upstream and re.search(rf"proxy_pass\s+\${upstream[1]};", text)
+    assert "non_idempotent" not in text, "a POST that reached a replica must not be sent again"
+
+
+def test_rabbitmq_is_persistent_and_really_health_checked(either: dict[str, Any]) -> None:
+    volumes = []
+    for rabbitmq in brokers(either).values():
+        assert rabbitmq["image"] == "rabbitmq:3.10-management"
+        assert rabbitmq.get("hostname"), "the node name, and with it the data directory, follows it"
+        volumes.append(mounts(rabbitmq)["/var/lib/rabbitmq"])
+        assert volumes[-1] in either["volumes"]
+        assert "rabbitmq-diagnostics" in rabbitmq["healthcheck"]["test"]
+        assert rabbitmq["restart"] == "unless-stopped"
+    assert len(set(volumes)) == len(volumes), "each node has its own data"
+
+
+def test_postgres_creates_one_database_per_service_and_is_health_checked(
+        compose: dict[str, Any]) -> None:
+    postgres = compose["services"]["postgres"]
+    assert postgres["image"].split(":")[0] == "postgres"
+    assert mounts(postgres)["/var/lib/postgresql/data"] in compose["volumes"]
+    init = [source for target, source in mounts(postgres).items()
+            if target.startswith("/docker-entrypoint-initdb.d/")]
+    assert [Path(source) for source in init] == [ROOT / "compose" / "postgres" / "init-databases.sql"]
+    assert init_script_databases() == {database for _, _, database, _ in APPS.values()}
+    test = postgres["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"]
+    # Over TCP: the image's server during initialisation listens on the Unix socket only.
+    assert test[test.index("-h") + 1] == "127.0.0.1"
+    assert postgres["restart"] == "unless-stopped"
+
+
+def init_script_databases() -> set[str]:
+    """The databases the init script creates; it may do nothing else."""
+    text = re.sub(r"--[^\n]*", "", (ROOT / "compose" / "postgres" / "init-databases.sql").read_text())
+    statements = [s.strip() for s in text.split(";") if s.strip()]
+    created = [re.fullmatch(r"CREATE\s+DATABASE\s+(\w+)", s, re.I) for s in statements]
+    assert all(created), statements
+    names = [m[1] for m in created if m]
+    assert len(names) == len(set(names))
+    return set(names)
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_service_uses_its_own_database_with_the_servers_credentials(either: dict[str, Any],
+                                                                    name: str) -> None:
+    _, _, database, load = APPS[name]
+    postgres = either["services"]["postgres"]["environment"]
+    url = load(either["services"][name]["environment"]).storage.database_url
+    assert url is not None
+    parts = urlsplit(url)
+    assert parts.scheme == "postgresql"
+    assert (parts.hostname, parts.port) == ("postgres", 5432)
+    assert (parts.username, parts.password) == (postgres["POSTGRES_USER"],
+                                                postgres["POSTGRES_PASSWORD"])
+    assert parts.path == f"/{database}"
+    assert database in init_script_databases()
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_service_waits_for_a_healthy_broker_and_database_and_restarts(
+        either: dict[str, Any], name: str) -> None:
+    service = either["services"][name]
+    _, _, _, load = APPS[name]
+    assert set(service["depends_on"]) == {*brokers(either), "postgres"}
+    assert all(d["condition"] == "service_healthy" for d in service["depends_on"].values())
     assert service["restart"] == "unless-stopped"
     assert service["build"]["dockerfile"] == "Dockerfile"
     assert "command" not in service and "entrypoint" not in service, "the image's CMD must run"
@@ -137,28 +307,150 @@ def test_service_waits_for_a_healthy_broker_and_restarts(compose: dict[str, Any]
         assert grace > load(service["environment"]).graceful_timeout
 
 
+def test_known_variables_are_those_the_code_reads() -> None:
+    assert read_variables() == KNOWN_VARIABLES
+
+
 @pytest.mark.parametrize("name", APPS)
-def test_environment_is_one_the_service_accepts(compose: dict[str, Any], name: str) -> None:
-    environment = compose["services"][name]["environment"]
+def test_environment_is_one_the_service_accepts(either: dict[str, Any], name: str) -> None:
+    environment = either["services"][name]["environment"]
     _, port, _, load = APPS[name]
-    assert set(environment) >= BROKER_VARIABLES
+    assert set(environment) >= REQUIRED_VARIABLES
     assert set(environment) <= KNOWN_VARIABLES
     settings = load(environment)  # raises ConfigError on a bad value
     assert settings.port == port
-    assert settings.broker.host == "rabbitmq"
     assert settings.storage.data_dir == "/data"
+    nodes = sorted(service["hostname"] for service in brokers(either).values())
+    assert sorted(host for host, _ in settings.broker.nodes) == nodes
+    assert all(port == 5672 for _, port in settings.broker.nodes)
+    assert settings.broker.queue_type == ("quorum" if len(nodes) > 1 else "classic")
     if name == "inventory_service":
         assert settings.success_rate == 0.9
 
 
-@pytest.mark.parametrize("name", APPS)
-def test_data_lives_in_a_named_volume(compose: dict[str, Any], name: str) -> None:
-    mounts = [v.split(":") for v in compose["services"][name]["volumes"]]
-    sources = [source for source, target, *_ in mounts if target == "/data"]
-    assert len(sources) == 1 and sources[0] in compose["volumes"]
-    others = {m[0] for other in APPS if other != name for m in
-              (v.split(":") for v in compose["services"][other]["volumes"])}
-    assert sources[0] not in others, "each service has its own database"
+def credentials(compose: dict[str, Any]) -> dict[str, set[str]]:
+    """Every value compose gives each credential, gathered from every container."""
+    found: dict[str, set[str]] = {}
+
+    def add(key: str, value: str | None) -> None:
+        found.setdefault(key, set()).add(value or "")
+
+    for name, service in compose["services"].items():
+        environment = service.get("environment", {})
+        if name in brokers(compose):
+            add("RABBITMQ_USER", environment.get("RABBITMQ_DEFAULT_USER"))
+            add("RABBITMQ_PASSWORD", environment.get("RABBITMQ_DEFAULT_PASS"))
+            if len(brokers(compose)) > 1:
+                add("RABBITMQ_ERLANG_COOKIE", environment.get("RABBITMQ_ERLANG_COOKIE"))
+        elif name == "postgres":
+            add("POSTGRES_USER", environment.get("POSTGRES_USER"))
+            add("POSTGRES_PASSWORD", environment.get("POSTGRES_PASSWORD"))
+            test = service["healthcheck"]["test"]
+            add("POSTGRES_USER", test[test.index("-U") + 1])
+        elif name in APPS:
+            add("RABBITMQ_USER", environment.get("RABBITMQ_USER"))
+            add("RABBITMQ_PASSWORD", environment.get("RABBITMQ_PASSWORD"))
+            url = urlsplit(environment.get("DATABASE_URL", ""))
+            add("POSTGRES_USER", url.username)
+            add("POSTGRES_PASSWORD", url.password)
+    return found
+
+
+@pytest.mark.parametrize("files", [BASE, CLUSTER], ids=["single broker", "cluster"])
+def test_default_credentials_are_shared_and_not_guest(files: tuple[str, ...]) -> None:
+    found = credentials(resolved(files))
+    assert all(len(values) == 1 for values in found.values()), found
+    value = {key: next(iter(values)) for key, values in found.items()}
+    assert all(value.values()), value
+    assert (value["RABBITMQ_USER"], value["RABBITMQ_PASSWORD"]) != ("guest", "guest")
+    assert value["RABBITMQ_USER"] != "guest", "RabbitMQ lets guest in from its own host only"
+
+
+@pytest.mark.parametrize("files", [BASE, CLUSTER], ids=["single broker", "cluster"])
+@pytest.mark.parametrize("source", ["env file", "environment"])
+def test_credentials_come_from_the_variables(files: tuple[str, ...], source: str,
+                                             tmp_path: Path) -> None:
+    """Set from a .env-style file or the environment, each reaches every container that uses it,
+    and no default is left behind anywhere."""
+    defaults = {key: next(iter(values)) for key, values in credentials(resolved(files)).items()}
+    if source == "env file":
+        env_file = tmp_path / "override.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in OTHER_CREDENTIALS.items()))
+        result = docker_compose("config", files=files, env_file=env_file)
+    else:
+        result = docker_compose("config", files=files, environ=OTHER_CREDENTIALS)
+    assert result.returncode == 0, result.stderr
+    found = credentials(load_yaml(result.stdout))
+    assert found == {key: {OTHER_CREDENTIALS[key]} for key in found}
+    for key, default in defaults.items():
+        assert default not in result.stdout, f"{key}'s default {default!r} is still set somewhere"
+
+
+def test_env_example_documents_exactly_the_variables_with_their_defaults() -> None:
+    example = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            example[key.strip()] = value.strip()
+    used = interpolated(*CLUSTER)
+    assert set(example) == set(used) == set(CREDENTIALS)
+    for key, defaults in used.items():
+        assert defaults == {example[key]}, f"{key}: one default everywhere, as .env.example says"
+    assert "guest" not in (example["RABBITMQ_USER"], example["RABBITMQ_PASSWORD"])
+    assert re.fullmatch(r"[A-Za-z0-9._~-]+", example["POSTGRES_USER"] + example["POSTGRES_PASSWORD"]), \
+        "the defaults go into DATABASE_URL unencoded"
+
+
+def test_a_real_env_file_is_never_committed() -> None:
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, timeout=30)
+    assert ignored.returncode == 0, ".env must be in .gitignore"
+    tracked = subprocess.run(["git", "ls-files", "--", ".env"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=30)
+    assert tracked.stdout.strip() == ""
+
+
+def cluster_peers(path: Path) -> list[str]:
+    """The node names in a rabbitmq.conf's classic-config peer list (and that it is one)."""
+    settings = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            settings[key.strip()] = value.strip()
+    assert settings["cluster_formation.peer_discovery_backend"] in ("classic_config",
+                                                                    "rabbit_peer_discovery_classic_config")
+    return [value for key, value in settings.items()
+            if key.startswith("cluster_formation.classic_config.nodes.")]
+
+
+def test_cluster_nodes_are_the_peer_list_and_share_a_cookie(cluster: dict[str, Any]) -> None:
+    nodes = brokers(cluster)
+    assert len(nodes) == 3
+    network_names = {name: {name, *(alias for network in (service.get("networks") or {}).values()
+                                    for alias in ((network or {}).get("aliases") or []))}
+                     for name, service in nodes.items()}
+    peers = None
+    for name, service in nodes.items():
+        conf = [Path(source) for target, source in mounts(service).items()
+                if re.fullmatch(r"/etc/rabbitmq/conf\.d/[\w.-]+\.conf", target)]
+        assert conf == [ROOT / "compose" / "rabbitmq-cluster" / "rabbitmq.conf"], name
+        peers = cluster_peers(conf[0])
+        assert service["hostname"] in network_names[name], "peers reach a node by its host name"
+    assert peers is not None and len(peers) == len(set(peers))
+    assert sorted(peers) == sorted(f"rabbit@{service['hostname']}" for service in nodes.values())
+    cookies = {service["environment"]["RABBITMQ_ERLANG_COOKIE"] for service in nodes.values()}
+    assert len(cookies) == 1 and len(next(iter(cookies))) >= 20
+    # The other nodes start once the first is up, and so join its cluster.
+    first = [name for name, service in nodes.items() if "depends_on" not in service]
+    assert len(first) == 1
+    for name, service in nodes.items():
+        if name not in first:
+            assert service["depends_on"] == {first[0]: {"condition": "service_healthy"}}
+
+
+def test_single_broker_is_not_clustered(compose: dict[str, Any]) -> None:
+    (rabbitmq,) = brokers(compose).values()
+    assert not [target for target in mounts(rabbitmq) if target.startswith("/etc/rabbitmq")]
+    assert "RABBITMQ_ERLANG_COOKIE" not in rabbitmq.get("environment", {})
 
 
 def dockerfile() -> list[tuple[str, str]]:
