@@ -298,8 +298,14 @@ class Relay(threading.Thread):
         try:
             self._outbox.delete(ids)
         except OutboxUnavailable:
-            logger.exception("%s could not delete confirmed rows; they will be re-sent after the "
-                             "lease", self.name)
+            # Still claimed by us: try again soon rather than let the lease lapse and have them
+            # published a second time (a cut database connection is back within seconds).
+            logger.exception("%s could not delete confirmed rows; trying again in %.1fs",
+                             self.name, RETRY_DELAY)
+            first_retry = not self._confirmed
+            self._confirmed = ids + self._confirmed
+            if first_retry and self._connection is not None:
+                self._connection.ioloop.call_later(RETRY_DELAY, self._delete_confirmed)
 
     # --- shutdown ---
 

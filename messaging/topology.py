@@ -22,6 +22,13 @@ CLASSIC, QUORUM = "classic", "quorum"
 # it (its x-delivery-limit): REDELIVERY_LIMIT's default. One value for every service, because the
 # broker refuses a re-declaration whose limit differs from the queue's.
 QUORUM_DELIVERY_LIMIT = 10
+# How a quorum work queue dead-letters what passes its delivery limit: at-least-once, so the
+# message stays in the queue until `dlx` has routed it and the DLQ has confirmed it (at-most-once,
+# the default, would drop it when the DLQ is unbound or full). RabbitMQ 3.10 honours the strategy
+# only on a queue that rejects publishes when full (x-overflow reject-publish; with drop-head it
+# falls back to at-most-once) and has a dead-letter exchange. Held dead letters are retried every
+# `dead_letter_worker_publisher_confirm_timeout` (broker setting, 180 s by default).
+QUORUM_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 PRECONDITION_FAILED = 406
 
 ORDER_PLACED_KEY = "order.placed"
@@ -39,7 +46,8 @@ class Queue:
 
     def arguments(self, queue_type: str = CLASSIC) -> dict[str, str | int]:
         """Queue arguments: dead-lettering through `dlx` when the queue has a DLQ; for a quorum
-        queue its type, and for a quorum work queue the broker's delivery limit."""
+        queue its type, and for a quorum work queue the broker's delivery limit and at-least-once
+        dead-lettering."""
         arguments: dict[str, str | int] = {}
         if queue_type == QUORUM:
             arguments["x-queue-type"] = QUORUM
@@ -47,6 +55,7 @@ class Queue:
             return arguments
         if queue_type == QUORUM:  # never on a DLQ: with nowhere to dead-letter, it would drop
             arguments["x-delivery-limit"] = QUORUM_DELIVERY_LIMIT
+            arguments.update(QUORUM_DEAD_LETTERING)
         arguments["x-dead-letter-exchange"] = DEAD_LETTER_EXCHANGE
         arguments["x-dead-letter-routing-key"] = self.dead_letter_key
         return arguments
@@ -77,17 +86,31 @@ QUEUES = WORK_QUEUES + DEAD_LETTER_QUEUES
 class QueueMismatch(Exception):
     """The broker has a queue that differs from the one asked for (it refused the declaration)."""
 
-    def __init__(self, queue: str, wanted_type: str, reply_text: str) -> None:
+    def __init__(self, queue: str, wanted_type: str, reply_text: str,
+                 existing_type: str | None = None) -> None:
         self.queue, self.wanted_type, self.reply_text = queue, wanted_type, reply_text
-        self.existing_type = _existing_type(reply_text)
+        # The broker names the first argument that differs, not always x-queue-type: a probe of
+        # the queue (`_probe_type`) may have told its type instead.
+        self.existing_type = _existing_type(reply_text) or existing_type
         super().__init__(self.describe())
+
+    @property
+    def earlier_quorum(self) -> bool:
+        """Whether the queue is a quorum queue declared before at-least-once dead-lettering."""
+        return self.existing_type == EARLIER_QUORUM
 
     def describe(self) -> str:
         """One line saying what is wrong and what to do."""
-        if self.existing_type is not None and self.existing_type != self.wanted_type:
-            return (f"queue {self.queue!r} is a {self.existing_type} queue on the broker but "
+        if self.earlier_quorum and self.wanted_type == QUORUM:
+            return (f"quorum queue {self.queue!r} was declared without at-least-once "
+                    f"dead-lettering (x-dead-letter-strategy, x-overflow), which RabbitMQ cannot "
+                    f"add to an existing queue; stop every service and run `python -m "
+                    f"ops.migrate_queues --to quorum` (README: Switching the queue type)")
+        existing = QUORUM if self.earlier_quorum else self.existing_type
+        if existing is not None and existing != self.wanted_type:
+            return (f"queue {self.queue!r} is a {existing} queue on the broker but "
                     f"RABBITMQ_QUEUE_TYPE={self.wanted_type} asks for a {self.wanted_type} queue; "
-                    f"set RABBITMQ_QUEUE_TYPE={self.existing_type}, or stop every service and run "
+                    f"set RABBITMQ_QUEUE_TYPE={existing}, or stop every service and run "
                     f"`python -m ops.migrate_queues --to {self.wanted_type}` (README: Switching "
                     f"the queue type)")
         return f"RabbitMQ refused to declare queue {self.queue!r}: {self.reply_text}"
@@ -103,6 +126,33 @@ def _existing_type(reply_text: str) -> str | None:
     if match is None:
         return None
     return match.group(2) or match.group(3) or CLASSIC  # no x-queue-type: a classic queue
+
+
+EARLIER_QUORUM = "quorum (without at-least-once dead-lettering)"
+
+
+def _earlier_quorum_arguments(queue: Queue) -> dict[str, str | int]:
+    arguments = queue.arguments(QUORUM)
+    for key in QUORUM_DEAD_LETTERING:
+        arguments.pop(key, None)
+    return arguments
+
+
+def _probe_type(channel: BlockingChannel, name: str, queue: Queue) -> str | None:
+    """The type of queue `name` on the broker, told by which declaration it accepts (each tried
+    on a channel of its own: a refusal closes the channel). None when it accepts none."""
+    candidates = {CLASSIC: queue.arguments(CLASSIC), QUORUM: queue.arguments(QUORUM)}
+    if queue.dead_letter_key is not None:
+        candidates[EARLIER_QUORUM] = _earlier_quorum_arguments(queue)
+    for queue_type, arguments in candidates.items():
+        probe = channel.connection.channel()
+        try:
+            probe.queue_declare(queue=name, durable=True, arguments=arguments)
+        except pika.exceptions.ChannelClosedByBroker:
+            continue
+        probe.close()
+        return queue_type
+    return None
 
 
 def declare(channel: BlockingChannel, queue_type: str = CLASSIC) -> None:
@@ -124,7 +174,8 @@ def declare_queue(channel: BlockingChannel, queue: Queue, queue_type: str = CLAS
         channel.queue_declare(queue=name, durable=True, arguments=queue.arguments(queue_type))
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == PRECONDITION_FAILED:
-            raise QueueMismatch(name, queue_type, exc.reply_text) from exc
+            existing = None if _existing_type(exc.reply_text) else _probe_type(channel, name, queue)
+            raise QueueMismatch(name, queue_type, exc.reply_text, existing) from exc
         raise
     for exchange, key in queue.bindings:
         channel.queue_bind(queue=name, exchange=exchange, routing_key=key)

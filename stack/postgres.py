@@ -46,12 +46,13 @@ def drop_database(url: str) -> None:
             sql.Identifier(database_name(url))))
 
 
-def cut_connections(url: str) -> int:
-    """Terminate every session connected to the database at `url`; return how many."""
+def cut_connections(*urls: str) -> int:
+    """Terminate every session connected to the databases at `urls`, at once; return how many."""
     with psycopg.connect(admin_url(), autocommit=True) as conn:
         return conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()", (database_name(url),)).fetchone()[0]
+            " WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+            ([database_name(url) for url in urls],)).fetchone()[0]
 
 
 def allow_connections(url: str, allowed: bool) -> None:

@@ -33,16 +33,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def service_of(instance: str) -> str:
+    """The service an instance name belongs to: `inventory-2` -> `inventory`."""
+    service, _, number = instance.partition("-")
+    if service not in MODULES or (number and not number.isdigit()):
+        raise ValueError(f"not a service or an instance of one: {instance!r}")
+    return service
+
+
 class ServiceProcess:
     """One service process: `python -m <module>` with its own data dir (or database), port and log.
 
     With a `database_url` the service keeps its store in that PostgreSQL database, else in
-    a SQLite file in its data dir.
+    a SQLite file in its data dir. `name` is the service (`inventory`) or one of its instances
+    (`inventory-2`): each instance has its own port, data dir and log.
     """
 
     def __init__(self, name: str, env: dict[str, str], workdir: Path,
                  database_url: str | None = None) -> None:
-        self.name, self.module = name, MODULES[name]
+        self.name, self.service = name, service_of(name)
+        self.module = MODULES[self.service]
         self.port = free_port()
         self.data_dir = workdir / name
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -59,11 +69,11 @@ class ServiceProcess:
     @property
     def store(self) -> str:
         """Where its store is: the PostgreSQL URL, or the path of its SQLite file."""
-        return self.database_url or str(self.data_dir / FILENAMES[self.name])
+        return self.database_url or str(self.data_dir / FILENAMES[self.service])
 
     def audit_args(self) -> list[str]:
         """The `python -m ops.audit` arguments that name this service's store."""
-        flag = AUDIT_FLAGS[self.name]
+        flag = AUDIT_FLAGS[self.service]
         return [f"--{flag}-url" if self.database_url else f"--{flag}-db", self.store]
 
     @property
@@ -106,12 +116,16 @@ class ServiceProcess:
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait for a graceful exit; return the exit code."""
         assert self.process is not None
-        if self.running:
-            self.process.send_signal(signal.SIGTERM)
+        self.signal_stop()
         try:
             return self.process.wait(timeout=timeout)
         finally:
             self.kill()
+
+    def signal_stop(self) -> None:
+        """Send SIGTERM without waiting (several processes may then stop at once)."""
+        if self.running:
+            self.process.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         """SIGKILL the process and everything it started (like a container being killed)."""
@@ -138,11 +152,16 @@ class Stack:
 
     `backend` is `sqlite` (a file in each data directory) or `postgres` (a fresh database per
     service, dropped by `close()`); by default the one TEST_BACKEND names.
+
+    On PostgreSQL a service may run as several instances sharing its database (`start("inventory",
+    replicas=3)`, or `start("inventory-2")`): `stack["inventory"]` is the first, `inventory-2`,
+    `inventory-3`, ... the others, each with its own port, data dir and log. SQLite stores are
+    files of one process, so a SQLite stack runs one instance per service.
     """
 
     def __init__(self, vhost: str, workdir: Path, backend: str | None = None, **env: str) -> None:
-        base = {"RABBITMQ_VHOST": vhost, "RABBITMQ_HOST": "127.0.0.1",
-                "INVENTORY_SUCCESS_RATE": "1.0", **env}
+        self._base = {"RABBITMQ_VHOST": vhost, "RABBITMQ_HOST": "127.0.0.1",
+                      "INVENTORY_SUCCESS_RATE": "1.0", **env}
         self.vhost, self.workdir = vhost, workdir
         self.backend = backend or test_backend()
         self._databases: list[str] = []
@@ -150,24 +169,50 @@ class Stack:
             from stack import postgres  # psycopg only for a PostgreSQL stack
 
             self._databases = [postgres.create_database(f"stack_{name}") for name in MODULES]
-        urls = dict(zip(MODULES, self._databases, strict=False))
-        self.services = {name: ServiceProcess(name, base, workdir, urls.get(name))
+        self._urls = dict(zip(MODULES, self._databases, strict=False))
+        self.services = {name: ServiceProcess(name, self._base, workdir, self._urls.get(name))
                          for name in MODULES}
 
     def audit_args(self) -> list[str]:
         """The `python -m ops.audit` arguments that name the three stores."""
-        return [arg for service in self.services.values() for arg in service.audit_args()]
+        return [arg for name in MODULES for arg in self.services[name].audit_args()]
 
     def __getitem__(self, name: str) -> ServiceProcess:
+        return self.services[name] if name in self.services else self.instance(name)
+
+    def instance(self, name: str) -> ServiceProcess:
+        """The instance called `name` (`inventory-2`), made on first use, sharing the database."""
+        if name not in self.services:
+            service = service_of(name)
+            if self.backend != "postgres":
+                raise ValueError(f"{name}: several instances of {service} need a shared store; "
+                                 f"a SQLite stack runs one instance per service")
+            self.services[name] = ServiceProcess(name, self._base, self.workdir,
+                                                 self._urls[service])
         return self.services[name]
+
+    def instances(self, service: str) -> list[ServiceProcess]:
+        """Every instance of `service` made so far, the first one first."""
+        return [p for p in self.services.values() if p.service == service]
 
     @property
     def order_url(self) -> str:
         return self.services["order"].url
 
-    def start(self, *names: str, timeout: float = 30.0) -> Stack:
-        """Start the named services (all by default) and wait until each is healthy."""
-        chosen = [self.services[n] for n in (names or MODULES)]
+    @property
+    def order_urls(self) -> list[str]:
+        """The URL of every OrderService instance made so far."""
+        return [p.url for p in self.instances("order")]
+
+    def start(self, *names: str, replicas: int = 1, timeout: float = 30.0) -> Stack:
+        """Start the named services or instances (all services by default), each service as
+        `replicas` instances, and wait until each is healthy."""
+        chosen: list[ServiceProcess] = []
+        for name in names or MODULES:
+            if name in MODULES:
+                chosen += [self[name if n == 1 else f"{name}-{n}"] for n in range(1, replicas + 1)]
+            else:
+                chosen.append(self.instance(name))
         for service in chosen:
             service.start()
         for service in chosen:
@@ -175,8 +220,12 @@ class Stack:
         return self
 
     def close(self) -> None:
-        """Stop everything still running, gracefully if possible."""
-        for service in self.services.values():
+        """Stop everything still running, gracefully if possible (all at once), then drop the
+        databases."""
+        processes = list(self.services.values())
+        for service in processes:
+            service.signal_stop()
+        for service in processes:
             if service.running:
                 try:
                     service.terminate(timeout=15)

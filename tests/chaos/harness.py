@@ -159,8 +159,10 @@ NOTIFICATION_SENT = re.compile(r"Notification sent: order_id=(\S+)")
 
 
 def notifications_per_order(stack: Stack) -> Counter:
-    """order_id -> "Notification sent" lines NotificationService logged for it (across restarts)."""
-    return Counter(NOTIFICATION_SENT.findall(stack["notification"].log()))
+    """order_id -> "Notification sent" lines NotificationService logged for it (across restarts,
+    and across its instances)."""
+    return Counter(order_id for instance in stack.instances("notification")
+                   for order_id in NOTIFICATION_SENT.findall(instance.log()))
 
 
 @dataclass

@@ -30,6 +30,9 @@ def test_orders_survive_the_loss_of_the_node_the_services_use(cluster: LocalClus
     stack = cluster_stack.start(timeout=60)
     first = cluster.nodes[0]
     for name in ("order", "inventory", "notification"):  # every connection starts on the first node
+        # healthy says the store is writable; the broker connection may be logged a moment later
+        wait_for(lambda name=name: ports_connected(stack, name), timeout=30,
+                 what=f"{name} to connect to RabbitMQ")
         assert set(ports_connected(stack, name)) == {first.port}, stack[name].tail()
 
     stream = OrderStream(stack.order_url, rate=30)

@@ -88,16 +88,59 @@ def test_quorum_queues_and_a_dead_node_in_the_host_list(make_stack, broker):
 
 def test_quorum_work_queue_dead_letters_past_its_delivery_limit(broker, vhost):
     declare_topology(broker, vhost, "quorum")
-    deliveries = 0
     with broker.channel(vhost) as channel:
         publish(channel, {"any": "thing"})
-        while broker.depth(vhost, "order-events-dlq") == 0:
-            method, _, _ = channel.basic_get("order-events", auto_ack=False)
-            assert method is not None, "gone, but not to the DLQ"
+    assert take_past_the_delivery_limit(broker, vhost, "order-events") == \
+        topology.QUORUM_DELIVERY_LIMIT + 1
+    # dead-lettered at least once: the broker's own worker moves it, just after the last nack
+    wait_for(lambda: broker.depth(vhost, "order-events-dlq") == 1, what="the message in the DLQ")
+    assert broker.depth(vhost, "order-events") == 0
+
+
+def take_past_the_delivery_limit(broker, vhost: str, queue: str) -> int:
+    """Get and nack-with-requeue every delivery of `queue` until the broker takes the message
+    away; return how many deliveries there were."""
+    deliveries = 0
+    with broker.channel(vhost) as channel:
+        while (method := channel.basic_get(queue, auto_ack=False)[0]) is not None:
             deliveries += 1
             channel.basic_nack(method.delivery_tag, requeue=True)
             assert deliveries <= topology.QUORUM_DELIVERY_LIMIT + 1
-    assert deliveries == topology.QUORUM_DELIVERY_LIMIT + 1
+    return deliveries
+
+
+def test_a_dead_letter_the_dlq_refuses_stays_in_the_quorum_queue_until_the_dlq_takes_it(
+        broker, vhost):
+    """Past its delivery limit a quorum queue dead-letters the message itself. With at-least-once
+    dead-lettering it keeps the message while `dlx` cannot route it (the DLQ unbound), and
+    delivers it once the DLQ is bound again; at-most-once would drop it.
+
+    (A DLQ that nacks is retried too, but only after the broker's
+    dead_letter_worker_publisher_confirm_timeout, 180 s by default: too long for this suite.)
+    """
+    declare_topology(broker, vhost, "quorum")
+    dlq = topology.ORDER_EVENTS_DLQ.name
+    broker.unbind(vhost, topology.DEAD_LETTER_EXCHANGE, dlq, dlq)
+    with broker.channel(vhost) as channel:
+        channel.confirm_delivery()
+        publish(channel, b"poison", message_id="poison-1")
+    assert take_past_the_delivery_limit(broker, vhost, "order-events") == \
+        topology.QUORUM_DELIVERY_LIMIT + 1
+    assert broker.depth(vhost, dlq) == 0
+    broker.bind(vhost, topology.DEAD_LETTER_EXCHANGE, dlq, dlq)
+    # The broker retries a held dead letter every dead_letter_worker_publisher_confirm_timeout
+    # (180 s by default), and one it could not route at once when a policy of its queue changes:
+    # an inert policy says "try again now".
+    broker.set_policy(vhost, "nudge", "^order-events$", {"max-length-bytes": 1 << 40})
+    try:
+        wait_for(lambda: broker.depth(vhost, dlq) == 1, timeout=30,
+                 what="the held dead letter in the DLQ")
+    finally:
+        broker.clear_policy(vhost, "nudge")
+    with broker.channel(vhost) as channel:
+        (properties, body), = drain(channel, dlq)
+    assert body == b"poison" and properties.message_id == "poison-1"
+    assert properties.headers["x-death"][0]["reason"] == "delivery_limit"
     assert broker.depth(vhost, "order-events") == 0
 
 
@@ -198,3 +241,37 @@ def test_migration_refuses_while_a_service_consumes(make_stack, broker):
     for queue in topology.QUEUES:  # not one of them touched
         assert broker.queue(stack.vhost, queue.name)["type"] == "classic"
     assert broker.queue_names(stack.vhost) == QUEUE_NAMES
+
+
+def declare_earlier_quorum_topology(broker, vhost: str) -> None:
+    """The quorum topology as declared before at-least-once dead-lettering."""
+    with broker.channel(vhost) as channel:
+        for exchange in topology.EXCHANGES:
+            channel.exchange_declare(exchange, "topic", durable=True)
+        for queue in topology.QUEUES:
+            arguments = {key: value for key, value in queue.arguments("quorum").items()
+                         if key not in topology.QUORUM_DEAD_LETTERING}
+            channel.queue_declare(queue.name, durable=True, arguments=arguments)
+            for exchange, key in queue.bindings:
+                channel.queue_bind(queue.name, exchange, key)
+
+
+def test_quorum_queues_of_an_earlier_version_stop_the_service_and_migrate(broker, vhost, tmp_path):
+    """RabbitMQ cannot add x-dead-letter-strategy to an existing queue: a service meeting an
+    earlier quorum queue says so in one line and exits 3; the migration re-creates the queues
+    with the new arguments, keeping every message."""
+    declare_earlier_quorum_topology(broker, vhost)
+    sent = fill(broker, vhost, per_queue=10)
+    result = run_module("inventory_service", vhost, tmp_path, RABBITMQ_QUEUE_TYPE="quorum")
+    assert result.returncode == 3, result.stderr
+    assert "quorum queue 'order-events' was declared without at-least-once dead-lettering" \
+           in result.stderr
+    assert "python -m ops.migrate_queues --to quorum" in result.stderr
+
+    migrated = migrate(vhost, "quorum")
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert ("order-events: quorum (without at-least-once dead-lettering) -> quorum, 10 message(s) "
+            "moved") in migrated.stdout
+    assert_queues_are(broker, vhost, "quorum")
+    for name, ids in sent.items():
+        assert contents(broker, vhost, name, take=True) == ids, name

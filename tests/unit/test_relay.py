@@ -564,15 +564,21 @@ def test_rows_that_cannot_be_given_back_wait_for_their_lease(store, clock, monke
     assert len(r._inflight) == 0
 
 
-def test_rows_that_cannot_be_deleted_stay_claimed(store, clock, monkeypatch, caplog):
+def test_rows_that_cannot_be_deleted_stay_claimed_and_are_deleted_once_the_outbox_is_back(
+        store, clock, monkeypatch, caplog):
     add(store, 2)
     r = make_relay(store)
     connection = open_connection(r)
-    failing(monkeypatch, "delete")
-    connection.channel_.ack(2, multiple=True)
-    connection.ioloop.advance(relay.DELETE_DELAY)
-    assert "could not delete confirmed rows" in caplog.text
-    assert set(remaining(store).values()) == {(r.owner, clock.now + outbox.CLAIM_LEASE)}
+    with monkeypatch.context() as m:
+        failing(m, "delete")
+        connection.channel_.ack(2, multiple=True)
+        connection.ioloop.advance(relay.DELETE_DELAY)
+        assert "could not delete confirmed rows" in caplog.text
+        assert set(remaining(store).values()) == {(r.owner, clock.now + outbox.CLAIM_LEASE)}
+        connection.ioloop.advance(relay.RETRY_DELAY)  # still unavailable: kept for the next try
+        assert len(remaining(store)) == 2
+    connection.ioloop.advance(relay.RETRY_DELAY)  # long before the lease lapses
+    assert remaining(store) == {}
     assert r._confirmed == []
 
 
@@ -744,7 +750,7 @@ def test_what_the_relay_logs_about_rejected_messages(store, clock, caplog):
     ("release", lambda r, c: c.channel_.nack(1),
      "test-relay could not give back rejected rows; they return after the lease"),
     ("delete", lambda r, c: (c.channel_.ack(1), c.ioloop.advance(relay.DELETE_DELAY)),
-     "test-relay could not delete confirmed rows; they will be re-sent after the lease"),
+     "test-relay could not delete confirmed rows; trying again in 1.0s"),
     ("release_all", lambda r, c: r._after_disconnect(),
      "test-relay could not release its claims; they expire with the lease"),
 ])

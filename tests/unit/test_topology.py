@@ -72,10 +72,12 @@ def test_classic_is_the_default_and_the_specs():
         assert "x-delivery-limit" not in q.arguments()
 
 
-def test_quorum_work_queues_carry_type_and_delivery_limit():
+def test_quorum_work_queues_carry_type_delivery_limit_and_at_least_once_dead_lettering():
     for q in topology.WORK_QUEUES:
         assert q.arguments(topology.QUORUM) == {**q.arguments(), "x-queue-type": "quorum",
-                                                "x-delivery-limit": topology.QUORUM_DELIVERY_LIMIT}
+                                                "x-delivery-limit": topology.QUORUM_DELIVERY_LIMIT,
+                                                "x-dead-letter-strategy": "at-least-once",
+                                                "x-overflow": "reject-publish"}
 
 
 def test_quorum_dead_letter_queues_have_no_delivery_limit():
