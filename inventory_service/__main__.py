@@ -38,6 +38,7 @@ def _health(svc: service.ConsumerService, consumer: InventoryConsumer) -> tuple[
         "outbox_backlog": svc.store.outbox_backlog(),
         "processed": svc.loop.processed,
         "duplicates": consumer.duplicates,
+        "pruned": dict(svc.pruner.pruned),
     }
 
 

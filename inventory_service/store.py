@@ -118,6 +118,11 @@ class InventoryStore(MessagingStore):
         """order_id -> event_id of the OrderPlaced event its reservation decision answered."""
         return dict(self.conn.execute("SELECT order_id, event_id FROM reservations").fetchall())
 
+    def decided_before(self, cutoff: float) -> set[str]:
+        """The orders whose reservation was decided before `cutoff` (seconds since the epoch)."""
+        return {row[0] for row in self.conn.execute(
+            "SELECT order_id FROM reservations WHERE created_at < ?", (cutoff,))}
+
     def outcomes(self) -> dict[str, str]:
         """order_id -> 'reserved' | 'failed' for every order seen."""
         return dict(self.conn.execute("SELECT order_id, status FROM reservations").fetchall())

@@ -1,7 +1,8 @@
 """The inbox (events already handled) and the redelivery counts: a consumer's durable memory.
 
 An event id is recorded in the same transaction as the effects of handling it, so a redelivered
-event is recognised as a duplicate however often it comes.
+event is recognised as a duplicate however often it comes within the deduplication window
+(DEDUP_RETENTION): older rows of both tables are pruned (see `messaging.retention`).
 """
 from __future__ import annotations
 
@@ -22,10 +23,21 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 """
 
+# Step 2 of the shared schema: what pruning reads. Rows counted before it get the migration's time.
+RETENTION_SCHEMA = """
+ALTER TABLE deliveries ADD COLUMN last_seen {real};
+UPDATE deliveries SET last_seen = {now} WHERE last_seen IS NULL;
+CREATE INDEX IF NOT EXISTS inbox_by_processed_at ON inbox (processed_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_last_seen ON deliveries (last_seen);
+"""
+
+# What each table's rows are pruned by: (table, key, time column).
+RETAINED = (("inbox", "event_id", "processed_at"), ("deliveries", "message_key", "last_seen"))
+
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the inbox tables if missing (stores use `migrate`; this is for a bare connection)."""
-    conn.executescript(dialect.of(conn).ddl(SCHEMA))
+    """Create the inbox tables on a bare, empty connection (stores use `migrate`)."""
+    conn.executescript(dialect.of(conn).ddl(SCHEMA + RETENTION_SCHEMA))
 
 
 def mark_processed(conn: sqlite3.Connection, event_id: str) -> bool:
@@ -48,9 +60,10 @@ def mark_processed_many(conn: sqlite3.Connection, event_ids: list[str]) -> set[s
 def count_delivery(conn: sqlite3.Connection, message_key: str) -> int:
     """Count one more delivery of a redelivered message and return the total so far."""
     conn.execute(
-        "INSERT INTO deliveries (message_key, attempts) VALUES (?, 2)"
-        " ON CONFLICT(message_key) DO UPDATE SET attempts = deliveries.attempts + 1",
-        (message_key,),
+        "INSERT INTO deliveries (message_key, attempts, last_seen) VALUES (?, 2, ?)"
+        " ON CONFLICT(message_key) DO UPDATE SET attempts = deliveries.attempts + 1,"
+        " last_seen = excluded.last_seen",
+        (message_key, time.time()),
     )
     return conn.execute("SELECT attempts FROM deliveries WHERE message_key = ?",
                         (message_key,)).fetchone()[0]

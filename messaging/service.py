@@ -12,6 +12,7 @@ from messaging import health, logs, topology
 from messaging.consumer import ConsumeLoop
 from messaging.delivery import BatchHandler
 from messaging.relay import Relay
+from messaging.retention import Pruner
 from messaging.runtime import freeze_startup_objects
 from messaging.settings import ConfigError, ServiceSettings
 from messaging.store import MessagingStore
@@ -41,7 +42,8 @@ def load_settings(service: str, load: Callable[[], S]) -> S | None:
 
 
 class ConsumerService:
-    """A consumer service: its store, consume loop, optional outbox relay and health routes."""
+    """A consumer service: its store, consume loop, optional outbox relay, the pruning of its
+    deduplication records and health routes."""
 
     def __init__(self, name: str, settings: ServiceSettings, port: int, store: MessagingStore,
                  queue: topology.Queue, handle_batch: BatchHandler, relay: Relay | None = None,
@@ -49,6 +51,7 @@ class ConsumerService:
         self.name, self.port, self.store, self.relay = name, port, store, relay
         self.loop = ConsumeLoop(settings.broker, queue, handle_batch, name, settings.consumer,
                                 store.is_transient, store.count_redelivery)
+        self.pruner = Pruner(store, settings.retention)
         self.routes: dict[str, health.Route] = {}
         self.refused: QueueMismatch | None = None
         if relay is not None:
@@ -62,6 +65,7 @@ class ConsumerService:
         """Serve the routes, consume until SIGTERM or SIGINT, then stop in order; return 0, or
         TOPOLOGY_REFUSED with one line on stderr when the broker refuses our queues."""
         self.store.start_checkpoints()
+        self.pruner.start()
         server = health.serve(self.port, self.routes)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.loop.stop())
@@ -76,6 +80,7 @@ class ConsumerService:
         if self.relay is not None:
             self.relay.stop(timeout=RELAY_FLUSH_SECONDS)
         server.shutdown()
+        self.pruner.stop()
         self.store.stop_checkpoints()
         if self.refused is not None:
             report_refusal(self.name, self.refused)

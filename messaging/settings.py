@@ -221,6 +221,58 @@ def consumer_settings(env: Mapping[str, str] | None = None) -> ConsumerSettings:
     )
 
 
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def env_duration(env: Mapping[str, str], name: str, default: float, low: float,
+                 high: float) -> float:
+    """Return a duration in seconds: `7d`, `12h`, `30m`, `45s` or plain seconds, within [low, high]."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    number, unit = (raw[:-1], raw[-1].lower()) if raw[-1].lower() in _UNITS else (raw, "s")
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise ConfigError(f"{name} must be a duration such as 7d, 12h, 30m or a number of "
+                          f"seconds, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses nan and inf
+        raise ConfigError(f"{name} must be between {_duration_text(low)} and "
+                          f"{_duration_text(high)}, got {raw!r}")
+    return value
+
+
+def _duration_text(seconds: float) -> str:
+    """`seconds` in the largest unit that states it exactly (86400 -> `1d`)."""
+    for unit, size in _UNITS.items():
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long a consumer remembers what it handled, and how often it forgets the older part."""
+
+    # A duplicate older than the window is not recognised: longer than any redelivery or replay
+    # from a dead-letter queue is expected to take.
+    window: float = 7 * 86400.0
+    prune_interval: float = 300.0
+
+
+_RETENTION = RetentionSettings()
+
+
+def retention_settings(env: Mapping[str, str] | None = None) -> RetentionSettings:
+    """Read DEDUP_RETENTION and DEDUP_PRUNE_INTERVAL."""
+    env = os.environ if env is None else env
+    return RetentionSettings(
+        window=env_duration(env, "DEDUP_RETENTION", _RETENTION.window, 1.0, 3650 * 86400.0),
+        prune_interval=env_duration(env, "DEDUP_PRUNE_INTERVAL", _RETENTION.prune_interval,
+                                    0.05, 86400.0),
+    )
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """What every service reads: how to reach the broker, where to keep its file, how to consume."""
@@ -228,9 +280,10 @@ class ServiceSettings:
     broker: BrokerSettings = BrokerSettings()
     storage: StorageSettings = StorageSettings()
     consumer: ConsumerSettings = ConsumerSettings()
+    retention: RetentionSettings = RetentionSettings()
 
 
 def service_settings(env: Mapping[str, str]) -> dict[str, object]:
     """The ServiceSettings fields read from `env`, to pass on to a service's own Settings."""
     return {"broker": broker_settings(env), "storage": storage_settings(env),
-            "consumer": consumer_settings(env)}
+            "consumer": consumer_settings(env), "retention": retention_settings(env)}

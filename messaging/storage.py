@@ -61,6 +61,17 @@ def chunks(items: list, size: int = 500) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def statements(script: str) -> Iterator[str]:
+    """The statements of a script, one by one (executescript would commit the transaction)."""
+    statement = ""
+    for piece in script.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                yield statement.strip()
+            statement = ""
+
+
 def select_in(conn: sqlite3.Connection, query: str, values: set[str]) -> list[sqlite3.Row]:
     """Rows of `query`, whose `{}` is an IN list, for all `values`, in chunks."""
     rows: list[sqlite3.Row] = []
@@ -176,9 +187,31 @@ class Database:
         return conn
 
     def migrate(self, component: str, steps: list[str]) -> None:
-        """Create what `steps` create; each is idempotent (CREATE ... IF NOT EXISTS)."""
-        for step in steps:
-            self.conn.executescript(self.dialect.ddl(step))
+        """Bring `component`'s tables to the last of `steps`, recording the version reached.
+
+        As on PostgreSQL, each step runs once per file, so a later step may ALTER a table. A file
+        from before versions were recorded is at version 0: its first steps (CREATE ... IF NOT
+        EXISTS) find their tables and change nothing. Writers of other processes wait meanwhile.
+        """
+        conn, fd = self.conn, self._exclusive()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            with transaction(conn):
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY,"
+                             " version INTEGER NOT NULL, applied_at REAL NOT NULL)")
+                row = conn.execute("SELECT version FROM schema_version WHERE component = ?",
+                                   (component,)).fetchone()
+                current = row[0] if row else 0
+                for step in steps[current:]:
+                    for statement in statements(self.dialect.ddl(step)):
+                        conn.execute(statement)
+                if len(steps) > current:
+                    conn.execute("INSERT INTO schema_version (component, version, applied_at)"
+                                 " VALUES (?, ?, julianday('now')) ON CONFLICT (component) DO UPDATE"
+                                 " SET version = excluded.version, applied_at = excluded.applied_at",
+                                 (component, len(steps)))
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def start_checkpoints(self, interval: float = CHECKPOINT_INTERVAL) -> None:
         """Copy the WAL into the database file from a background thread, not inside commits.

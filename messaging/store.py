@@ -47,11 +47,12 @@ class MessagingStore:
     """A service's database with the outbox, inbox and delivery-count tables."""
 
     FILENAME = "messaging.db"  # each service's store names its SQLite file
+    RETAINED = inbox.RETAINED  # tables pruned past the deduplication window (messaging.retention)
 
     def __init__(self, db: Backend) -> None:
         self.db, self.dialect = db, db.dialect
         self.write = db.write  # the hot path: no extra call in between
-        db.migrate("messaging", [outbox.SCHEMA, inbox.SCHEMA])
+        db.migrate("messaging", [outbox.SCHEMA, inbox.SCHEMA, inbox.RETENTION_SCHEMA])
 
     @classmethod
     def open(cls: type[S], storage: StorageSettings) -> S:

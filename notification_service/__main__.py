@@ -30,6 +30,7 @@ def _health(svc: service.ConsumerService, store: NotificationStore,
         "consuming": consuming,
         "notifications_sent": store.count(),
         "duplicates": consumer.duplicates,
+        "pruned": dict(svc.pruner.pruned),
     }
 
 

@@ -1,4 +1,8 @@
-"""NotificationService storage: one row per notified order, the durable dedup record."""
+"""NotificationService storage: one row per notified order, the durable dedup record.
+
+The record is kept for the deduplication window (DEDUP_RETENTION) and then pruned like the inbox:
+a duplicate InventoryReserved older than the window is not recognised (GUARANTEES.md).
+"""
 from __future__ import annotations
 
 import sqlite3
@@ -19,15 +23,20 @@ CREATE TABLE IF NOT EXISTS notifications (
 );
 """
 
+RETENTION_SCHEMA = """
+CREATE INDEX IF NOT EXISTS notifications_by_sent_at ON notifications (sent_at);
+"""
+
 
 class NotificationStore(MessagingStore):
     """Remembers every notification sent."""
 
     FILENAME = "notifications.db"
+    RETAINED = MessagingStore.RETAINED + (("notifications", "order_id", "sent_at"),)
 
     def __init__(self, db: Backend) -> None:
         super().__init__(db)
-        db.migrate("notifications", [SCHEMA])
+        db.migrate("notifications", [SCHEMA, RETENTION_SCHEMA])
 
     def record(self, conn: sqlite3.Connection, result: InventoryResult, message: str) -> bool:
         """Record a notification for the order; False when it was already notified."""

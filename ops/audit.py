@@ -3,6 +3,10 @@
 Run it when the system is idle. It prints each invariant with its figures and exits 1 if one is
 broken (2 if a store cannot be read). Each store is a SQLite file, or a PostgreSQL database when
 its URL is given (`--orders-url`, `--inventory-url`, `--notifications-url`).
+
+NotificationService prunes its records past the deduplication window (DEDUP_RETENTION, or
+`--retention`), so a reserved order decided before the window may have none: the notification
+checks cover the orders decided within it.
 """
 from __future__ import annotations
 
@@ -11,12 +15,13 @@ import json
 import os
 import sqlite3
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 
 from inventory_service.handlers import result_event_id
 from inventory_service.store import InventoryStore
-from messaging.settings import ConfigError, StorageSettings
+from messaging.settings import ConfigError, StorageSettings, env_duration, retention_settings
 from messaging.store import Backend, open_database
 from notification_service.store import NotificationStore
 from order_service.store import OrderStore
@@ -34,6 +39,8 @@ class Snapshot:
     notified: dict[str, str]          # order_id -> event_id of the InventoryReserved event that its
     #                                   notification was sent for (NotificationService)
     backlogs: dict[str, int]          # service -> outbox rows not yet deleted
+    expired: frozenset[str] = frozenset()  # orders decided before the deduplication window: their
+    #                                   notification records may have been pruned
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ def check(s: Snapshot) -> list[Invariant]:
                   if s.orders[o] != "accepted" and s.orders[o] != s.outcomes[o]}
     wrong_stock = [row["item"] for row in s.stock
                    if row["available"] != row["initial"] - row["reserved"]]
-    unnotified = reserved - set(s.notified)
+    unnotified = reserved - set(s.notified) - s.expired
     wrongly_notified = set(s.notified) - reserved
     # A result's event_id is derived from the OrderPlaced event it answers, so a notification whose
     # result is not the one InventoryService's recorded decision produced answers another decision
@@ -79,7 +86,8 @@ def check(s: Snapshot) -> list[Invariant]:
         Invariant("exactly one notification per reserved order, none for failed ones",
                   not unnotified and not (wrongly_notified & failed),
                   f"{len(s.notified)} notified of {len(reserved)} reserved, "
-                  f"{len(unnotified)} missing, {len(wrongly_notified & failed)} for failed orders"),
+                  f"{len(unnotified)} missing, {len(wrongly_notified & failed)} for failed orders, "
+                  f"{len(reserved & s.expired)} decided before the deduplication window"),
         Invariant("every notification answers the reservation InventoryService decided for its order",
                   not foreign,
                   f"{len(checked)} checked, {len(foreign)} for another decision"
@@ -100,26 +108,34 @@ def _database(where: str) -> Backend:
     return open_database(StorageSettings(data_dir=directory), filename)
 
 
-def read(order_db: str, inventory_db: str, notification_db: str) -> Snapshot:
-    """Read a snapshot from the three stores (SQLite paths or PostgreSQL URLs)."""
+def read(order_db: str, inventory_db: str, notification_db: str,
+         retention: float | None = None) -> Snapshot:
+    """Read a snapshot from the three stores (SQLite paths or PostgreSQL URLs).
+
+    `retention`: the deduplication window in seconds (DEDUP_RETENTION when None).
+    """
+    window = retention_settings().window if retention is None else retention
     databases = [_database(where) for where in (order_db, inventory_db, notification_db)]
     orders, inventory, notifications = (OrderStore(databases[0]), InventoryStore(databases[1]),
                                         NotificationStore(databases[2]))
     try:
-        return _snapshot(orders, inventory, notifications)
+        return _snapshot(orders, inventory, notifications, time.time() - window)
     finally:
         for db in databases:
             db.close()
 
 
 def _snapshot(orders: OrderStore, inventory: InventoryStore,
-              notifications: NotificationStore) -> Snapshot:
+              notifications: NotificationStore, window_start: float) -> Snapshot:
+    # Read before the notifications: an order decided meanwhile is inside the window anyway.
+    expired = frozenset(inventory.decided_before(window_start))
     return Snapshot(
         orders=orders.statuses(), outcomes=inventory.outcomes(),
         answered=inventory.answered_events(), stock=inventory.stock_levels(),
         notified=notifications.result_events(),
         backlogs={"order-service": orders.outbox_backlog(),
-                  "inventory-service": inventory.outbox_backlog()})
+                  "inventory-service": inventory.outbox_backlog()},
+        expired=expired)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders-url", help="OrderService's PostgreSQL database (its DATABASE_URL)")
     parser.add_argument("--inventory-url", help="InventoryService's PostgreSQL database")
     parser.add_argument("--notifications-url", help="NotificationService's PostgreSQL database")
+    parser.add_argument("--retention", help="NotificationService's DEDUP_RETENTION (default: "
+                        "$DEDUP_RETENTION or 7d); older orders are not checked for a notification")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
     paths = (args.orders_url or args.orders_db or os.path.join(args.data_dir, "orders.db"),
@@ -139,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
              args.notifications_url or args.notifications_db
              or os.path.join(args.data_dir, "notifications.db"))
     try:
-        results = check(read(*paths))
+        retention = (env_duration({"--retention": args.retention}, "--retention", 0.0, 1.0,
+                                  3650 * 86400.0) if args.retention else None)
+        results = check(read(*paths, retention))
     except (OSError, sqlite3.Error, ConfigError) as exc:
         print(f"audit: {exc}", file=sys.stderr)
         return 2

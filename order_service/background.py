@@ -1,7 +1,7 @@
-"""What each gunicorn worker runs beside its requests: the outbox relay, the status consumer and
-the WAL checkpoints.
+"""What each gunicorn worker runs beside its requests: the outbox relay, the status consumer, the
+WAL checkpoints and the pruning of the deduplication records (the orders themselves are kept).
 
-Both are started after the fork (gunicorn's post_worker_init), each with its own connection.
+All are started after the fork (gunicorn's post_worker_init), each with its own connection.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import threading
 from messaging import topology
 from messaging.consumer import ConsumeLoop
 from messaging.relay import Relay
+from messaging.retention import Pruner
 from messaging.service import TOPOLOGY_REFUSED, report_refusal
 from order_service.config import Settings
 from order_service.consumer import StatusConsumer
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 class Background:
-    """The relay and status consumer of one worker process."""
+    """The relay, status consumer and pruner of one worker process."""
 
     def __init__(self, settings: Settings, store: OrderStore) -> None:
         name = f"order-service-{os.getpid()}"
@@ -30,13 +31,15 @@ class Background:
         self.status = ConsumeLoop(settings.broker, topology.ORDER_STATUS,
                                   StatusConsumer(store).handle_batch, f"{name}-status",
                                   settings.consumer, store.is_transient, store.count_redelivery)
+        self.pruner = Pruner(store, settings.retention)
         self._thread = threading.Thread(target=self._consume, name=f"{name}-status", daemon=True)
 
     def start(self) -> None:
-        """Start checkpointing the WAL, publishing and consuming."""
+        """Start checkpointing the WAL, publishing, consuming and pruning."""
         self._store.start_checkpoints()
         self.relay.start()
         self._thread.start()
+        self.pruner.start()
 
     def _consume(self) -> None:
         try:
@@ -49,6 +52,7 @@ class Background:
         self.status.stop()
         self.relay.stop(timeout=timeout)
         self._thread.join(timeout=max(1.0, timeout / 2))
+        self.pruner.stop()
         self._store.stop_checkpoints()
 
 

@@ -21,6 +21,8 @@ from tests.client import wait_for
     ("RABBITMQ_HOST", "rabbit1:5672,rabbit2:x",
      "RABBITMQ_HOST port must be between 1 and 65535, got 'x' in 'rabbit2:x'"),
     ("RABBITMQ_QUEUE_TYPE", "stream", "RABBITMQ_QUEUE_TYPE must be one of classic, quorum, got 'stream'"),
+    ("DEDUP_RETENTION", "a week",
+     "DEDUP_RETENTION must be a duration such as 7d, 12h, 30m or a number of seconds, got 'a week'"),
 ])
 def test_bad_value_stops_the_service_with_a_clear_message(tmp_path, module, variable, value, message):
     env = {**os.environ, "DATA_DIR": str(tmp_path), variable: value}

@@ -279,7 +279,8 @@ def test_duplicates_of_a_rolled_back_batch_are_not_counted(inventory_store, cons
 def test_health_reports_the_duplicates(inventory_store, consumer):
     consumer.handle_batch([delivery(placed(order_placed()))] * 2)
     svc = SimpleNamespace(loop=SimpleNamespace(consuming=True, processed=2),
-                          relay=SimpleNamespace(connected=True), store=inventory_store)
+                          relay=SimpleNamespace(connected=True), store=inventory_store,
+                          pruner=SimpleNamespace(pruned={"inbox": 0, "deliveries": 0}))
     status, body = _health(svc, consumer)
     assert status == 200
     assert body["duplicates"] == 1

@@ -154,7 +154,8 @@ def test_duplicates_of_a_rolled_back_batch_are_not_counted(consumer, notificatio
 def test_health_reports_the_duplicates(consumer, notification_store):
     body = events.encode(inventory_result())
     consumer.handle_batch([delivery(body), delivery(body)])
-    status, health = _health(SimpleNamespace(loop=SimpleNamespace(consuming=True)), notification_store,
+    status, health = _health(SimpleNamespace(loop=SimpleNamespace(consuming=True),
+                                             pruner=SimpleNamespace(pruned={})), notification_store,
                              consumer)
     assert status == 200
     assert (health["notifications_sent"], health["duplicates"]) == (1, 1)

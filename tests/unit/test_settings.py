@@ -6,12 +6,14 @@ import pytest
 from inventory_service import config as inventory_config
 from messaging.settings import (
     ConfigError,
+    RetentionSettings,
     broker_settings,
     consumer_settings,
     env_choice,
     env_float,
     env_int,
     env_str,
+    retention_settings,
     storage_settings,
 )
 from notification_service import config as notification_config
@@ -243,3 +245,41 @@ def test_bad_queue_type(raw):
     with pytest.raises(ConfigError, match=rf"RABBITMQ_QUEUE_TYPE must be one of classic, quorum, "
                                           rf"got '{raw}'"):
         broker_settings({"RABBITMQ_QUEUE_TYPE": raw})
+
+
+@pytest.mark.parametrize("raw,seconds", [
+    ("7d", 7 * 86400.0), ("12h", 43200.0), ("30m", 1800.0), ("45s", 45.0), ("90", 90.0),
+    ("1.5d", 129600.0), (" 2H ", 7200.0),
+])
+def test_dedup_retention_accepts_units_and_plain_seconds(raw, seconds):
+    assert retention_settings({"DEDUP_RETENTION": raw}).window == seconds
+
+
+def test_retention_defaults_are_seven_days_and_five_minutes():
+    assert retention_settings({}) == RetentionSettings() == RetentionSettings(7 * 86400.0, 300.0)
+    assert retention_settings({"DEDUP_RETENTION": ""}).window == 7 * 86400.0
+    assert retention_settings({"DEDUP_PRUNE_INTERVAL": "0.5"}).prune_interval == 0.5
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"DEDUP_RETENTION": "week"},
+     "DEDUP_RETENTION must be a duration such as 7d, 12h, 30m or a number of seconds, got 'week'"),
+    ({"DEDUP_RETENTION": "7x"},
+     "DEDUP_RETENTION must be a duration such as 7d, 12h, 30m or a number of seconds, got '7x'"),
+    ({"DEDUP_RETENTION": "d"},
+     "DEDUP_RETENTION must be a duration such as 7d, 12h, 30m or a number of seconds, got 'd'"),
+    ({"DEDUP_RETENTION": "0"}, "DEDUP_RETENTION must be between 1s and 3650d, got '0'"),
+    ({"DEDUP_RETENTION": "-1d"}, "DEDUP_RETENTION must be between 1s and 3650d, got '-1d'"),
+    ({"DEDUP_RETENTION": "nan"}, "DEDUP_RETENTION must be between 1s and 3650d, got 'nan'"),
+    ({"DEDUP_PRUNE_INTERVAL": "2d"}, "DEDUP_PRUNE_INTERVAL must be between 0.05s and 1d, got '2d'"),
+])
+def test_retention_bad_values(env, message):
+    with pytest.raises(ConfigError) as caught:
+        retention_settings(env)
+    assert str(caught.value) == message
+
+
+def test_every_service_reads_the_retention():
+    env = {"DEDUP_RETENTION": "12h", "DEDUP_PRUNE_INTERVAL": "1m"}
+    for config in (order_config, inventory_config, notification_config):
+        assert config.load(env).retention == RetentionSettings(43200.0, 60.0)
