@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import pika.exceptions
 import pytest
 
+from messaging import connection as connection_module
 from messaging import consumer, dead_lettering, topology
 from messaging.consumer import ConsumeLoop
 from messaging.delivery import Delivery, Rejection
@@ -309,6 +311,21 @@ def test_without_a_counter_redeliveries_are_simply_handled(monkeypatch):
     assert handler.calls == [[1]]
 
 
+def test_on_quorum_queues_the_broker_counts_deliveries_and_the_loop_does_not(monkeypatch):
+    """A quorum queue dead-letters past its x-delivery-limit itself: the loop's counter is unused."""
+    keys: list[str] = []
+    handler = Handler()
+    loop = ConsumeLoop(BrokerSettings(queue_type=topology.QUORUM), QUEUE, handler, "svc", SETTINGS,
+                       is_transient=is_transient,
+                       count_redelivery=lambda key: keys.append(key) or SETTINGS.redelivery_limit + 5)
+    loop._stopping = FakeEvent()
+    [connection] = run(loop, monkeypatch, Script([deliver(1, redelivered=True, message_id="m1")]))
+    assert keys == [], "no redelivery counted"
+    assert handler.calls == [[1]], "handled, not dead-lettered by the loop"
+    assert connection.consumer.settled == [Settled("ack", 1, True)]
+    assert connection.dead_letters.published == []
+
+
 def test_a_transient_failure_to_count_a_redelivery_is_retried(monkeypatch, store):
     """Fixed bug: the error escaped the loop, which dropped the connection and started over."""
     failures = [locked()]
@@ -440,6 +457,28 @@ def test_run_returns_at_once_when_stopped_before_connecting(monkeypatch, caplog)
     assert len(calls) == 1 and calls[0][1] is loop._stopping and calls[0][2] == "svc"
     assert calls[0][0] is loop._broker
     assert "svc stopped consuming order-events" in caplog.text
+
+
+def test_a_reconnect_tries_the_other_node_first(monkeypatch):
+    """The loop keeps one NodeRotation across its connections: after losing node a, b comes first."""
+    handler = Handler()
+    loop = ConsumeLoop(BrokerSettings(host="a,b"), QUEUE, handler, "svc", SETTINGS)
+    loop._stopping = FakeEvent()
+    scripts = deque([Script([deliver(1), pika.exceptions.StreamLostError("Transport indicated EOF")]),
+                     Script([deliver(2)])])
+    tried: list[int] = []
+
+    def open_declared(settings, node=0):
+        assert settings is loop._broker
+        tried.append(node)
+        made = FakeBlockingConnection(scripts.popleft())
+        made.on_exhausted = loop.stop
+        return made
+
+    monkeypatch.setattr(connection_module, "open_declared", open_declared)
+    loop.run()
+    assert tried == [0, 1], "the second connection begins with the node the first did not use"
+    assert handler.calls == [[1], [2]]
 
 
 def test_stop_finishes_the_batch_in_hand_and_cancels(monkeypatch):

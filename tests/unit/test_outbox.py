@@ -5,6 +5,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from messaging import inbox, outbox
@@ -257,4 +258,17 @@ def test_sqlite_outbox_reports_a_database_error_as_outbox_unavailable(storage):
     with pytest.raises(outbox.OutboxUnavailable, match="^no such table: outbox$") as raised:
         view.claim(10)
     assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    store.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_postgres_outbox_reports_a_database_error_as_outbox_unavailable(store_settings):
+    store = MessagingStore.open(store_settings("gone.db"))
+    view = store.outbox_for("relay-a")
+    assert isinstance(view, outbox.PostgresOutbox)
+    store.write(lambda conn: conn.execute("DROP TABLE outbox"))
+    with pytest.raises(outbox.OutboxUnavailable, match='relation "outbox" does not exist') as raised:
+        view.claim(10)
+    assert str(raised.value) == str(raised.value.__cause__)
+    assert isinstance(raised.value.__cause__, psycopg.errors.UndefinedTable)
     store.close()

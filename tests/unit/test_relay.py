@@ -10,13 +10,14 @@ from collections.abc import Callable, Iterator
 import pika
 import pytest
 
-from messaging import outbox, relay
+from messaging import outbox, relay, topology
 from messaging.events import Message
 from messaging.outbox import PendingMessage
 from messaging.relay import Relay
 from messaging.settings import BrokerSettings
 from messaging.storage import Database
 from messaging.store import MessagingStore
+from messaging.topology import QueueMismatch
 from tests.unit.fake_pika import FakeClock, FakeEvent, FakeSelectConnection, Probe
 
 
@@ -848,3 +849,55 @@ def test_connected_is_false_before_the_first_connection_and_after_each(store, cl
     assert r.connected is True
     connection.drop()
     assert r.connected is False
+
+
+# --- the broker refuses the topology ---
+
+
+def mismatch() -> QueueMismatch:
+    return QueueMismatch("order-events", topology.QUORUM,
+                         "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue "
+                         "'order-events' in vhost '/': received 'quorum' but current is 'classic'")
+
+
+def refuse_topology(r: Relay, monkeypatch, error: QueueMismatch) -> list[bool]:
+    """Make the probe raise `error`; return the list the outbox's close() appends to."""
+    def connect(broker, stopping, name, nodes):
+        raise error
+
+    def factory(*args, **kwargs):
+        raise AssertionError("no SelectConnection after the topology was refused")
+
+    closed: list[bool] = []
+    monkeypatch.setattr(relay, "connect", connect)
+    monkeypatch.setattr(relay, "CoalescingSelectConnection", factory)
+    monkeypatch.setattr(r._outbox, "close", lambda: closed.append(True))
+    return closed
+
+
+def test_a_refused_topology_stops_the_relay_for_good_and_tells_on_refused(store, monkeypatch, caplog):
+    told: list[QueueMismatch] = []
+    r = make_relay(store, on_refused=told.append)
+    r._stopping = FakeEvent()
+    error = mismatch()
+    closed = refuse_topology(r, monkeypatch, error)
+    with caplog.at_level(logging.INFO, logger="messaging.relay"):
+        r.run()
+    assert len(told) == 1 and told[0] is error, "told once, with the broker's refusal"
+    assert r._stopping.is_set() and r._stopping.waits == [], "no retry: no reconnect mends it"
+    assert closed == [True] and r._stopped.is_set(), "the thread still ends as usual"
+    assert logged(caplog) == [], "on_refused reports it, not the relay's log"
+
+
+def test_a_refused_topology_without_on_refused_is_logged_as_an_error(store, monkeypatch, caplog):
+    r = make_relay(store)
+    r._stopping = FakeEvent()
+    error = mismatch()
+    closed = refuse_topology(r, monkeypatch, error)
+    with caplog.at_level(logging.INFO, logger="messaging.relay"):
+        r.run()
+    records = [rec for rec in caplog.records if rec.name == "messaging.relay"]
+    assert [(rec.levelno, rec.getMessage()) for rec in records] == [
+        (logging.ERROR, f"test-relay stopped: {error}")]
+    assert "is a classic queue on the broker" in records[0].getMessage()
+    assert r._stopping.is_set() and closed == [True] and r._stopped.is_set()
