@@ -16,7 +16,7 @@ from typing import Any
 import pika
 import requests
 
-from bench import cli, table
+from bench import cli, sidebyside, table
 from bench.cli import RESULTS
 from bench.environment import Environment
 from bench.headline import headline
@@ -70,8 +70,13 @@ def write(results: dict[str, Any], output: Path) -> list[Path]:
         written.append(output / name)
     try:
         from bench.plot import draw
-        for name in (f"{stem}.png", "latest.png"):
-            written.append(draw(results, output / name))
+        runs = results.get("configs") or {"": results}  # several configurations: a PNG each
+        for config, run in runs.items():
+            suffix = f"-{config}" if config else ""
+            run = {"started_at": results["started_at"], **run,
+                   "machine": {**results.get("machine", {}), **run.get("machine", {})}}
+            for name in (f"{stem}{suffix}.png", f"latest{suffix}.png"):
+                written.append(draw(run, output / name))
     except ImportError:
         print("matplotlib is not installed: no plot (pip install -r bench/requirements.txt)",
               file=sys.stderr)
@@ -86,11 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "command": " ".join(["python -m bench", *(argv or sys.argv[1:])]),
                                "options": options.record(), "code": _code()}
-    env = Environment(options.workers, options.threads)
+    if len(options.configs) > 1:
+        return _several(options, results)
+    # one configuration: the default (SQLite, or whatever TEST_BACKEND names) keeps its layout
+    config = None if options.configs == ("sqlite",) else options.configs[0]
+    code, started = _one(options, Environment(options.workers, options.threads, config), results)
+    results["machine"] = {**results.get("machine", {}), "load_average_end": os.getloadavg()}
+    results["total_s"] = round(time.monotonic() - started, 1)
+    results["headline"] = headline(results)
+    paths = write(results, options.output)
+    print(table.render(results))
+    print(f"\nTotal {results['total_s']} s. Results: " + ", ".join(str(p) for p in paths))
+    _report_lost(results, code)
+    return code
+
+
+def _one(options: cli.Options, env: Environment, results: dict[str, Any]) -> tuple[int, float]:
+    """Start `env`, run the benchmark (or the soak) in it, tear it down; (exit code, start)."""
     code, started = 2, time.monotonic()
     try:
         env.start(baselines=not options.soak)
         results["machine"] = _machine(env)
+        if env.config is not None:
+            results["setup"] = env.describe()
         if options.soak:
             SoakRun(options, env, results).soak()
         else:
@@ -105,16 +128,43 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
     finally:
         env.close(keep_workdir=code != 0)
-    results["machine"] = {**results.get("machine", {}), "load_average_end": os.getloadavg()}
+    return code, started
+
+
+def _several(options: cli.Options, results: dict[str, Any]) -> int:
+    """Each configuration in turn, each with its own environment and baselines; then the
+    side-by-side comparison. An interruption stops the remaining configurations."""
+    started, codes = time.monotonic(), []
+    results["configs"] = {}
+    results["machine"] = {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()}
+    for name in options.configs:
+        print(f"===== configuration {name}", file=sys.stderr, flush=True)
+        run: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        results["configs"][name] = run
+        code, run_started = _one(options, Environment(options.workers, options.threads, name), run)
+        run["machine"] = {**run.get("machine", {}), "load_average_end": os.getloadavg()}
+        run["total_s"] = round(time.monotonic() - run_started, 1)
+        run["headline"] = headline(run)
+        codes.append(code)
+        if code == 130:
+            results["error"] = f"interrupted during {name}"
+            break
+    results["machine"]["load_average_end"] = os.getloadavg()
     results["total_s"] = round(time.monotonic() - started, 1)
-    results["headline"] = headline(results)
+    results["side_by_side"] = sidebyside.compare(results["configs"])
     paths = write(results, options.output)
-    print(table.render(results))
+    print(table.render_configs(results))
     print(f"\nTotal {results['total_s']} s. Results: " + ", ".join(str(p) for p in paths))
+    for name, run in results["configs"].items():
+        _report_lost(run, codes[list(results["configs"]).index(name)], name)
+    return 130 if 130 in codes else 2 if 2 in codes else max(codes, default=2)
+
+
+def _report_lost(results: dict[str, Any], code: int, name: str = "") -> None:
     if code == 1:
-        print(f"FAILED: {results['verify']['lost']} lost and {results['verify']['not_final']} "
-              f"not final of {results['verify']['accepted']} accepted orders", file=sys.stderr)
-    return code
+        print(f"FAILED{' (' + name + ')' if name else ''}: {results['verify']['lost']} lost and "
+              f"{results['verify']['not_final']} not final of {results['verify']['accepted']} "
+              f"accepted orders", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ def sample_body() -> bytes:
 class _ConfirmedPublisher:
     """Publish `count` messages keeping `window` unconfirmed, on pika's SelectConnection."""
 
-    def __init__(self, parameters: pika.ConnectionParameters, count: int, window: int) -> None:
+    def __init__(self, parameters: pika.ConnectionParameters, count: int, window: int,
+                 queue_type: str = "classic") -> None:
         self.count, self.window, self.body = count, window, sample_body()
+        self.arguments = {"x-queue-type": queue_type} if queue_type != "classic" else None
         self.sent = self.acked = self.nacked = 0
         self.started = self.finished = 0.0
         self._pending: collections.deque[int] = collections.deque()
@@ -54,8 +56,10 @@ class _ConfirmedPublisher:
 
     def _on_channel(self, channel) -> None:
         self._channel = channel
-        channel.queue_declare(QUEUE, durable=True, callback=lambda _frame: channel.confirm_delivery(
-            ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode))
+        channel.queue_declare(
+            QUEUE, durable=True, arguments=self.arguments,
+            callback=lambda _frame: channel.confirm_delivery(
+                ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode))
 
     def _on_confirm_mode(self, _frame) -> None:
         self.started = time.perf_counter()
@@ -90,12 +94,14 @@ class _ConfirmedPublisher:
             self._fill()
 
 
-def publish_rate(broker: Broker, vhost: str, count: int, window: int = 1000) -> dict:
+def publish_rate(broker: Broker, vhost: str, count: int, window: int = 1000,
+                 queue_type: str = "classic") -> dict:
     """Publish `count` persistent messages with pipelined confirms; return the rate."""
-    publisher = _ConfirmedPublisher(broker.settings(vhost).parameters(), count, window)
+    publisher = _ConfirmedPublisher(broker.settings(vhost).parameters(), count, window, queue_type)
     publisher.run()
     seconds = publisher.finished - publisher.started
     return {"client": "pika SelectConnection, confirm_delivery, pipelined", "window": window,
+            "queue_type": queue_type,
             "messages": count, "acked": publisher.acked, "nacked": publisher.nacked,
             "body_bytes": len(publisher.body), "seconds": round(seconds, 3),
             "per_s": round(count / seconds, 1), "queue_depth_after": broker.depth(vhost, QUEUE)}
@@ -127,11 +133,14 @@ def consume_rate(broker: Broker, vhost: str, count: int, prefetch: int = 100) ->
             "per_s": round(taken / seconds, 1)}
 
 
-def measure(broker: Broker, vhost: str, count: int, rounds: int = 3) -> dict:
-    """Publish then consume `count` messages `rounds` times; report the median round of each."""
+def measure(broker: Broker, vhost: str, count: int, rounds: int = 3,
+            queue_type: str = "classic") -> dict:
+    """Publish then consume `count` messages `rounds` times; report the median round of each.
+
+    `queue_type` quorum measures a quorum queue (on a cluster: the services' queue type)."""
     publishes, consumes = [], []
     for round_no in range(1, rounds + 1):
-        publishes.append(publish_rate(broker, vhost, count))
+        publishes.append(publish_rate(broker, vhost, count, queue_type=queue_type))
         consumes.append(consume_rate(broker, vhost, count))
         print(f"  [raw pika] round {round_no}/{rounds}: publish {publishes[-1]['per_s']}/s, "
               f"consume+ack {consumes[-1]['per_s']}/s", file=sys.stderr, flush=True)

@@ -6,6 +6,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.environment import CONFIGS
 from bench.schedule import parse_rates
 from order_service.config import DEFAULTS
 
@@ -32,9 +33,10 @@ class Options:
     soak_rate: float | None
     settle_timeout: float
     output: Path
+    configs: tuple[str, ...] = ("sqlite",)
 
     def record(self) -> dict:
-        return {**asdict(self), "output": str(self.output)}
+        return {**asdict(self), "output": str(self.output), "configs": list(self.configs)}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,7 +68,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--settle-timeout", type=float, default=180.0,
                    help="seconds to wait for every order to become final after a step (default 180)")
     p.add_argument("--output", type=Path, default=RESULTS, help="results directory (bench/results)")
+    p.add_argument("--configs", default="sqlite",
+                   help=f"comma-separated configurations to measure one after another in this run, "
+                        f"each with its own baselines, compared side by side: "
+                        f"{', '.join(CONFIGS)} (default sqlite)")
     return p
+
+
+def parse_configs(text: str) -> tuple[str, ...]:
+    """`sqlite,postgres` -> ("sqlite", "postgres"), in the order given, each once."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CONFIGS]
+    if not names or unknown:
+        raise ValueError(f"--configs takes a comma-separated list of {', '.join(CONFIGS)}; "
+                         f"got {text!r}")
+    return tuple(dict.fromkeys(names))
 
 
 def parse(argv: list[str] | None = None) -> Options:
@@ -81,8 +97,11 @@ def parse(argv: list[str] | None = None) -> Options:
 
     try:
         rates = parse_rates(pick("rates"))
+        configs = parse_configs(args.configs)
     except ValueError as exc:
         p.error(str(exc))
+    if args.soak and configs != ("sqlite",):
+        p.error("--soak measures one configuration: leave out --configs")
     for name in ("concurrency", "connections", "workers", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
@@ -94,4 +113,4 @@ def parse(argv: list[str] | None = None) -> Options:
                    drain_orders=pick("drain_orders"), concurrency=args.concurrency,
                    connections=args.connections, workers=args.workers, threads=args.threads,
                    raw_messages=pick("raw_messages"), soak=args.soak, soak_rate=args.soak_rate,
-                   settle_timeout=args.settle_timeout, output=args.output)
+                   settle_timeout=args.settle_timeout, output=args.output, configs=configs)

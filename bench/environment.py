@@ -8,8 +8,14 @@ import signal
 import tempfile
 from pathlib import Path
 
+from bench.procstats import find_process
 from stack.broker import Broker
 from stack.processes import ServiceProcess, Stack
+
+# The backends `python -m bench --configs` can compare: the stores' engine, and whether the broker
+# is the machine's node (classic queues) or a local three-node cluster with quorum queues.
+CONFIGS = {"sqlite": ("sqlite", False), "postgres": ("postgres", False),
+           "postgres-cluster": ("postgres", True)}
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +40,21 @@ class BareProcess(ServiceProcess):
 
 
 class Environment:
-    """A private vhost with the three services, plus (optionally) the baselines' own processes."""
+    """A private vhost with the three services, plus (optionally) the baselines' own processes.
 
-    def __init__(self, workers: int, threads: int) -> None:
+    `config` (a key of CONFIGS) fixes the stores' backend and the broker; without it the stores
+    are on the backend TEST_BACKEND names (SQLite by default) and the broker is the local node.
+    With `postgres-cluster` a three-node cluster (stack.cluster.LocalCluster) is started for the
+    run and stopped by close(); the services get every node and quorum queues, and the
+    benchmark's own AMQP traffic (depths, raw pika baseline) goes to the last node.
+    """
+
+    def __init__(self, workers: int, threads: int, config: str | None = None) -> None:
+        if config is not None and config not in CONFIGS:
+            raise ValueError(f"unknown configuration {config!r}: one of {', '.join(CONFIGS)}")
+        self.config = config
+        self.backend, self.clustered = CONFIGS[config] if config else (None, False)
+        self.cluster = None
         self.broker = Broker()
         self.env = service_env(workers, threads)
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -47,9 +65,12 @@ class Environment:
 
     def start(self, baselines: bool = True) -> Environment:
         """Create the vhost(s) and start the services (and the bare endpoint); wait until healthy."""
-        self.broker.vhosts()  # fails at once, with the API's address, when RabbitMQ is not there
+        if self.clustered:
+            self._start_cluster()
+        else:
+            self.broker.vhosts()  # fails at once, with the API's address, when RabbitMQ is not there
         self.vhost = self.broker.create_vhost("bench")
-        self.stack = Stack(self.vhost, self.workdir, **self.env)
+        self.stack = Stack(self.vhost, self.workdir, self.backend, **self.env)
         self.stack.start(timeout=60)
         if baselines:
             self.scratch_vhost = self.broker.create_vhost("bench-raw")
@@ -57,11 +78,48 @@ class Environment:
             self.bare.wait_healthy(60)
         return self
 
+    def _start_cluster(self) -> None:
+        from stack.cluster import LocalCluster
+
+        logger.info("starting a three-node RabbitMQ cluster")
+        self.cluster = LocalCluster()
+        self.cluster.start()
+        self.broker = self.cluster.broker(len(self.cluster.nodes) - 1)
+        self.env = {**self.env, "RABBITMQ_HOST": self.cluster.host_list,
+                    "RABBITMQ_QUEUE_TYPE": "quorum"}
+
+    @property
+    def queue_type(self) -> str:
+        """The type of the queues the services (and the raw pika baseline) use."""
+        return "quorum" if self.clustered else "classic"
+
+    def broker_pids(self) -> dict[str, int | None]:
+        """The broker's Erlang VM(s): the machine's node, or each node of the cluster."""
+        if self.cluster is None:
+            return {"rabbitmq": find_process("beam.smp")}
+        pids: dict[str, int | None] = {}
+        for node in self.cluster.nodes:
+            try:
+                pids[f"rabbitmq-{node.home.name}"] = int((node.home / "pid").read_text().strip())
+            except (OSError, ValueError):
+                pids[f"rabbitmq-{node.home.name}"] = None
+        return pids
+
+    def describe(self) -> dict:
+        """What this configuration runs on, for the results file."""
+        return {"config": self.config, "backend": self.stack.backend if self.stack else self.backend,
+                "broker": self.cluster.host_list if self.cluster else
+                f"{self.broker.host}:{self.broker.port}",
+                "nodes": len(self.cluster.nodes) if self.cluster else 1,
+                "queue_type": self.queue_type}
+
     def close(self, keep_workdir: bool = False) -> None:
-        """Stop every process and delete the vhosts; Ctrl-C cannot interrupt this."""
+        """Stop every process and delete the vhosts (and stop the cluster); Ctrl-C cannot
+        interrupt this."""
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            for step in (self._stop_bare, self._stop_stack, self._delete_vhosts):
+            for step in (self._stop_bare, self._stop_stack, self._delete_vhosts,
+                         self._stop_cluster):
                 try:
                     step()
                 except Exception:
@@ -85,3 +143,8 @@ class Environment:
         for vhost in (self.vhost, self.scratch_vhost):
             if vhost is not None:
                 self.broker.delete_vhost(vhost)
+
+    def _stop_cluster(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None

@@ -12,7 +12,7 @@ from bench.cli import Options
 from bench.environment import Environment
 from bench.loadgen import Outcome, closed_loop, open_loop
 from bench.orders_api import OrderApi
-from bench.procstats import CpuMeter, find_process, rss_bytes
+from bench.procstats import CpuMeter, rss_bytes
 from bench.summary import FINAL, e2e_summary, run_summary
 from messaging import topology
 
@@ -49,7 +49,8 @@ class Run:
 
     def amqp(self) -> None:
         self.results["amqp_baseline"] = amqp_baseline.measure(
-            self.env.broker, self.env.scratch_vhost, self.o.raw_messages)
+            self.env.broker, self.env.scratch_vhost, self.o.raw_messages,
+            queue_type=self.env.queue_type)
 
     def closed(self) -> None:
         c, d = self.o.concurrency, self.o.duration
@@ -141,7 +142,7 @@ class Run:
         pids = {name: self.env.stack[name].process.pid for name in ("order", "inventory",
                                                                      "notification")}
         pids["bare"] = self.env.bare.process.pid if self.env.bare else None
-        pids["rabbitmq"] = find_process("beam.smp")
+        pids.update(self.env.broker_pids())
         return pids
 
     def disk(self) -> dict[str, dict[str, int]]:
@@ -153,4 +154,4 @@ class Run:
     def rss(self) -> dict[str, int]:
         """Resident bytes of each service (gunicorn: master plus workers)."""
         return {name: rss_bytes(pid) for name, pid in self._pids().items()
-                if pid and name != "rabbitmq"}
+                if pid and not name.startswith("rabbitmq")}

@@ -148,3 +148,34 @@ def _cpu(results: dict[str, Any]) -> list[str]:
     names = list(runs[0]["cpu_cores"])
     rows = [[r["label"], *[_n(r["cpu_cores"].get(n), 2) for n in names]] for r in runs]
     return ["", "CPU cores used during each run (1.0 = one core busy):", *_grid(["run", *names], rows)]
+
+
+def side_by_side(compared: dict[str, Any]) -> list[str]:
+    """One row per figure, one column per configuration, then each one's ratio to SQLite."""
+    names = list(compared["figures"])
+    ratio_names = list(compared["ratios"])
+    rows = []
+    for metric, meta in compared["metrics"].items():
+        digits = 3 if meta["unit"] == "ratio" else 1
+        rows.append([f"{meta['label']}, {meta['unit']}",
+                     *[_n(compared["figures"][name][metric], digits) for name in names],
+                     *[_n(compared["ratios"][r].get(metric), 2) for r in ratio_names]])
+    out = ["Backends side by side (each with its own same-run baselines; ratios to "
+           f"{compared['base']}):",
+           *_grid(["figure", *names, *[f"{r.replace('/', ' / ')}" for r in ratio_names]], rows)]
+    verdicts = {True: "met", False: "NOT met", None: "not measured"}
+    for name, t in compared["targets"].items():
+        out.append(f"target {name} {t['target']}: {_n(t['value'], 3)} ({verdicts[t['met']]})")
+    return out
+
+
+def render_configs(results: dict[str, Any]) -> str:
+    """A run of several configurations: each one's tables, then the side-by-side comparison."""
+    out: list[str] = []
+    for name, run in results.get("configs", {}).items():
+        out += [f"===== {name}: {run.get('setup', {})}", render(run), ""]
+    if results.get("error"):
+        out += [f"PARTIAL RESULTS, the run stopped early: {results['error']}", ""]
+    if results.get("side_by_side"):
+        out += side_by_side(results["side_by_side"])
+    return "\n".join(out)
