@@ -175,6 +175,7 @@ class Relay(threading.Thread):
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
 
     def _on_confirm_mode(self, _frame) -> None:
+        self._delete_confirmed()  # left by a disconnect that found the outbox unavailable
         self._release_mine()  # rows claimed for us but never published on an old channel
         self._handed.clear()
         self.connected = True
@@ -302,9 +303,8 @@ class Relay(threading.Thread):
             # published a second time (a cut database connection is back within seconds).
             logger.exception("%s could not delete confirmed rows; trying again in %.1fs",
                              self.name, RETRY_DELAY)
-            first_retry = not self._confirmed
-            self._confirmed = ids + self._confirmed
-            if first_retry and self._connection is not None:
+            self._confirmed = ids  # nothing was confirmed meanwhile: this runs on the ioloop
+            if self._connection is not None:  # None after a disconnect: retried on connect
                 self._connection.ioloop.call_later(RETRY_DELAY, self._delete_confirmed)
 
     # --- shutdown ---

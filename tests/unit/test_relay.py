@@ -583,6 +583,22 @@ def test_rows_that_cannot_be_deleted_stay_claimed_and_are_deleted_once_the_outbo
     assert r._confirmed == []
 
 
+def test_a_disconnect_while_confirmed_rows_cannot_be_deleted_keeps_them_for_later(
+        store, clock, monkeypatch, caplog):
+    add(store, 2)
+    r = make_relay(store)
+    connection = open_connection(r)
+    with monkeypatch.context() as m:
+        failing(m, "delete")
+        connection.channel_.ack(2, multiple=True)
+        connection.drop()
+        r._after_disconnect()  # no connection to schedule a retry on: kept, not raised
+        assert len(r._confirmed) == 2 and len(remaining(store)) == 2
+    again = open_connection(r)
+    assert remaining(store) == {} and r._confirmed == [], "deleted as the next channel opens"
+    assert again.channel_.message_ids == [], "and so not published a second time"
+
+
 def test_claims_that_cannot_be_released_on_connect_do_not_stop_the_relay(store, clock, monkeypatch,
                                                                          caplog):
     add(store, 1)
