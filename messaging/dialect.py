@@ -3,9 +3,9 @@
 The stores write each statement once, with `?` placeholders and SQL both backends accept. What
 cannot be written once is asked of the connection's dialect: column types in a schema
 (`{id}`, `{int}`, `{real}`, `{blob}`, `{nocase}` in DDL, and `{now}`, the time in seconds
-since the epoch, for a migration that fills a new column), case folding of a menu item, claiming rows
-past other claimants, holding back the other writers, the placeholder style, and which errors
-mean "the database is unavailable, try again".
+since the epoch, for a migration that fills a new column), case folding of a menu item,
+claiming rows past other claimants, writing two tables in one statement, holding back the other
+writers, the placeholder style, and which errors mean "the database is unavailable, try again".
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class Dialect:
     placeholders: bool = False  # True: `?` must become `%s`
     reads_while_locked: bool = False  # True: a failed write says nothing about reads (WAL)
     fold_needs_index: bool = False  # True: a `{nocase}` key needs a unique index on fold(column)
+    modifying_cte: bool = False  # True: `WITH x AS (INSERT ...) INSERT ...` is one statement
 
     def ddl(self, schema: str) -> str:
         """Fill a schema's type tokens for this backend."""
@@ -90,6 +91,7 @@ def postgres() -> Dialect:
         lock_writers="SELECT pg_advisory_xact_lock(hashtext(?))",
         placeholders=True,
         fold_needs_index=True,
+        modifying_cte=True,
     )
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from messaging import dialect
 from messaging.events import Message
@@ -58,23 +60,49 @@ def add(conn: sqlite3.Connection, message: Message,
     return rows[0] if rows else None
 
 
+INSERT = ("INSERT INTO outbox (message_id, exchange, routing_key, body, correlation_id, type,"
+          " created_at, claimed_by, claimed_until) VALUES {rows}"
+          " ON CONFLICT DO NOTHING RETURNING id, message_id")
+ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _values(messages: list[Message], now: float, claimant: str | None) -> list[Any]:
+    until = now + CLAIM_LEASE if claimant else None
+    return [value for m in messages for value in (m.message_id, m.exchange, m.routing_key, m.body,
+                                                  m.correlation_id, m.type, now, claimant, until)]
+
+
 def add_many(conn: sqlite3.Connection, messages: list[Message],
              claimant: str | None = None) -> list[PendingMessage]:
     """Queue several messages in one statement; return the rows that were new, in order."""
     now = time.time()
-    until = now + CLAIM_LEASE if claimant else None
     by_id = {m.message_id: m for m in messages}
     rows = []
     for chunk in chunks(messages):
-        rows += conn.execute(
-            "INSERT INTO outbox (message_id, exchange, routing_key, body, correlation_id,"
-            " type, created_at, claimed_by, claimed_until) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-            + " ON CONFLICT DO NOTHING RETURNING id, message_id",
-            [value for m in chunk for value in (m.message_id, m.exchange, m.routing_key, m.body,
-                                                m.correlation_id, m.type, now, claimant, until)],
-        ).fetchall()
+        rows += conn.execute(INSERT.format(rows=", ".join([ROW] * len(chunk))),
+                             _values(chunk, now, claimant)).fetchall()
     return sorted((PendingMessage(row[0], now, by_id[row[1]]) for row in rows), key=lambda r: r.id)
+
+
+def add_with(db: Any, change: str, params: Sequence[Any], message: Message,
+             claimant: str | None = None) -> PendingMessage | None:
+    """Run `change` (one INSERT) and queue `message` in one transaction; return the outbox row.
+
+    On PostgreSQL both go in one statement (the change as a data-modifying CTE), committed in one
+    round trip; on SQLite, as two statements in one group-committed transaction. Returns None
+    when a row with this message_id already exists (the change is made all the same).
+    """
+    now = time.time()
+    insert, values = INSERT.format(rows=ROW), _values([message], now, claimant)
+    if db.dialect.modifying_cte:
+        rows = db.write_statement(f"WITH change AS ({change}) {insert}", [*params, *values])
+    else:
+        def both(conn: sqlite3.Connection) -> list[Any]:
+            conn.execute(change, params)
+            return conn.execute(insert, values).fetchall()
+
+        rows = db.write(both)
+    return PendingMessage(rows[0][0], now, message) if rows else None
 
 
 def claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float) -> list[PendingMessage]:

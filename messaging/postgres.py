@@ -122,6 +122,16 @@ class PostgresDatabase:
         with self.pool.connection() as conn, conn.transaction():
             return job(PgConnection(conn, self.dialect))
 
+    def write_statement(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one statement as its own transaction, in one round trip; return its rows.
+
+        No BEGIN or COMMIT of ours: in autocommit the server commits the statement (durably, at
+        the server's synchronous_commit) before it answers.
+        """
+        with self.pool.connection() as conn:
+            cursor = conn.execute(self.dialect.sql(statement), params)
+            return cursor.fetchall() if cursor.description else []
+
     def migrate(self, component: str, steps: list[str]) -> None:
         """Bring `component`'s tables to the last of `steps`, recording the version reached.
 

@@ -43,14 +43,10 @@ class OrderStore(MessagingStore):
 
     def add(self, order: Order, message: Message, claimant: str | None = None) -> PendingMessage:
         """Store a new order and its OrderPlaced event in one transaction; return the outbox row."""
-        def insert(conn: sqlite3.Connection) -> PendingMessage:
-            conn.execute(
-                f"INSERT INTO orders ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (order.order_id, order.user_id, order.item, order.quantity, order.status,
-                 order.created_at, order.updated_at, order.reason))
-            return outbox.add(conn, message, claimant)
-
-        return self.write(insert)
+        return outbox.add_with(
+            self.db, f"INSERT INTO orders ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (order.order_id, order.user_id, order.item, order.quantity, order.status,
+             order.created_at, order.updated_at, order.reason), message, claimant)
 
     def get(self, order_id: str) -> Order | None:
         """One order, or None."""
