@@ -45,7 +45,8 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(dialect.of(conn).ddl(SCHEMA))
 
 
-CLAIM_LEASE = 30.0  # seconds a claimed row is left to its relay before another may take it
+CLAIM_LEASE = 10.0  # seconds a claimed row is left to its relay before another may take it
+RENEW_EVERY = CLAIM_LEASE / 4  # a connected relay renews its claims this often (see `renew`)
 
 
 def add(conn: sqlite3.Connection, message: Message,
@@ -132,6 +133,16 @@ def delete(conn: sqlite3.Connection, ids: list[int]) -> None:
     conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
 
+def renew(conn: sqlite3.Connection, owner: str, lease: float) -> int:
+    """Extend every claim `owner` holds to `lease` seconds from now; return how many.
+
+    A relay that is alive keeps its rows this way, so the lease can be short: the rows of a relay
+    that died are free to others within one lease of its last renewal.
+    """
+    return conn.execute("UPDATE outbox SET claimed_until = ? WHERE claimed_by = ?",
+                        (time.time() + lease, owner)).rowcount
+
+
 def release(conn: sqlite3.Connection, ids: list[int], delay: float = 0.0) -> None:
     """Give rows back so they are published again after `delay` seconds."""
     until = time.time() + delay if delay else None
@@ -178,6 +189,10 @@ class SqliteOutbox:
     def release_mine(self) -> None:
         """Give back every row claimed by this owner (the ones never published, or unconfirmed)."""
         self._write(lambda conn: release_all(conn, self.owner))
+
+    def renew(self) -> int:
+        """Extend this owner's claims by a lease; return how many rows it holds."""
+        return self._write(lambda conn: renew(conn, self.owner, self._lease))
 
     def delete(self, ids: list[int]) -> None:
         """Remove rows whose publication the broker confirmed."""

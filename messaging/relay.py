@@ -27,7 +27,7 @@ from messaging.connection import (
     close_quietly,
     connect,
 )
-from messaging.outbox import OutboxUnavailable, PendingMessage
+from messaging.outbox import RENEW_EVERY, OutboxUnavailable, PendingMessage
 from messaging.settings import BrokerSettings
 from messaging.topology import QueueMismatch
 
@@ -46,6 +46,8 @@ class Outbox(Protocol):
     def release(self, ids: list[int], delay: float) -> None: ...
 
     def release_mine(self) -> None: ...
+
+    def renew(self) -> int: ...
 
     def delete(self, ids: list[int]) -> None: ...
 
@@ -80,6 +82,7 @@ class Relay(threading.Thread):
         self._drained = False
         self._look_in_outbox = True
         self._wake_pending = False
+        self._renew_at = 0.0
         self._backoff = Backoff()
         self._nodes = NodeRotation(broker)
         self.on_refused = on_refused  # told when the broker refuses the topology; else logged
@@ -181,6 +184,7 @@ class Relay(threading.Thread):
         self.connected = True
         self._backoff.reset()
         logger.info("%s publishing with confirms", self.name)
+        self._renew_at = time.monotonic() + RENEW_EVERY
         self._pump(look_in_outbox=True)
         self._schedule_tick()
 
@@ -212,8 +216,20 @@ class Relay(threading.Thread):
             self._connection.ioloop.call_later(self._poll_interval, self._tick)
 
     def _tick(self) -> None:
+        if time.monotonic() >= self._renew_at:
+            self._renew()
         self._pump(look_in_outbox=True)
         self._schedule_tick()
+
+    def _renew(self) -> None:
+        """Keep our claims (in flight, or confirmed and waiting to be deleted) from lapsing."""
+        self._renew_at = time.monotonic() + RENEW_EVERY
+        try:
+            self._outbox.renew()
+        except OutboxUnavailable:
+            logger.exception("%s could not renew its claims; trying again on the next tick",
+                             self.name)
+            self._renew_at = 0.0
 
     def _on_wake(self) -> None:
         self._wake_pending = False

@@ -272,3 +272,12 @@ def test_postgres_outbox_reports_a_database_error_as_outbox_unavailable(store_se
     assert str(raised.value) == str(raised.value.__cause__)
     assert isinstance(raised.value.__cause__, psycopg.errors.UndefinedTable)
     store.close()
+
+
+def test_renew_extends_only_the_owners_claims(db):
+    add_messages(db, 4)
+    outbox.claim(db, "relay-a", 2, 0.05)
+    outbox.claim(db, "relay-b", 2, 0.05)
+    assert outbox.renew(db, "relay-a", 60.0) == 2
+    taken = wait_for(lambda: outbox.claim(db, "relay-c", 10, 60.0))
+    assert ids_of(taken) == ["msg-2", "msg-3"], "relay-b's lapsed; relay-a's were renewed"

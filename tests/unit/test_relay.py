@@ -917,3 +917,49 @@ def test_a_refused_topology_without_on_refused_is_logged_as_an_error(store, monk
         (logging.ERROR, f"test-relay stopped: {error}")]
     assert "is a classic queue on the broker" in records[0].getMessage()
     assert r._stopping.is_set() and closed == [True] and r._stopped.is_set()
+
+
+def run_for(connection: FakeSelectConnection, clock: FakeClock, seconds: float) -> None:
+    """Let the relay's ticks run for `seconds`, the outbox's clock moving with the loop's."""
+    for _ in range(round(seconds / 0.5)):
+        clock.advance(0.5)
+        connection.ioloop.advance(0.5)
+
+
+def claimed_by_other(store: MessagingStore) -> list[PendingMessage]:
+    return store.write(lambda conn: outbox.claim(conn, "other-relay", 10, outbox.CLAIM_LEASE))
+
+
+def test_a_connected_relay_renews_its_claims_so_another_relay_never_takes_them(store, clock):
+    add(store, 2)
+    r = make_relay(store)
+    connection = open_connection(r)  # published, never confirmed: the broker is slow
+    run_for(connection, clock, 3 * outbox.CLAIM_LEASE)
+    claims = set(remaining(store).values())
+    assert len(claims) == 1 and claims.pop()[0] == r.owner
+    assert claimed_by_other(store) == []
+    assert connection.channel_.message_ids == ["m0", "m1"], "published once"
+
+
+def test_claims_lapse_within_a_lease_once_their_relay_stops_renewing(store, clock):
+    add(store, 2)
+    r = make_relay(store)
+    connection = open_connection(r)
+    run_for(connection, clock, outbox.CLAIM_LEASE)
+    connection.ioloop.timers.clear()  # the relay's process died: no more ticks
+    clock.advance(outbox.CLAIM_LEASE - 0.5)
+    assert claimed_by_other(store) == []
+    clock.advance(1.0)
+    assert [row.message.message_id for row in claimed_by_other(store)] == ["m0", "m1"]
+
+
+def test_a_renewal_that_fails_is_tried_again_on_the_next_tick(store, clock, monkeypatch, caplog):
+    add(store, 2)
+    r = make_relay(store)
+    connection = open_connection(r)
+    with monkeypatch.context() as m:
+        failing(m, "renew")
+        run_for(connection, clock, outbox.RENEW_EVERY)
+        assert "could not renew its claims" in caplog.text
+    run_for(connection, clock, 0.5)
+    assert set(remaining(store).values()) == {(r.owner, clock.now + outbox.CLAIM_LEASE)}

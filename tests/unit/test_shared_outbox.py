@@ -60,3 +60,11 @@ def test_a_dead_relays_rows_are_taken_over_after_the_lease(shared):
     live = shared.outbox_for("live-instance")
     assert {row.id for row in live.claim(ROWS)} == {row.id for row in taken}
     assert shared.outbox_for("third").claim(ROWS) == []  # the live claim holds its lease
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_a_live_relay_that_renews_keeps_its_rows(shared):
+    taken = outbox.PostgresOutbox(shared.db, "live-instance", lease=0.0).claim(ROWS)
+    assert shared.outbox_for("live-instance").renew() == ROWS  # before another relay's tick
+    assert len(taken) == ROWS
+    assert shared.outbox_for("other").claim(ROWS) == []
