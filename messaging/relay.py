@@ -9,6 +9,7 @@ and given back when it is nacked or returned as unroutable, so nothing is lost a
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -67,9 +68,10 @@ class Relay(threading.Thread):
                  batch: int = 250, max_inflight: int = 1000, poll_interval: float = 0.5,
                  on_refused: Callable[[QueueMismatch], None] | None = None) -> None:
         super().__init__(name=f"{name}-relay", daemon=True)
-        # Stable across restarts of the same service on the same host (container), so a restarted
-        # relay frees the claims its crashed predecessor held as soon as it connects.
-        self.owner = f"{socket.gethostname()}:{name}"
+        # One owner per process: replicas on one host must not renew or release each other's
+        # claims. In a container the pid is the same after a restart, so a restarted relay frees
+        # the claims its crashed predecessor held as soon as it connects.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{name}"
         self._broker, self._outbox = broker, store.outbox_for(self.owner)
         self._batch, self._max_inflight, self._poll_interval = batch, max_inflight, poll_interval
         self._stopping, self._stopped = threading.Event(), threading.Event()

@@ -183,11 +183,28 @@ class Figures:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "probe"}
 
 
+def unsettled(stack: Stack, broker: Broker, accepted: list[str]) -> str:
+    """What still keeps the system from settling, told in one line."""
+    try:
+        snap = snapshot(stack)
+        waiting = [o for o in accepted if snap.orders.get(o) not in ("reserved", "failed")]
+        failing = [invariant.name for invariant in audit.check(snap) if not invariant.ok]
+        depths = {q: broker.depth(stack.vhost, q)
+                  for q in ("order-events", "inventory-events", "order-status")}
+    except Exception as exc:  # a diagnosis, not a verdict
+        return f"no snapshot: {exc!r}"
+    return (f"{len(waiting)} accepted orders not final (e.g. {waiting[:3]}), failing invariants "
+            f"{failing}, queue depths {depths}")
+
+
 def settle_and_audit(stack: Stack, broker: Broker, accepted: list[str], figures: Figures,
                      since: float, timeout: float = 30.0) -> audit.Snapshot:
     """Wait for the system to settle, then assert the audit passes; fill in the figures."""
-    wait_for(lambda: settled(stack, broker, accepted), timeout=timeout, interval=0.25,
-             what=f"{figures.scenario}: the system to settle with every invariant holding")
+    try:
+        wait_for(lambda: settled(stack, broker, accepted), timeout=timeout, interval=0.25,
+                 what=f"{figures.scenario}: the system to settle with every invariant holding")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {unsettled(stack, broker, accepted)}") from None
     figures.recovery_seconds = round(time.monotonic() - since, 2)
     snap = snapshot(stack)
     figures.accepted = len(accepted)

@@ -95,11 +95,14 @@ def test_publishes_every_outbox_row_once_confirms_are_on(store, clock):
     assert connection.ioloop.delays == [0.5], "the periodic outbox tick"
 
 
-def test_owner_is_the_host_and_the_service_name(store):
+def test_owner_is_the_host_the_process_and_the_service_name(store, monkeypatch):
+    import os
     import socket
     r = make_relay(store)
-    assert r.owner == f"{socket.gethostname()}:test"
+    assert r.owner == f"{socket.gethostname()}:{os.getpid()}:test"
     assert r.name == "test-relay" and r.daemon
+    monkeypatch.setattr(relay.os, "getpid", lambda: 4242)
+    assert make_relay(store).owner != r.owner, "two replicas of a service on one host"
 
 
 def test_a_single_ack_confirms_one_row_and_deletes_it_after_the_delay(store, clock):
