@@ -119,7 +119,7 @@ class ConsumeLoop:
         to_ack = [d.tag for d in batch + [r.delivery for r in rejections] if d.tag not in kept]
         if to_ack:
             channel.basic_ack(delivery_tag=max(to_ack), multiple=True)
-        self._meter.settled(len(to_ack), started)
+        self._meter.settled(len(set(to_ack)), started)  # a rejection is in the batch too
         self.processed += len(batch)
         if refused:
             delay = self._refused.next_delay()
