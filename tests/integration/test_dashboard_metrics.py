@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from messaging import topology
 from stack.cluster import ClusterBroker
+from stack.metrics import Samples
 from stack.plugin_node import LocalPluginNode
 from tests import dashboard
 from tests.client import all_final, post_order, publish, wait_for
@@ -32,9 +32,8 @@ def scrape(*urls: str) -> dict[str, set[str]]:
     for url in urls:
         response = requests.get(url, timeout=10)
         response.raise_for_status()
-        for family in text_string_to_metric_families(response.text):
-            for sample in family.samples:
-                found.setdefault(sample.name, set()).update(sample.labels)
+        for name, labels, _ in Samples(response.text).samples:
+            found.setdefault(name, set()).update(labels)
     return found
 
 
