@@ -52,6 +52,7 @@ KNOWN_VARIABLES = {
     "INVENTORY_SUCCESS_RATE", "INVENTORY_INITIAL_STOCK", "INVENTORY_MENU", "WEB_CONCURRENCY",
     "WEB_THREADS", "GRACEFUL_TIMEOUT", "PREFETCH_COUNT", "BATCH_SIZE", "TRANSIENT_RETRY_LIMIT",
     "TRANSIENT_RETRY_DELAY", "REDELIVERY_LIMIT", "SQLITE_SYNCHRONOUS", "SQLITE_BUSY_TIMEOUT_MS",
+    "METRICS",
 }
 # What compose must set on every service: where the broker and the database are, how to log in,
 # which queue type, which port.
