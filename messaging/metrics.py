@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,6 +23,7 @@ from prometheus_client import (
     disable_created_metrics,
     values,
 )
+from prometheus_client.metrics_core import Metric
 
 # Seconds; from a fast local confirm to a backlog drained after an outage.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -29,6 +32,12 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 UNMATCHED = "<unmatched>"  # the route label of a request no route matched (404, 405)
 STATUSES = ("reserved", "failed")
 OUTBOX_SERVICES = ("order-service", "inventory-service")  # the services with an outbox relay
+
+
+class Collector(Protocol):
+    """Reports gauges at scrape time (see messaging.exposition)."""
+
+    def collect(self) -> Iterator[Metric]: ...
 
 
 class Metrics:
@@ -70,6 +79,7 @@ class Metrics:
                                      ["method", "route", "status"], registry=r)
         self.http_duration = Histogram("http_request_duration_seconds", "HTTP request duration",
                                        ["route"], buckets=HTTP_BUCKETS, registry=r)
+        self.collectors: list[Collector] = []  # scrape-time gauges (messaging.exposition.watch)
         self._links: dict[str, bool] = {}
         self._seen: set[str] = set()
         self._lock = threading.Lock()
