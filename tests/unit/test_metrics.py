@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 
 from messaging import exposition, health, metrics
 from messaging.confirms import InFlight
@@ -144,13 +144,37 @@ def test_order_completion_is_timed_from_created_at():
     try:
         metrics.order_placed()
         created = (datetime.now(UTC) - timedelta(seconds=2)).isoformat()[:-6] + "Z"
-        metrics.order_completed("failed", created)
+        metrics.orders_completed([("failed", created)])
+        metrics.orders_completed([])
         s = scrape()
         assert s.value("orders_placed_total") == 1
         assert s.labelled("orders_completed_total", "status") == {"reserved": 0, "failed": 1}
         assert 2.0 <= s.value("order_completion_seconds_sum") < 3.0
     finally:
         metrics.configure(False)
+
+
+def test_observe_many_equals_one_observe_per_amount():
+    amounts = [0.0, 0.001, 0.0011, 0.3, 0.3, 5.0, 59.0, 1000.0, -1.0]
+    one, many = (Histogram(f"h{n}", "h", registry=CollectorRegistry(),
+                           buckets=metrics.LATENCY_BUCKETS) for n in (1, 2))
+    for amount in amounts:
+        one.observe(amount)
+    metrics.observe_many(many, amounts)
+    metrics.observe_many(many, [])
+    samples = [[(s.name[2:], s.labels, s.value) for s in next(iter(h.collect())).samples
+                if not s.name.endswith("_created")] for h in (one, many)]
+    assert samples[0] == samples[1]
+
+
+def test_http_children_are_looked_up_once_per_method_route_and_status(on):
+    for _ in range(3):
+        metrics.http_request("GET", "/health", 200, 0.01)
+    metrics.http_request("GET", None, 404, 0.01)
+    assert len(on.http_children) == 2
+    s = scrape()
+    assert s.value("http_requests_total", route="/health", status="200") == 3
+    assert s.value("http_request_duration_seconds_count", route="<unmatched>") == 1
 
 
 class Outbox:
