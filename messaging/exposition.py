@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -26,10 +26,6 @@ logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OFF = {"error": "metrics are off (METRICS=off)", "status": 404}
-
-
-class Collector(Protocol):
-    def collect(self) -> Iterator[Metric]: ...
 
 
 class OutboxCollector:
@@ -72,15 +68,12 @@ class StockCollector:
         yield family
 
 
-_collectors: list[Collector] = []
-
-
-def watch(collector: Collector) -> None:
+def watch(collector: metrics.Collector) -> None:
     """Add a scrape-time collector (nothing when metrics are off)."""
     active = metrics.active()
     if active is None:
         return
-    _collectors.append(collector)
+    active.collectors.append(collector)
     if active.registry is not None:
         active.registry.register(collector)
 
@@ -95,7 +88,7 @@ def text() -> tuple[bytes, str] | None:
     if registry is None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        for collector in _collectors:
+        for collector in active.collectors:
             registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,6 +24,7 @@ from prometheus_client import (
     disable_created_metrics,
     values,
 )
+from prometheus_client.metrics_core import Metric
 
 # Seconds; from a fast local confirm to a backlog drained after an outage.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -29,6 +33,12 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 UNMATCHED = "<unmatched>"  # the route label of a request no route matched (404, 405)
 STATUSES = ("reserved", "failed")
 OUTBOX_SERVICES = ("order-service", "inventory-service")  # the services with an outbox relay
+
+
+class Collector(Protocol):
+    """Reports gauges at scrape time (see messaging.exposition)."""
+
+    def collect(self) -> Iterator[Metric]: ...
 
 
 class Metrics:
@@ -70,6 +80,8 @@ class Metrics:
                                      ["method", "route", "status"], registry=r)
         self.http_duration = Histogram("http_request_duration_seconds", "HTTP request duration",
                                        ["route"], buckets=HTTP_BUCKETS, registry=r)
+        self.collectors: list[Collector] = []  # scrape-time gauges (messaging.exposition.watch)
+        self.http_children: dict[tuple[str, str | None, int], tuple] = {}
         self._links: dict[str, bool] = {}
         self._seen: set[str] = set()
         self._lock = threading.Lock()
@@ -132,9 +144,7 @@ class QueueMeter:
         """Count `acked` deliveries settled by one batch that began at `started` (monotonic)."""
         if acked:
             self._consumed.inc(acked)
-            seconds = time.monotonic() - started
-            for _ in range(acked):
-                self._handling.observe(seconds)
+            observe_many(self._handling, [time.monotonic() - started] * acked)
 
     def retried(self) -> None:
         self._retries.inc()
@@ -150,12 +160,15 @@ class PublishMeter:
     def settled(self, confirmed: list[tuple[str, float]], refused: list[tuple[str, str]]) -> None:
         """Count confirmed (exchange, published at) and refused (exchange, reason) messages."""
         now = time.monotonic()
-        for exchange, sent in confirmed:
+        by_exchange: dict[str, int] = {}
+        for exchange, _ in confirmed:
+            by_exchange[exchange] = by_exchange.get(exchange, 0) + 1
+        for exchange, count in by_exchange.items():
             child = self._published.get(exchange)
             if child is None:
                 child = self._published[exchange] = self._m.published.labels(exchange)
-            child.inc()
-            self._m.publish_confirm.observe(now - sent)
+            child.inc(count)
+        observe_many(self._m.publish_confirm, [now - sent for _, sent in confirmed])
         for exchange, reason in refused:
             self._m.publish_refused.labels(exchange, reason).inc()
 
@@ -207,12 +220,19 @@ def order_placed() -> None:
         _active.orders_placed.inc()
 
 
-def order_completed(status: str, created_at: str) -> None:
-    """Count an order moved to `status`; observe the time since its `created_at` (ISO, UTC)."""
-    if _active:
-        _active.completed[status].inc()
-        started = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
-        _active.order_completion.observe(max(0.0, time.time() - started))
+def orders_completed(completed: list[tuple[str, str]]) -> None:
+    """Count orders moved to their final status, given as (status, created_at ISO UTC), and
+    observe the time since each was created."""
+    if not _active or not completed:
+        return
+    for status in STATUSES:
+        count = sum(1 for final, _ in completed if final == status)
+        if count:
+            _active.completed[status].inc(count)
+    now = time.time()
+    observe_many(_active.order_completion, [
+        max(0.0, now - datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+        for _, created in completed])
 
 
 def notifications_sent(count: int) -> None:
@@ -223,6 +243,32 @@ def notifications_sent(count: int) -> None:
 def http_request(method: str, route: str | None, status: int, seconds: float) -> None:
     """Count one HTTP request by its route pattern (never the raw path) and status."""
     if _active:
-        route = route or UNMATCHED
-        _active.http_requests.labels(method, route, str(status)).inc()
-        _active.http_duration.labels(route).observe(seconds)
+        children = _active.http_children.get((method, route, status))
+        if children is None:  # the label lookups once per (method, route, status), not per request
+            label = route or UNMATCHED
+            children = _active.http_children[(method, route, status)] = (
+                _active.http_requests.labels(method, label, str(status)),
+                _active.http_duration.labels(label))
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """Observe every amount, writing the sum and each bucket touched once rather than once per
+    amount: in multiprocess mode each write is a write to a shared file.
+
+    Uses the Histogram's `_sum`, `_buckets` and `_upper_bounds` (prometheus_client is pinned;
+    tests/unit/test_metrics.py compares the result with `observe`).
+    """
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    total = 0.0
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1  # the first bucket with amount <= its bound
+        total += amount
+    if not any(counts):
+        return
+    histogram._sum.inc(total)
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)

@@ -28,9 +28,10 @@ class StatusConsumer:
         outcomes = self._store.write(
             lambda conn: self._store.finish_many(conn, changes, events.utc_now(), created))
         metrics.duplicates(topology.ORDER_STATUS.name, outcomes.count("duplicate"))
+        moved = {order_id: status for order_id, status, _ in changes if order_id in created}
+        metrics.orders_completed([(moved[order_id], at) for order_id, at in created.items()])
         for outcome, (result, status, _) in zip(outcomes, results, strict=True):
             if outcome == "updated":
-                metrics.order_completed(status, created[result.order_id])
                 logger.info("Order %s: order_id=%s event_id=%s", status, result.order_id,
                             result.event_id)
             elif outcome == "duplicate":

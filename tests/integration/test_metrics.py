@@ -6,12 +6,13 @@ import uuid
 
 import requests
 
+from inventory_service.config import DEFAULTS
 from messaging import topology
 from messaging.events import utc_now
 from stack.processes import Stack
 from tests.client import all_final, get_order, order_placed_body, post_order, post_orders, publish, wait_for
 
-INITIAL = 100_000  # InventoryService's default stock of each item
+INITIAL = DEFAULTS.initial_stock  # of each item
 
 
 def reserved_copy(order: dict) -> dict:
