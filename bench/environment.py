@@ -15,7 +15,10 @@ from stack.processes import ServiceProcess, Stack
 # The backends `python -m bench --configs` can compare: the stores' engine, and whether the broker
 # is the machine's node (classic queues) or a local three-node cluster with quorum queues.
 CONFIGS = {"sqlite": ("sqlite", False), "postgres": ("postgres", False),
-           "postgres-cluster": ("postgres", True)}
+           "postgres-cluster": ("postgres", True), "sqlite-nometrics": ("sqlite", False)}
+# What a configuration sets in the services' environment besides: `sqlite-nometrics` is `sqlite`
+# with METRICS=off, to measure what the metrics cost in the same run.
+CONFIG_ENV = {"sqlite-nometrics": {"METRICS": "off"}}
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ class Environment:
         self.backend, self.clustered = CONFIGS[config] if config else (None, False)
         self.cluster = None
         self.broker = Broker()
-        self.env = service_env(workers, threads)
+        self.env = {**service_env(workers, threads), **CONFIG_ENV.get(config or "", {})}
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-"))
         self.vhost: str | None = None
         self.scratch_vhost: str | None = None

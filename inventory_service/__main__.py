@@ -7,7 +7,7 @@ import sys
 from inventory_service import config
 from inventory_service.consumer import InventoryConsumer
 from inventory_service.store import InventoryStore
-from messaging import service, topology
+from messaging import exposition, service, topology
 from messaging.relay import Relay
 
 SERVICE = "inventory-service"
@@ -24,6 +24,7 @@ def build(settings: config.Settings) -> service.ConsumerService:
                                   consumer.handle_batch, relay)
     svc.routes["/health"] = lambda: _health(svc, consumer)
     svc.routes["/stock"] = lambda: (200, {"stock": store.stock_levels()})
+    exposition.watch(exposition.StockCollector(store))
     logger.info("success rate %.2f, menu %s", settings.success_rate, ", ".join(settings.menu))
     return svc
 

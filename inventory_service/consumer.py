@@ -6,7 +6,7 @@ import sqlite3
 
 from inventory_service import handlers
 from inventory_service.store import InventoryStore, Outcome, nocase
-from messaging import events, inbox, outbox
+from messaging import events, inbox, metrics, outbox, topology
 from messaging.delivery import Delivery, Rejection, parse_all
 from messaging.events import OrderPlaced
 from messaging.outbox import PendingMessage
@@ -49,6 +49,7 @@ class InventoryConsumer:
         for line in log_lines:
             logger.info(*line)
         self.duplicates += skipped  # after the batch's log lines: a reader of both sees them
+        metrics.duplicates(topology.ORDER_EVENTS.name, skipped)
         if results:
             self._relay.hand_over(results if claimant else [])
         return rejections

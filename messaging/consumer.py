@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import TypeVar
@@ -15,7 +16,7 @@ from typing import TypeVar
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
-from messaging import topology
+from messaging import metrics, topology
 from messaging.connection import CONNECTION_ERRORS, Backoff, NodeRotation, close_quietly, connect
 from messaging.dead_lettering import dead_letter
 from messaging.delivery import BatchHandler, Delivery, Rejection, delivery_key
@@ -48,6 +49,7 @@ class ConsumeLoop:
         self._requeued: set[str] = set()  # keys put back by us, not redelivered after a crash
         self.consuming = False
         self.processed = 0
+        self._meter = metrics.queue_meter(queue.name)
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from `run()` (safe from any thread or signal)."""
@@ -72,6 +74,7 @@ class ConsumeLoop:
                 self._stopping.wait(self._backoff.next_delay())
             finally:
                 self.consuming = False
+                metrics.link(self._service, False)
                 close_quietly(connection)
         logger.info("%s stopped consuming %s", self._service, self._queue.name)
 
@@ -84,6 +87,7 @@ class ConsumeLoop:
         for method, properties, body in channel.consume(self._queue.name, inactivity_timeout=0.2):
             if not self.consuming:  # the broker said consume-ok: only now is this connection good
                 self.consuming = True
+                metrics.link(self._service, True)
                 self._backoff.reset()
                 logger.info("%s consuming %s (prefetch %d)", self._service, self._queue.name,
                             self._settings.prefetch)
@@ -102,6 +106,7 @@ class ConsumeLoop:
     def _settle(self, channel: BlockingChannel, dead_letters: BlockingChannel,
                 batch: list[Delivery]) -> None:
         """Handle, dead-letter the rejected, put back what the DLQ refused, ack the rest at once."""
+        started = time.monotonic()
         batch, rejections = self._over_redelivery_limit(channel.connection, batch)
         if batch:
             rejections += self._handle_with_retries(channel.connection, batch)
@@ -114,6 +119,7 @@ class ConsumeLoop:
         to_ack = [d.tag for d in batch + [r.delivery for r in rejections] if d.tag not in kept]
         if to_ack:
             channel.basic_ack(delivery_tag=max(to_ack), multiple=True)
+        self._meter.settled(len(set(to_ack)), started)  # a rejection is in the batch too
         self.processed += len(batch)
         if refused:
             delay = self._refused.next_delay()
@@ -181,6 +187,7 @@ class ConsumeLoop:
                 if attempt == self._settings.retry_limit:
                     return exc
                 delay = self._settings.retry_base_delay * (2 ** (attempt - 1))
+                self._meter.retried()
                 logger.warning("%s: transient failure %s (%r), attempt %d/%d, retrying in %.2fs",
                                self._service, what, exc, attempt, self._settings.retry_limit, delay)
                 connection.sleep(delay)

@@ -11,7 +11,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from messaging import topology
+from messaging import metrics, topology
 from messaging.delivery import Rejection
 
 logger = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ DEAD_AT = "x-dlq-at"
 ORIGINAL_EXCHANGE = "x-original-exchange"
 ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 MAX_ERROR_LENGTH = 1000
+REFUSALS = {pika.exceptions.UnroutableError: "unroutable", pika.exceptions.NackError: "nacked"}
 
 
 def story_headers(rejection: Rejection, queue: topology.Queue, service: str) -> dict:
@@ -69,5 +70,7 @@ def dead_letter(publisher: BlockingChannel, queue: topology.Queue, rejection: Re
         logger.error("%s: the broker refused dead letter %s for %s (%s)", service,
                      source.message_id or f"tag {delivery.tag}", queue.dead_letter_key,
                      type(exc).__name__)
+        metrics.dead_letter_refused(queue.name, REFUSALS[type(exc)])
         return False
+    metrics.dead_lettered(queue.name, rejection.reason)
     return True

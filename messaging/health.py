@@ -1,35 +1,57 @@
-"""A tiny JSON HTTP server for a consumer's /health (and any other read-only route)."""
+"""A tiny HTTP server for a consumer's /health, /metrics and any other read-only route.
+
+A route answers (status, body): a body is sent as JSON, or as it is when it is a `Text`.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from messaging import metrics
 
 logger = logging.getLogger(__name__)
 
 Route = Callable[[], tuple[int, Any]]
 
 
+@dataclass(frozen=True)
+class Text:
+    """A body sent as it is, not as JSON (the Prometheus text format, say)."""
+
+    body: bytes
+    content_type: str
+
+
 def serve(port: int, routes: dict[str, Route], host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Serve `routes` (path -> (status, JSON body)) on a daemon thread; returns the server."""
+    """Serve `routes` (path -> (status, body)) on a daemon thread; returns the server."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            route = routes.get(self.path.split("?", 1)[0])
+            started = time.perf_counter()
+            path = self.path.split("?", 1)[0]
+            route = routes.get(path)
             try:
                 status, body = route() if route else (404, {"error": f"no route {self.path}"})
             except Exception as exc:
                 logger.exception("route %s failed", self.path)
                 status, body = 503, {"status": "unhealthy", "error": str(exc)}
-            payload = json.dumps(body).encode()
+            if isinstance(body, Text):
+                payload, content_type = body.body, body.content_type
+            else:
+                payload, content_type = json.dumps(body).encode(), "application/json"
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+            metrics.http_request("GET", path if route else None, status,
+                                 time.perf_counter() - started)
 
         def log_message(self, format: str, *args: Any) -> None:
             logger.debug("health: " + format, *args)

@@ -164,6 +164,12 @@ def backlog(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
 
+def pending(conn: sqlite3.Connection) -> tuple[int, float | None]:
+    """Count the messages in the outbox, and when the oldest was committed (None when empty)."""
+    row = conn.execute("SELECT COUNT(*), MIN(created_at) FROM outbox").fetchone()
+    return row[0], row[1]
+
+
 class OutboxUnavailable(Exception):
     """The outbox could not be read or written just now; the rows are safe, try again later."""
 

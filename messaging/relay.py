@@ -20,6 +20,7 @@ from typing import Protocol
 import pika
 import pika.spec
 
+from messaging import metrics
 from messaging.confirms import InFlight
 from messaging.connection import (
     Backoff,
@@ -78,7 +79,7 @@ class Relay(threading.Thread):
         self._flush_deadline = float("inf")
         self._connection: pika.SelectConnection | None = None
         self._channel = None
-        self._inflight = InFlight()
+        self._inflight = InFlight(metrics.publish_meter())
         self._handed: deque[PendingMessage] = deque()
         self._confirmed: list[int] = []
         self._drained = False
@@ -184,6 +185,7 @@ class Relay(threading.Thread):
         self._release_mine()  # rows claimed for us but never published on an old channel
         self._handed.clear()
         self.connected = True
+        metrics.link(self.name, True)
         self._backoff.reset()
         logger.info("%s publishing with confirms", self.name)
         self._renew_at = time.monotonic() + RENEW_EVERY
@@ -199,6 +201,7 @@ class Relay(threading.Thread):
 
     def _after_disconnect(self) -> None:
         self.connected = False
+        metrics.link(self.name, False)
         self._connection = None
         self._delete_confirmed()  # before the claims go: a confirmed row must not be re-sent
         self._inflight.reset()

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from messaging import health, logs, topology
+from messaging import exposition, health, logs, metrics, topology
 from messaging.consumer import ConsumeLoop
 from messaging.delivery import BatchHandler
 from messaging.relay import Relay
@@ -52,7 +52,9 @@ class ConsumerService:
         self.loop = ConsumeLoop(settings.broker, queue, handle_batch, name, settings.consumer,
                                 store.is_transient, store.count_redelivery)
         self.pruner = Pruner(store, settings.retention)
-        self.routes: dict[str, health.Route] = {}
+        self.routes: dict[str, health.Route] = {"/metrics": exposition.route}
+        if relay is not None:
+            exposition.watch(exposition.OutboxCollector(store))
         self.refused: QueueMismatch | None = None
         if relay is not None:
             relay.on_refused = self._refuse
@@ -94,6 +96,7 @@ def main(service: str, load: Callable[[], S], build: Callable[[S], ConsumerServi
     settings = load_settings(service, load)
     if settings is None:
         return 2
+    metrics.configure(settings.metrics, service)  # before build: the loop and relay bind theirs
     try:
         svc = build(settings)
     except ConfigError as exc:  # e.g. DATABASE_URL names no usable database

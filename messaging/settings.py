@@ -281,9 +281,11 @@ class ServiceSettings:
     storage: StorageSettings = StorageSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     retention: RetentionSettings = RetentionSettings()
+    metrics: bool = True  # METRICS=off: no counting, and GET /metrics answers 404
 
 
 def service_settings(env: Mapping[str, str]) -> dict[str, object]:
     """The ServiceSettings fields read from `env`, to pass on to a service's own Settings."""
     return {"broker": broker_settings(env), "storage": storage_settings(env),
-            "consumer": consumer_settings(env), "retention": retention_settings(env)}
+            "consumer": consumer_settings(env), "retention": retention_settings(env),
+            "metrics": env_choice(env, "METRICS", "ON", ("ON", "OFF")) == "ON"}

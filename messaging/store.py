@@ -89,6 +89,10 @@ class MessagingStore:
         """Messages still in the outbox (see `outbox.backlog`)."""
         return outbox.backlog(self.conn)
 
+    def outbox_pending(self) -> tuple[int, float | None]:
+        """Messages in the outbox, and when the oldest was committed (see `outbox.pending`)."""
+        return outbox.pending(self.conn)
+
     def count_redelivery(self, key: str) -> int:
         """Count a redelivery of the message `key` durably and return its delivery count."""
         return self.write(lambda conn: inbox.count_delivery(conn, key))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from messaging import events
+from messaging import events, metrics, topology
 from messaging.delivery import Delivery, Rejection, parse_all
 from notification_service import handlers
 from notification_service.store import NotificationStore
@@ -50,4 +50,6 @@ class NotificationConsumer:
             logger.info("Notification sent: order_id=%s event_id=%s user=%s item=%s: %s",
                         result.order_id, result.event_id, result.user_id, result.item, message)
         self.duplicates += skipped  # after the batch's log lines: a reader of both sees them
+        metrics.notifications_sent(len(sent))
+        metrics.duplicates(topology.INVENTORY_EVENTS.name, skipped)
         return rejections

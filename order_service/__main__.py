@@ -6,6 +6,7 @@ import sys
 
 from gunicorn.app.base import BaseApplication
 
+from messaging import exposition, metrics
 from messaging.connection import check_topology
 from messaging.runtime import freeze_startup_objects
 from messaging.service import TOPOLOGY_REFUSED, load_settings, report_refusal
@@ -33,13 +34,16 @@ class OrderServiceApplication(BaseApplication):
             "worker_class": "gthread", "graceful_timeout": s.graceful_timeout, "timeout": 30,
             "keepalive": 5, "preload_app": False, "accesslog": None, "loglevel": "info",
             "post_worker_init": _start_background, "worker_exit": _stop_background,
+            "child_exit": lambda _server, worker: exposition.worker_exited(worker.pid),
             "control_socket_disable": True,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
 
     def load(self):
+        metrics.configure(self.settings.metrics, "order-service", multiprocess=True)
         store = OrderStore.open(self.settings.storage)
+        exposition.watch(exposition.OutboxCollector(store))
         background = Background(self.settings, store)
         app = create_app(self.settings, store, background.relay)
         app.extensions["background"] = background
@@ -77,7 +81,11 @@ def main() -> int:
     store.close()
     logger.info("OrderService starting on %s:%d with %d worker(s)", settings.host, settings.port,
                 settings.workers)
-    OrderServiceApplication(settings).run()
+    private_dir = exposition.prepare_multiprocess() if settings.metrics else None
+    try:
+        OrderServiceApplication(settings).run()
+    finally:
+        exposition.remove(private_dir)
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from messaging import events
+from messaging import events, exposition, metrics
 from messaging.outbox import PendingMessage
 from order_service import config, handlers
 from order_service.handlers import InvalidRequest
@@ -45,6 +45,7 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
         publisher = app.extensions["publisher"]
         claimant = publisher.claimant() if publisher is not None else None
         pending = store.add(order, message, claimant)
+        metrics.order_placed()
         logger.info("Order accepted: order_id=%s event_id=%s user=%s item=%s quantity=%d",
                     order.order_id, message.message_id, order.user_id, order.item, order.quantity)
         if publisher is not None:
@@ -66,6 +67,8 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     @app.get("/health")
     def health() -> tuple[Response, int]:
         return _health(store, app.extensions["publisher"])
+
+    exposition.instrument_flask(app)
 
     @app.errorhandler(InvalidRequest)
     def invalid(exc: InvalidRequest) -> tuple[Response, int]:

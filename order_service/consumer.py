@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from messaging import events
+from messaging import events, metrics, topology
 from messaging.delivery import Delivery, Rejection, parse_all
 from order_service import handlers
 from order_service.store import OrderStore
@@ -24,8 +24,12 @@ class StatusConsumer:
         if not results:
             return rejections
         changes = [(result.order_id, status, reason) for result, status, reason in results]
+        created: dict[str, str] = {}
         outcomes = self._store.write(
-            lambda conn: self._store.finish_many(conn, changes, events.utc_now()))
+            lambda conn: self._store.finish_many(conn, changes, events.utc_now(), created))
+        metrics.duplicates(topology.ORDER_STATUS.name, outcomes.count("duplicate"))
+        moved = {order_id: status for order_id, status, _ in changes if order_id in created}
+        metrics.orders_completed([(moved[order_id], at) for order_id, at in created.items()])
         for outcome, (result, status, _) in zip(outcomes, results, strict=True):
             if outcome == "updated":
                 logger.info("Order %s: order_id=%s event_id=%s", status, result.order_id,

@@ -74,27 +74,31 @@ class OrderStore(MessagingStore):
         return self.finish_many(conn, [(order_id, status, reason)], now)[0]
 
     def finish_many(self, conn: sqlite3.Connection, changes: list[tuple[str, str, str | None]],
-                    now: str) -> list[str]:
+                    now: str, created: dict[str, str] | None = None) -> list[str]:
         """Apply (order_id, status, reason) changes with one UPDATE per chunk; outcome per change.
 
         Only an accepted order changes. A change is 'updated' if it moved its order, 'duplicate'
         if the order was already final (or moved by an earlier change in the list), 'unknown' if
-        there is no such order.
+        there is no such order. `created`, when given, gets the created_at of each order moved.
         """
         first: dict[str, tuple[str, str, str | None]] = {}
         for change in changes:  # a later change to the same order can only be a duplicate
             first.setdefault(change[0], change)
-        updated: set[str] = set()
+        moved: dict[str, str] = {}
         known: set[str] = set()
         for chunk in chunks(list(first.values())):
-            updated.update(row[0] for row in conn.execute(
+            moved.update((row[0], row[1]) for row in conn.execute(
                 "UPDATE orders SET status = v.column2, reason = v.column3, updated_at = ?"
                 f" FROM (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))}) AS v"
-                " WHERE orders.order_id = v.column1 AND orders.status = ? RETURNING orders.order_id",
+                " WHERE orders.order_id = v.column1 AND orders.status = ?"
+                " RETURNING orders.order_id, orders.created_at",
                 [now, *(value for change in chunk for value in change), ACCEPTED]))
             known.update(row[0] for row in select_in(
                 conn, "SELECT order_id FROM orders WHERE order_id IN ({})",
-                {order_id for order_id, _, _ in chunk} - updated))
+                {order_id for order_id, _, _ in chunk} - moved.keys()))
+        if created is not None:
+            created.update(moved)
+        updated = set(moved)
         outcomes: list[str] = []
         for order_id, _, _ in changes:
             if order_id in updated:

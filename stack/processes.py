@@ -11,6 +11,8 @@ from pathlib import Path
 
 import requests
 
+from stack.metrics import Samples, scrape
+
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = {"order": "order_service", "inventory": "inventory_service",
            "notification": "notification_service"}
@@ -139,6 +141,10 @@ class ServiceProcess:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+
+    def metrics(self) -> Samples:
+        """Scrape its GET /metrics (see stack.metrics.Samples)."""
+        return scrape(self.url)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from bench import cli
+from bench.environment import Environment
 from bench.sidebyside import compare
 from bench.table import side_by_side
 
@@ -29,6 +30,21 @@ def test_configs_default_to_sqlite_alone_and_are_checked():
             cli.parse(["--configs", bad])
     with pytest.raises(SystemExit):
         cli.parse(["--soak", "10", "--configs", "sqlite,postgres"])
+
+
+def test_sqlite_nometrics_is_sqlite_with_metrics_off_and_is_held_to_the_5_percent_budget():
+    assert cli.parse(["--configs", "sqlite,sqlite-nometrics"]).configs == ("sqlite", "sqlite-nometrics")
+    off, on = Environment(1, 1, "sqlite-nometrics"), Environment(1, 1, "sqlite")
+    try:
+        assert (off.backend, off.clustered, off.env["METRICS"]) == ("sqlite", False, "off")
+        assert "METRICS" not in on.env
+    finally:
+        off.close()
+        on.close()
+    compared = compare({"sqlite": _run(1000.0, 2000.0, 1000.0),
+                        "sqlite-nometrics": _run(1000.0, 2000.0, 1060.0)})
+    target = compared["targets"]["sqlite-nometrics/sqlite e2e_orders_per_s"]
+    assert (target["value"], target["met"]) == (1.06, False)
 
 
 def _run(post: float, bare: float, e2e: float, lost: int = 0) -> dict:

@@ -52,6 +52,7 @@ KNOWN_VARIABLES = {
     "INVENTORY_SUCCESS_RATE", "INVENTORY_INITIAL_STOCK", "INVENTORY_MENU", "WEB_CONCURRENCY",
     "WEB_THREADS", "GRACEFUL_TIMEOUT", "PREFETCH_COUNT", "BATCH_SIZE", "TRANSIENT_RETRY_LIMIT",
     "TRANSIENT_RETRY_DELAY", "REDELIVERY_LIMIT", "SQLITE_SYNCHRONOUS", "SQLITE_BUSY_TIMEOUT_MS",
+    "METRICS",
 }
 # What compose must set on every service: where the broker and the database are, how to log in,
 # which queue type, which port.
@@ -59,10 +60,13 @@ REQUIRED_VARIABLES = {"RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_USER", "RABBIT
                       "RABBITMQ_VHOST", "RABBITMQ_QUEUE_TYPE", "DATABASE_URL", "DATA_DIR", "PORT"}
 # The variables compose takes the credentials from (a .env file or the environment may set them).
 CREDENTIALS = ("RABBITMQ_USER", "RABBITMQ_PASSWORD", "POSTGRES_USER", "POSTGRES_PASSWORD",
-               "RABBITMQ_ERLANG_COOKIE")
+               "RABBITMQ_ERLANG_COOKIE", "GRAFANA_ADMIN_PASSWORD")
 OTHER_CREDENTIALS = {"RABBITMQ_USER": "ops-user", "RABBITMQ_PASSWORD": "s3cret-amqp",
                      "POSTGRES_USER": "ops-db", "POSTGRES_PASSWORD": "s3cret-sql",
-                     "RABBITMQ_ERLANG_COOKIE": "another-cookie-of-some-length"}
+                     "RABBITMQ_ERLANG_COOKIE": "another-cookie-of-some-length",
+                     "GRAFANA_ADMIN_PASSWORD": "s3cret-dashboards"}
+# The services only `docker compose --profile monitoring up` starts.
+MONITORING = {"prometheus", "grafana"}
 TO_JSON = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
 
 
@@ -71,7 +75,9 @@ def docker_compose(*args: str, files: tuple[str, ...] = BASE, env_file: Path | N
     """Run docker-compose on our compose files, or skip when it is not installed.
 
     The credentials come from `env_file` and `environ` only: never from the caller's environment
-    or a developer's own .env (an empty env file stands in for it)."""
+    or a developer's own .env (an empty env file stands in for it). The monitoring profile is
+    enabled, so that every service is listed whichever docker-compose runs (1.x lists them all,
+    2.x only those of the enabled profiles)."""
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose is not installed")
@@ -83,7 +89,8 @@ def docker_compose(*args: str, files: tuple[str, ...] = BASE, env_file: Path | N
             env_file = Path(empty) / "empty.env"
             env_file.write_text("")
         selected = [arg for name in files for arg in ("-f", str(ROOT / name))]
-        return subprocess.run([binary, "--env-file", str(env_file), *selected, *args], cwd=ROOT,
+        return subprocess.run([binary, "--env-file", str(env_file), *selected,
+                               "--profile", "monitoring", *args], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -199,11 +206,13 @@ def test_compose_files_are_valid(files: tuple[str, ...], source: str, tmp_path: 
 
 def test_services_and_published_ports(compose: dict[str, Any], cluster: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"rabbitmq", "postgres", "order_gateway", *APPS}
+    assert set(services) == {"rabbitmq", "postgres", "order_gateway", *APPS, *MONITORING}
     assert set(cluster["services"]) == {*services, "rabbitmq-2", "rabbitmq-3"}
     assert published(services["rabbitmq"]) == {(5672, 5672), (15672, 15672)}
     assert published(services["order_gateway"]) == {(8101, 8101)}, "the spec's OrderService port"
     assert published(services["postgres"]) == set(), "a local PostgreSQL may hold 5432"
+    assert published(services["prometheus"]) == {(9090, 9090)}
+    assert published(services["grafana"]) == {(3000, 3000)}
     for name in ("rabbitmq-2", "rabbitmq-3"):
         assert published(cluster["services"][name]) == set()
     for name, (_, port, _, _) in APPS.items():
@@ -342,6 +351,8 @@ def credentials(compose: dict[str, Any]) -> dict[str, set[str]]:
             add("RABBITMQ_PASSWORD", environment.get("RABBITMQ_DEFAULT_PASS"))
             if len(brokers(compose)) > 1:
                 add("RABBITMQ_ERLANG_COOKIE", environment.get("RABBITMQ_ERLANG_COOKIE"))
+        elif name == "grafana":
+            add("GRAFANA_ADMIN_PASSWORD", environment.get("GF_SECURITY_ADMIN_PASSWORD"))
         elif name == "postgres":
             add("POSTGRES_USER", environment.get("POSTGRES_USER"))
             add("POSTGRES_PASSWORD", environment.get("POSTGRES_PASSWORD"))

@@ -37,8 +37,12 @@ def test_unknown_item_fails_with_a_reason_and_is_never_notified(stack):
     order = final(stack.order_url, order_id)
     assert order["status"] == "failed"
     assert order["reason"] == "unknown item: Caviar"
-    wait_for(lambda: order_id in stack["inventory"].log(), what="inventory to log the failure")
-    assert order_id not in stack["notification"].log()
+    wait_for(lambda: stack["inventory"].metrics().labelled("messages_published_total", "exchange")
+             == {"inventory": 1}, what="InventoryService's one result to be confirmed")
+    assert "Caviar" not in stack["inventory"].metrics().labelled("stock_available", "item")
+    notification = stack["notification"].metrics()  # a failure is not even routed to it
+    assert notification.value("messages_consumed_total") == 0
+    assert notification.value("notifications_sent_total") == 0
 
 
 def test_insufficient_stock_fails_and_leaves_stock_untouched(make_stack):

@@ -1,0 +1,149 @@
+"""Serving the metrics: GET /metrics in the Prometheus text format, for one process or for every
+gunicorn worker at once, with the gauges that are read from the store at scrape time.
+
+Under gunicorn each worker counts into files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's
+multiprocess mode) and a scrape, whichever worker answers it, sums them. Gauges that describe the
+database (outbox backlog and age, stock) are read from it when scraped, so every worker reports
+the same value and nothing has to be kept up to date in between.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from messaging import metrics
+from messaging.health import Text
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+OFF = {"error": "metrics are off (METRICS=off)", "status": 404}
+
+
+class OutboxCollector:
+    """outbox_pending_messages and outbox_oldest_message_age_seconds, read from the store."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            count, oldest = self._store.outbox_pending()
+        except Exception as exc:  # the database is unavailable: leave the gauges out, not fail
+            logger.warning("metrics: cannot read the outbox: %s", exc)
+            return
+        yield GaugeMetricFamily("outbox_pending_messages", "Messages in the outbox, not yet "
+                                "confirmed by the broker (or confirmed and about to be deleted)",
+                                value=count)
+        age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
+        yield GaugeMetricFamily("outbox_oldest_message_age_seconds",
+                                "Age of the oldest message in the outbox; 0 when it is empty",
+                                value=age)
+
+
+class StockCollector:
+    """stock_available{item}, read from InventoryService's stock table."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            levels = self._store.stock_levels()
+        except Exception as exc:
+            logger.warning("metrics: cannot read the stock: %s", exc)
+            return
+        family = GaugeMetricFamily("stock_available", "Units of each menu item on hand",
+                                   labels=["item"])
+        for level in levels:
+            family.add_metric([level["item"]], level["available"])
+        yield family
+
+
+def watch(collector: metrics.Collector) -> None:
+    """Add a scrape-time collector (nothing when metrics are off)."""
+    active = metrics.active()
+    if active is None:
+        return
+    active.collectors.append(collector)
+    if active.registry is not None:
+        active.registry.register(collector)
+
+
+def text() -> tuple[bytes, str] | None:
+    """The Prometheus text of this process (of all workers, in multiprocess mode), or None when
+    metrics are off."""
+    active = metrics.active()
+    if active is None:
+        return None
+    registry = active.registry
+    if registry is None:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        for collector in active.collectors:
+            registry.register(collector)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def route() -> tuple[int, Any]:
+    """The consumers' GET /metrics (see messaging.health)."""
+    answer = text()
+    return (404, OFF) if answer is None else (200, Text(*answer))
+
+
+def instrument_flask(app: Any) -> None:
+    """Serve GET /metrics on a Flask app and count its requests by route pattern."""
+    from flask import Response, g, jsonify, request
+
+    @app.get("/metrics")
+    def metrics_text() -> Any:
+        answer = text()
+        if answer is None:
+            return jsonify(OFF), 404
+        return Response(answer[0], headers={"Content-Type": answer[1]})
+
+    if metrics.active() is None:
+        return
+
+    @app.before_request
+    def start_clock() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def count(response: Any) -> Any:
+        started = g.pop("metrics_started", None)
+        if started is not None:
+            rule = request.url_rule
+            metrics.http_request(request.method, rule.rule if rule else None,
+                                 response.status_code, time.perf_counter() - started)
+        return response
+
+
+def prepare_multiprocess() -> str | None:
+    """Before gunicorn forks: point the workers at a private directory for their counts, unless
+    PROMETHEUS_MULTIPROC_DIR names one; return the private one, for `remove` at exit."""
+    if os.environ.get(MULTIPROC_ENV):
+        return None
+    path = tempfile.mkdtemp(prefix="order-service-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path
+
+
+def worker_exited(pid: int) -> None:
+    """Forget the live gauges of a gunicorn worker that exited (its counts stay in the sums)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
+def remove(path: str | None) -> None:
+    """Remove the private directory `prepare_multiprocess` made."""
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
