@@ -268,7 +268,8 @@ def test_metrics_setting_is_on_by_default_and_checked():
 
 def test_the_master_makes_a_private_directory_unless_one_is_given_and_forgets_dead_workers(
         tmp_path: Path, monkeypatch):
-    monkeypatch.delenv(exposition.MULTIPROC_ENV, raising=False)
+    monkeypatch.setenv(exposition.MULTIPROC_ENV, "")  # restored to unset (or as it was) after
+    monkeypatch.delenv(exposition.MULTIPROC_ENV)
     private = exposition.prepare_multiprocess()
     try:
         assert Path(private).is_dir() and exposition.os.environ[exposition.MULTIPROC_ENV] == private
@@ -279,5 +280,7 @@ def test_the_master_makes_a_private_directory_unless_one_is_given_and_forgets_de
     finally:
         exposition.remove(private)
     assert not Path(private).exists()
-    monkeypatch.setenv(exposition.MULTIPROC_ENV, str(tmp_path))
-    assert exposition.prepare_multiprocess() is None, "the operator's directory is used as it is"
+    given = tmp_path / "counts"
+    monkeypatch.setenv(exposition.MULTIPROC_ENV, str(given))
+    assert exposition.prepare_multiprocess() is None, "the operator's directory is used"
+    assert given.is_dir(), "and made if missing"
