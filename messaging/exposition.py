@@ -129,8 +129,9 @@ def instrument_flask(app: Any) -> None:
 
 def prepare_multiprocess() -> str | None:
     """Before gunicorn forks: point the workers at a private directory for their counts, unless
-    PROMETHEUS_MULTIPROC_DIR names one; return the private one, for `remove` at exit."""
+    PROMETHEUS_MULTIPROC_DIR names one (made if missing); return the private one, for `remove`."""
     if os.environ.get(MULTIPROC_ENV):
+        os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
         return None
     path = tempfile.mkdtemp(prefix="order-service-metrics-")
     os.environ[MULTIPROC_ENV] = path

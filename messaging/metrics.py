@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Protocol
 
@@ -25,6 +24,8 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.metrics_core import Metric
+
+from messaging.meters import Off, PublishMeter, QueueMeter, observe_many
 
 # Seconds; from a fast local confirm to a backlog drained after an outage.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -121,8 +122,9 @@ def configure(enabled: bool, service: str = "", multiprocess: bool = False,
         _active = None
         return None
     disable_created_metrics()  # no *_created series: they double the output and nobody reads them
-    if multiprocess:  # prometheus_client picks its value class at import: pick again, now
-        values.ValueClass = values.get_value_class()
+    # prometheus_client picks its value class when imported, from PROMETHEUS_MULTIPROC_DIR: pick
+    # again now, so that only a multiprocess service counts in files.
+    values.ValueClass = values.get_value_class() if multiprocess else values.MutexValue
     _active = Metrics(None if multiprocess else (registry or CollectorRegistry()), service)
     return _active
 
@@ -132,60 +134,9 @@ def active() -> Metrics | None:
     return _active
 
 
-class QueueMeter:
-    """The consume loop's counters for one queue, bound to it once."""
-
-    def __init__(self, m: Metrics, queue: str) -> None:
-        self._consumed = m.consumed.labels(queue)
-        self._handling = m.handling.labels(queue)
-        self._retries = m.retries.labels(queue)
-
-    def settled(self, acked: int, started: float) -> None:
-        """Count `acked` deliveries settled by one batch that began at `started` (monotonic)."""
-        if acked:
-            self._consumed.inc(acked)
-            observe_many(self._handling, [time.monotonic() - started] * acked)
-
-    def retried(self) -> None:
-        self._retries.inc()
-
-
-class PublishMeter:
-    """The relay's counters: confirms by exchange, refusals by exchange and reason."""
-
-    def __init__(self, m: Metrics) -> None:
-        self._m = m
-        self._published: dict[str, Counter] = {}
-
-    def settled(self, confirmed: list[tuple[str, float]], refused: list[tuple[str, str]]) -> None:
-        """Count confirmed (exchange, published at) and refused (exchange, reason) messages."""
-        now = time.monotonic()
-        by_exchange: dict[str, int] = {}
-        for exchange, _ in confirmed:
-            by_exchange[exchange] = by_exchange.get(exchange, 0) + 1
-        for exchange, count in by_exchange.items():
-            child = self._published.get(exchange)
-            if child is None:
-                child = self._published[exchange] = self._m.published.labels(exchange)
-            child.inc(count)
-        observe_many(self._m.publish_confirm, [now - sent for _, sent in confirmed])
-        for exchange, reason in refused:
-            self._m.publish_refused.labels(exchange, reason).inc()
-
-
-class _Off:
-    """Stands in for a meter when metrics are off."""
-
-    def settled(self, *args: object) -> None:
-        pass
-
-    def retried(self) -> None:
-        pass
-
-
-def queue_meter(queue: str) -> QueueMeter | _Off:
+def queue_meter(queue: str) -> QueueMeter | Off:
     """The consume loop's meter for `queue` (a no-op when metrics are off)."""
-    return QueueMeter(_active, queue) if _active else _Off()
+    return QueueMeter(_active, queue) if _active else Off()
 
 
 def publish_meter() -> PublishMeter | None:
@@ -251,24 +202,3 @@ def http_request(method: str, route: str | None, status: int, seconds: float) ->
                 _active.http_duration.labels(label))
         children[0].inc()
         children[1].observe(seconds)
-
-
-def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
-    """Observe every amount, writing the sum and each bucket touched once rather than once per
-    amount: in multiprocess mode each write is a write to a shared file.
-
-    Uses the Histogram's `_sum`, `_buckets` and `_upper_bounds` (prometheus_client is pinned;
-    tests/unit/test_metrics.py compares the result with `observe`).
-    """
-    bounds = histogram._upper_bounds
-    counts = [0] * len(bounds)
-    total = 0.0
-    for amount in amounts:
-        counts[bisect_left(bounds, amount)] += 1  # the first bucket with amount <= its bound
-        total += amount
-    if not any(counts):
-        return
-    histogram._sum.inc(total)
-    for bucket, count in zip(histogram._buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)

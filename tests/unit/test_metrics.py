@@ -264,3 +264,23 @@ def test_metrics_setting_is_on_by_default_and_checked():
     assert service_settings({"METRICS": "ON"})["metrics"] is True
     with pytest.raises(ConfigError, match="METRICS must be one of ON, OFF"):
         service_settings({"METRICS": "maybe"})
+
+
+def test_the_master_makes_a_private_directory_unless_one_is_given_and_forgets_dead_workers(
+        tmp_path: Path, monkeypatch):
+    monkeypatch.setenv(exposition.MULTIPROC_ENV, "")  # restored to unset (or as it was) after
+    monkeypatch.delenv(exposition.MULTIPROC_ENV)
+    private = exposition.prepare_multiprocess()
+    try:
+        assert Path(private).is_dir() and exposition.os.environ[exposition.MULTIPROC_ENV] == private
+        live = Path(private) / "gauge_livemin_4242.db"
+        live.write_bytes(b"")
+        exposition.worker_exited(4242)
+        assert not live.exists(), "a dead worker's live gauges leave the sums"
+    finally:
+        exposition.remove(private)
+    assert not Path(private).exists()
+    given = tmp_path / "counts"
+    monkeypatch.setenv(exposition.MULTIPROC_ENV, str(given))
+    assert exposition.prepare_multiprocess() is None, "the operator's directory is used"
+    assert given.is_dir(), "and made if missing"
