@@ -58,7 +58,7 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
 
     @app.get("/orders/<order_id>")
     def get_order(order_id: str) -> Response | tuple[Response, int]:
-        order = store.get(order_id)
+        order = store.get(order_id) if events.storable_text(order_id) else None  # no such id stored
         if order is None:
             return jsonify({"error": f"order {order_id} not found"}), 404
         return jsonify(order.view())
@@ -80,8 +80,9 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
         app.register_error_handler(transient, database_unavailable)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> tuple[Response, int]:
-        return jsonify({"error": exc.description, "status": exc.code}), exc.code or 500
+    def http_error(exc: HTTPException) -> tuple[Response, int, dict[str, str]]:
+        headers = {name: value for name, value in exc.get_headers() if name != "Content-Type"}
+        return jsonify({"error": exc.description, "status": exc.code}), exc.code or 500, headers
 
     return app
 
