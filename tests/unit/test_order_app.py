@@ -186,12 +186,11 @@ def test_non_json_body_is_a_400(client, store, data):
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
                                           None])
-def test_wrong_content_type_is_a_400(client, store, content_type):
+def test_wrong_content_type_is_a_415(client, store, content_type):
     kwargs = {"content_type": content_type} if content_type else {}
     response = client.post("/order", data=json.dumps(VALID), **kwargs)
-    assert response.status_code == 400
-    assert response.get_json()["errors"] == {"Content-Type": "must be application/json"}
-    assert "Content-Type" in response.get_json()["error"]
+    assert response.status_code == 415
+    assert response.get_json() == {"error": "Content-Type must be application/json", "status": 415}
     assert_nothing_stored(store)
 
 
@@ -275,7 +274,7 @@ def test_get_unknown_order_is_a_404_json(client):
     response = client.get(f"/orders/{order_id}")
     assert response.status_code == 404
     assert response.is_json
-    assert order_id in response.get_json()["error"]
+    assert response.get_json() == {"error": f"order {order_id} not found", "status": 404}
 
 
 def test_nul_characters_are_answered_before_any_store_sees_them(order_store, backend):
@@ -283,7 +282,8 @@ def test_nul_characters_are_answered_before_any_store_sees_them(order_store, bac
     client = create_app(config.Settings(), order_store, Relay()).test_client()
     assert post(client, {**VALID, "item": "a\x00"}).status_code == 400
     assert client.get("/orders?user_id=a%00").status_code == 400
-    assert client.get("/orders/a%00b").status_code == 404
+    missing = client.get("/orders/a%00b")
+    assert (missing.status_code, missing.get_json()["status"]) == (404, 404)
 
 
 def test_unknown_route_is_a_404_json(client):
