@@ -40,7 +40,8 @@ def _schemas() -> dict[str, Any]:
     return {
         "NewOrder": {
             "type": "object", "properties": order_fields, "required": list(order_fields),
-            "additionalProperties": False, "description": "Unknown fields are a 400."},
+            "additionalProperties": False, "description": "Unknown fields are a 400.",
+            "examples": [{"user_id": "user123", "item": "Burger", "quantity": 2}]},
         "Accepted": {
             "type": "object", "additionalProperties": False,
             "required": ["order_id", "status", "message", "timestamp"],
@@ -101,12 +102,13 @@ def _responses() -> dict[str, Any]:
     }
 
 
-def _operation(summary: str, answers: dict[str, Any], *errors: str, **extra: Any) -> dict[str, Any]:
+def _operation(operation_id: str, summary: str, answers: dict[str, Any], *errors: str,
+               **extra: Any) -> dict[str, Any]:
     codes = {"400": "InvalidRequest", "404": "NotFound", "413": "TooLarge",
              "415": "UnsupportedMediaType", "503": "Unavailable"}
     responses = {**answers, **{code: _ref("responses", codes[code]) for code in errors},
                  "405": _ref("responses", "MethodNotAllowed")}
-    return {"summary": summary, **extra, "responses": responses}
+    return {"operationId": operation_id, "summary": summary, **extra, "responses": responses}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -114,13 +116,19 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
             "description": description}
 
 
-def _paths(max_body_bytes: int) -> dict[str, Any]:
-    schema = _ref("schemas", "NewOrder")
+def _accepted() -> dict[str, Any]:
     location = {"Location": {"schema": {"type": "string"}, "required": True,
                              "description": "/orders/{order_id} of the new order"}}
-    accepted = _json(_ref("schemas", "Accepted"), "Accepted; the status changes asynchronously",
-                     headers=location)
-    body = {"required": True, "content": {JSON: {"schema": schema}},
+    links = {"GetOrder": {"operationId": "getOrder",
+                          "parameters": {"order_id": "$response.body#/order_id"}},
+             "ListUserOrders": {"operationId": "listOrders",
+                                "parameters": {"user_id": "$request.body#/user_id"}}}
+    return _json(_ref("schemas", "Accepted"), "Accepted; the status changes asynchronously",
+                 headers=location, links=links)
+
+
+def _paths(max_body_bytes: int) -> dict[str, Any]:
+    body = {"required": True, "content": {JSON: {"schema": _ref("schemas", "NewOrder")}},
             "description": f"A JSON object of at most {max_body_bytes} bytes (else 413)",
             "x-max-body-bytes": max_body_bytes}
     page = [_query("status", {"enum": list(handlers.STATUSES)}, "only orders in this status"),
@@ -134,17 +142,17 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
     health = {"200": _json(_ref("schemas", "Health"), "The database is writable"),
               "503": _json(_ref("schemas", "Health"), "The database is not writable")}
     return {
-        "/order": {"post": _operation("Place an order", {"202": accepted}, "400", "413", "415",
-                                      "503", requestBody=body)},
+        "/order": {"post": _operation("placeOrder", "Place an order", {"202": _accepted()},
+                                      "400", "413", "415", "503", requestBody=body)},
         "/orders": {"get": _operation(
-            "List orders, newest first", {"200": _json(_ref("schemas", "OrderPage"), "A page")},
-            "400", "503", parameters=page)},
+            "listOrders", "List orders, newest first",
+            {"200": _json(_ref("schemas", "OrderPage"), "A page")}, "400", "503", parameters=page)},
         "/orders/{order_id}": {"get": _operation(
-            "One order", {"200": _json(_ref("schemas", "Order"), "The order")}, "404", "503",
-            parameters=[order_id])},
-        "/health": {"get": _operation("Health", health)},
+            "getOrder", "One order", {"200": _json(_ref("schemas", "Order"), "The order")},
+            "404", "503", parameters=[order_id])},
+        "/health": {"get": _operation("health", "Health", health)},
         "/openapi.json": {"get": _operation(
-            "This description", {"200": _json({"type": "object"}, "OpenAPI 3.1")})},
+            "openapi", "This description", {"200": _json({"type": "object"}, "OpenAPI 3.1")})},
     }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
 from stack.broker import Broker
@@ -49,3 +50,10 @@ schema = schemathesis.pytest.from_fixture("api")
 @schema.parametrize()
 def test_every_answer_conforms_and_none_is_a_5xx(case: schemathesis.Case) -> None:
     case.call_and_validate()
+
+
+def test_linked_calls_conform(api: schemathesis.BaseSchema) -> None:
+    """Place orders, then follow the 202's links to the order and to the user's orders."""
+    api.as_state_machine().run(settings=settings(
+        max_examples=15, stateful_step_count=4, derandomize=True, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck)))

@@ -117,6 +117,11 @@ def test_the_documented_body_is_exactly_what_the_validator_accepts(body):
     assert schema_of(doc, "NewOrder").is_valid(body) == accepts(body), body
 
 
+def test_the_documented_example_is_accepted(doc):
+    for body in doc["components"]["schemas"]["NewOrder"]["examples"]:
+        assert schema_of(doc, "NewOrder").is_valid(body) and accepts(body)
+
+
 def accepts_query(args: dict[str, str]) -> bool:
     try:
         handlers.list_query(args)
