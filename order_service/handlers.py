@@ -20,7 +20,7 @@ from messaging.events import (
 ACCEPTED, RESERVED, FAILED = "accepted", "reserved", "failed"
 STATUSES = (ACCEPTED, RESERVED, FAILED)
 ACCEPTED_MESSAGE = "Order received and being processed"
-DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET = 50, 500, 10**9
 
 
 class InvalidRequest(ValueError):
@@ -123,4 +123,4 @@ def list_query(args: Mapping[str, str]) -> ListQuery:
         raise InvalidRequest({"user_id": "must be text without NUL characters"})
     return ListQuery(status=status, user_id=user_id or None,
                      limit=_whole_number(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-                     offset=_whole_number(args, "offset", 0, 0, 10**9))
+                     offset=_whole_number(args, "offset", 0, 0, MAX_OFFSET))

@@ -11,7 +11,6 @@ from messaging.events import MAX_QUANTITY, MAX_REASON_LENGTH, MAX_TEXT_LENGTH
 from order_service import handlers
 
 JSON = "application/json"
-MAX_OFFSET = 10**9  # handlers.list_query's bound on `offset`
 # What str.strip() removes, so what order_field_errors reads as empty. Spelled out rather than `\s`,
 # whose meaning differs between Python, ECMA-262 and Rust regex engines.
 WHITESPACE = ((0x09, 0x0D), (0x1C, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680),
@@ -136,7 +135,7 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
                    "only this user's orders (empty: all users)"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": handlers.MAX_LIMIT,
                              "default": handlers.DEFAULT_LIMIT}, "page size"),
-            _query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET,
+            _query("offset", {"type": "integer", "minimum": 0, "maximum": handlers.MAX_OFFSET,
                               "default": 0}, "orders to skip")]
     order_id = {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
     health = {"200": _json(_ref("schemas", "Health"), "The database is writable"),
