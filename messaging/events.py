@@ -44,8 +44,8 @@ def order_field_errors(payload: dict[str, Any]) -> dict[str, str]:
             errors[field] = "must be a non-empty string"
         elif len(value) > MAX_TEXT_LENGTH:
             errors[field] = f"must be at most {MAX_TEXT_LENGTH} characters"
-        elif not _encodable(value):
-            errors[field] = "must be valid Unicode text (no lone surrogates)"
+        elif not storable_text(value):
+            errors[field] = "must be valid Unicode text without NUL characters"
     quantity = payload.get("quantity")
     if "quantity" not in payload:
         errors["quantity"] = "is required"
@@ -56,7 +56,10 @@ def order_field_errors(payload: dict[str, Any]) -> dict[str, str]:
     return errors
 
 
-def _encodable(text: str) -> bool:
+def storable_text(text: str) -> bool:
+    """Whether every store can hold `text`: PostgreSQL cannot hold U+0000, UTF-8 no lone surrogate."""
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
         return True

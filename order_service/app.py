@@ -6,11 +6,11 @@ import logging
 from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from messaging import events, exposition, metrics
 from messaging.outbox import PendingMessage
-from order_service import config, handlers
+from order_service import config, handlers, openapi
 from order_service.handlers import InvalidRequest
 from order_service.store import OrderStore
 
@@ -59,14 +59,18 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
 
     @app.get("/orders/<order_id>")
     def get_order(order_id: str) -> Response | tuple[Response, int]:
-        order = store.get(order_id)
+        order = store.get(order_id) if events.storable_text(order_id) else None  # no such id stored
         if order is None:
-            return jsonify({"error": f"order {order_id} not found"}), 404
+            return jsonify({"error": f"order {order_id} not found", "status": 404}), 404
         return jsonify(order.view())
 
     @app.get("/health")
     def health() -> tuple[Response, int]:
         return _health(store, app.extensions["publisher"])
+
+    @app.get("/openapi.json")
+    def description() -> Response:
+        return jsonify(openapi.document(settings.max_body_bytes))
 
     exposition.instrument_flask(app)
 
@@ -83,15 +87,16 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
         app.register_error_handler(transient, database_unavailable)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> tuple[Response, int]:
-        return jsonify({"error": exc.description, "status": exc.code}), exc.code or 500
+    def http_error(exc: HTTPException) -> tuple[Response, int, dict[str, str]]:
+        headers = {name: value for name, value in exc.get_headers() if name != "Content-Type"}
+        return jsonify({"error": exc.description, "status": exc.code}), exc.code or 500, headers
 
     return app
 
 
 def _json_body() -> Any:
     if request.mimetype != "application/json":
-        raise InvalidRequest({"Content-Type": "must be application/json"})
+        raise UnsupportedMediaType("Content-Type must be application/json")
     try:
         return json.loads(request.get_data(cache=False))
     except (UnicodeDecodeError, ValueError, RecursionError):

@@ -14,12 +14,13 @@ from messaging.events import (
     OrderPlaced,
     message_for,
     order_field_errors,
+    storable_text,
 )
 
 ACCEPTED, RESERVED, FAILED = "accepted", "reserved", "failed"
 STATUSES = (ACCEPTED, RESERVED, FAILED)
 ACCEPTED_MESSAGE = "Order received and being processed"
-DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET = 50, 500, 10**9
 
 
 class InvalidRequest(ValueError):
@@ -58,6 +59,9 @@ def validate(payload: Any) -> dict[str, Any]:
     """Check a POST /order body; return its fields or raise InvalidRequest."""
     if not isinstance(payload, dict):
         raise InvalidRequest({"body": "must be a JSON object"})
+    quantity = payload.get("quantity")
+    if isinstance(quantity, float) and quantity.is_integer():  # JSON's 2.0 is the integer 2
+        payload = {**payload, "quantity": int(quantity)}
     errors = {field: "is not a known field" for field in payload if field not in ORDER_FIELDS}
     errors.update(order_field_errors(payload))
     if errors:
@@ -114,6 +118,9 @@ def list_query(args: Mapping[str, str]) -> ListQuery:
     status = args.get("status")
     if status is not None and status not in STATUSES:
         raise InvalidRequest({"status": f"must be one of {', '.join(STATUSES)}"})
-    return ListQuery(status=status, user_id=args.get("user_id") or None,
+    user_id = args.get("user_id")
+    if user_id and not storable_text(user_id):
+        raise InvalidRequest({"user_id": "must be text without NUL characters"})
+    return ListQuery(status=status, user_id=user_id or None,
                      limit=_whole_number(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-                     offset=_whole_number(args, "offset", 0, 0, 10**9))
+                     offset=_whole_number(args, "offset", 0, 0, MAX_OFFSET))

@@ -87,7 +87,7 @@ def test_bad_input_gets_a_json_4xx_and_stores_nothing(stack):
         ('{"user_id": "", "item": "Burger", "quantity": 1}', {"Content-Type": "application/json"},
          400, "user_id must be a non-empty string"),
         ('{"user_id": "u", "item": "Burger", "quantity": 1}', {"Content-Type": "text/plain"},
-         400, "Content-Type must be application/json"),
+         415, "Content-Type must be application/json"),
         ("x" * 20_000, {"Content-Type": "application/json"}, 413, None),
     ]
     for body, headers, status, error in cases:

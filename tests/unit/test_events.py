@@ -64,6 +64,13 @@ def test_text_field_longer_than_64_characters_is_rejected(field):
         field: "must be at most 64 characters"}
 
 
+@pytest.mark.parametrize("field", ["user_id", "item"])
+@pytest.mark.parametrize("value", ["\x00", "Bur\x00ger", "\ud800"])
+def test_text_no_store_can_hold_is_rejected(field, value):
+    assert order_field_errors(with_(**{field: value})) == {
+        field: "must be valid Unicode text without NUL characters"}
+
+
 @pytest.mark.parametrize("quantity", [True, False, 2.0, 2.5, "2", None, [2]])
 def test_quantity_must_be_an_integer(quantity):
     assert order_field_errors(with_(quantity=quantity)) == {"quantity": "must be an integer"}

@@ -186,12 +186,30 @@ def test_non_json_body_is_a_400(client, store, data):
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
                                           None])
-def test_wrong_content_type_is_a_400(client, store, content_type):
+def test_wrong_content_type_is_a_415(client, store, content_type):
     kwargs = {"content_type": content_type} if content_type else {}
     response = client.post("/order", data=json.dumps(VALID), **kwargs)
+    assert response.status_code == 415
+    assert response.get_json() == {"error": "Content-Type must be application/json", "status": 415}
+    assert_nothing_stored(store)
+
+
+def test_a_whole_number_written_with_a_fraction_is_that_number(client, store):
+    # JSON (and the OpenAPI description's "integer") does not tell 2.0 from 2.
+    response = post(client, {**VALID, "quantity": 2.0})
+    assert response.status_code == 202
+    order_id = response.get_json()["order_id"]
+    assert client.get(f"/orders/{order_id}").get_json()["quantity"] == 2
+    assert post(client, {**VALID, "quantity": 2.5}).get_json()["errors"] == {
+        "quantity": "must be an integer"}
+
+
+@pytest.mark.parametrize("field", ["user_id", "item"])
+def test_text_with_a_nul_character_is_a_400(client, store, field):
+    # PostgreSQL text cannot hold U+0000: storing it was a 500 there.
+    response = post(client, {**VALID, field: "a\x00b"})
     assert response.status_code == 400
-    assert response.get_json()["errors"] == {"Content-Type": "must be application/json"}
-    assert "Content-Type" in response.get_json()["error"]
+    assert response.get_json()["errors"] == {field: "must be valid Unicode text without NUL characters"}
     assert_nothing_stored(store)
 
 
@@ -256,7 +274,16 @@ def test_get_unknown_order_is_a_404_json(client):
     response = client.get(f"/orders/{order_id}")
     assert response.status_code == 404
     assert response.is_json
-    assert order_id in response.get_json()["error"]
+    assert response.get_json() == {"error": f"order {order_id} not found", "status": 404}
+
+
+def test_nul_characters_are_answered_before_any_store_sees_them(order_store, backend):
+    # PostgreSQL text cannot hold U+0000: each of these was a 500 there.
+    client = create_app(config.Settings(), order_store, Relay()).test_client()
+    assert post(client, {**VALID, "item": "a\x00"}).status_code == 400
+    assert client.get("/orders?user_id=a%00").status_code == 400
+    missing = client.get("/orders/a%00b")
+    assert (missing.status_code, missing.get_json()["status"]) == (404, 404)
 
 
 def test_unknown_route_is_a_404_json(client):
@@ -275,6 +302,8 @@ def test_wrong_method_is_a_405_json(client, store, method, path):
     assert response.status_code == 405
     assert response.is_json
     assert response.get_json()["status"] == 405
+    allowed = {method.strip() for method in response.headers["Allow"].split(",")}  # RFC 9110
+    assert ("POST" if path == "/order" else "GET") in allowed and method.upper() not in allowed
     assert_nothing_stored(store)
 
 
@@ -315,7 +344,8 @@ def test_list_orders_filters(client, store):
 
 @pytest.mark.parametrize("query, field", [("limit=0", "limit"), ("limit=501", "limit"),
                                           ("limit=abc", "limit"), ("offset=-1", "offset"),
-                                          ("status=done", "status"), ("sort=asc", "sort")])
+                                          ("status=done", "status"), ("sort=asc", "sort"),
+                                          ("user_id=a%00", "user_id")])
 def test_list_orders_bad_query_is_a_400(client, query, field):
     response = client.get(f"/orders?{query}")
     assert response.status_code == 400

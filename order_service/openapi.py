@@ -1,0 +1,171 @@
+"""OrderService's OpenAPI 3.1 description, built from the limits the validators enforce.
+
+Every route of `app.py` is described here (tests/unit/test_openapi.py fails on a route that is not,
+and on a documented limit the validator does not enforce), and `GET /openapi.json` serves it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from messaging.events import MAX_QUANTITY, MAX_REASON_LENGTH, MAX_TEXT_LENGTH
+from order_service import handlers
+
+JSON = "application/json"
+# What str.strip() removes, so what order_field_errors reads as empty. Spelled out rather than `\s`,
+# whose meaning differs between Python, ECMA-262 and Rust regex engines.
+WHITESPACE = ((0x09, 0x0D), (0x1C, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680),
+              (0x2000, 0x200A), (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000))
+_SPACE = "".join(f"\\u{low:04x}" + (f"-\\u{high:04x}" if high > low else "") for low, high in WHITESPACE)
+TEXT_PATTERN = f"^[^\\u0000]*[^\\u0000{_SPACE}][^\\u0000]*$"
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}, **extra}
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH, "pattern": TEXT_PATTERN,
+            "description": f"{description}: not only whitespace, no NUL"}
+
+
+def _schemas() -> dict[str, Any]:
+    timestamp = {"type": "string", "description": "ISO-8601 UTC, ending in Z"}
+    order_fields = {"user_id": _text("who orders"), "item": _text("what is ordered"),
+                    "quantity": {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY}}
+    return {
+        "NewOrder": {
+            "type": "object", "properties": order_fields, "required": list(order_fields),
+            "additionalProperties": False, "description": "Unknown fields are a 400.",
+            "examples": [{"user_id": "user123", "item": "Burger", "quantity": 2}]},
+        "Accepted": {
+            "type": "object", "additionalProperties": False,
+            "required": ["order_id", "status", "message", "timestamp"],
+            "properties": {"order_id": {"type": "string", "format": "uuid"},
+                           "status": {"const": handlers.ACCEPTED},
+                           "message": {"const": handlers.ACCEPTED_MESSAGE},
+                           "timestamp": timestamp}},
+        "Order": {
+            "type": "object", "additionalProperties": False,
+            "required": ["order_id", "user_id", "item", "quantity", "status", "created_at",
+                         "updated_at"],
+            "properties": {"order_id": {"type": "string", "format": "uuid"},
+                           "user_id": {"type": "string"}, "item": {"type": "string"},
+                           "quantity": {"type": "integer"},
+                           "status": {"enum": list(handlers.STATUSES)},
+                           "created_at": timestamp, "updated_at": timestamp,
+                           "reason": {"type": "string", "maxLength": MAX_REASON_LENGTH,
+                                      "description": "why the order failed (failed only)"}}},
+        "OrderPage": {
+            "type": "object", "additionalProperties": False, "required": ["orders", "count"],
+            "properties": {"orders": {"type": "array", "items": _ref("schemas", "Order"),
+                                      "maxItems": handlers.MAX_LIMIT},
+                           "count": {"type": "integer", "minimum": 0,
+                                     "description": "orders matching the filters, all pages"}}},
+        "Health": {
+            "type": "object", "additionalProperties": False,
+            "required": ["status", "service", "database", "broker", "outbox_backlog"],
+            "properties": {"status": {"enum": ["healthy", "unhealthy"]},
+                           "service": {"const": "order-service"},
+                           "database": {"enum": ["writable", "unavailable"]},
+                           "broker": {"enum": ["connected", "disconnected"]},
+                           "outbox_backlog": {"type": ["integer", "null"], "minimum": 0}}},
+        "InvalidRequest": {
+            "type": "object", "additionalProperties": False, "required": ["error", "errors"],
+            "description": "`error` repeats the first problem; `errors` has one per bad field.",
+            "properties": {"error": {"type": "string"},
+                           "errors": {"type": "object", "minProperties": 1,
+                                      "additionalProperties": {"type": "string"}}}},
+        "Error": {
+            "type": "object", "additionalProperties": False, "required": ["error", "status"],
+            "properties": {"error": {"type": "string"},
+                           "status": {"type": "integer", "minimum": 400, "maximum": 599}}},
+    }
+
+
+def _responses() -> dict[str, Any]:
+    error, invalid = _ref("schemas", "Error"), _ref("schemas", "InvalidRequest")
+    header = {"schema": {"type": "string"}, "required": True}
+    return {
+        "InvalidRequest": _json(invalid, "Bad request: every problem, by field or parameter"),
+        "NotFound": _json(error, "No such order or path"),
+        "MethodNotAllowed": _json(error, "A method this path does not serve",
+                                  headers={"Allow": {**header, "description": "the methods it does"}}),
+        "TooLarge": _json(error, "The body is larger than the limit"),
+        "UnsupportedMediaType": _json(error, f"The Content-Type is not {JSON}"),
+        "Unavailable": _json(error, "The order database is busy or unavailable; retry shortly",
+                             headers={"Retry-After": {**header, "description": "seconds"}}),
+    }
+
+
+def _operation(operation_id: str, summary: str, answers: dict[str, Any], *errors: str,
+               **extra: Any) -> dict[str, Any]:
+    codes = {"400": "InvalidRequest", "404": "NotFound", "413": "TooLarge",
+             "415": "UnsupportedMediaType", "503": "Unavailable"}
+    responses = {**answers, **{code: _ref("responses", codes[code]) for code in errors},
+                 "405": _ref("responses", "MethodNotAllowed")}
+    return {"operationId": operation_id, "summary": summary, **extra, "responses": responses}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _accepted() -> dict[str, Any]:
+    location = {"Location": {"schema": {"type": "string"}, "required": True,
+                             "description": "/orders/{order_id} of the new order"}}
+    links = {"GetOrder": {"operationId": "getOrder",
+                          "parameters": {"order_id": "$response.body#/order_id"}},
+             "ListUserOrders": {"operationId": "listOrders",
+                                "parameters": {"user_id": "$request.body#/user_id"}}}
+    return _json(_ref("schemas", "Accepted"), "Accepted; the status changes asynchronously",
+                 headers=location, links=links)
+
+
+def _paths(max_body_bytes: int) -> dict[str, Any]:
+    body = {"required": True, "content": {JSON: {"schema": _ref("schemas", "NewOrder")}},
+            "description": f"A JSON object of at most {max_body_bytes} bytes (else 413)",
+            "x-max-body-bytes": max_body_bytes}
+    page = [_query("status", {"enum": list(handlers.STATUSES)}, "only orders in this status"),
+            _query("user_id", {"type": "string", "pattern": "^[^\\u0000]*$"},
+                   "only this user's orders (empty: all users)"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": handlers.MAX_LIMIT,
+                             "default": handlers.DEFAULT_LIMIT}, "page size"),
+            _query("offset", {"type": "integer", "minimum": 0, "maximum": handlers.MAX_OFFSET,
+                              "default": 0}, "orders to skip")]
+    order_id = {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    health = {"200": _json(_ref("schemas", "Health"), "The database is writable"),
+              "503": _json(_ref("schemas", "Health"), "The database is not writable")}
+    return {
+        "/order": {"post": _operation("placeOrder", "Place an order", {"202": _accepted()},
+                                      "400", "413", "415", "503", requestBody=body)},
+        "/orders": {"get": _operation(
+            "listOrders", "List orders, newest first",
+            {"200": _json(_ref("schemas", "OrderPage"), "A page")}, "400", "503", parameters=page)},
+        "/orders/{order_id}": {"get": _operation(
+            "getOrder", "One order", {"200": _json(_ref("schemas", "Order"), "The order")},
+            "404", "503", parameters=[order_id])},
+        "/health": {"get": _operation("health", "Health", health)},
+        "/metrics": {"get": _operation(
+            "metrics", "Counters, gauges and histograms in the Prometheus text format",
+            {"200": {"description": "Every worker's figures (404 when METRICS=off)",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}}, "404")},
+        "/openapi.json": {"get": _operation(
+            "openapi", "This description", {"200": _json({"type": "object"}, "OpenAPI 3.1")})},
+    }
+
+
+def document(max_body_bytes: int) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of OrderService with a body limit of `max_body_bytes`."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "OrderService", "version": "1.0.0",
+                 "description": "Campus food ordering: orders are accepted at once and completed "
+                                "asynchronously through RabbitMQ."},
+        "paths": _paths(max_body_bytes),
+        "components": {"schemas": _schemas(), "responses": _responses()},
+    }

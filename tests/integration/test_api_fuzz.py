@@ -1,0 +1,59 @@
+"""schemathesis against the live OrderService: no 5xx, and every answer conforms to /openapi.json.
+
+One OrderService and InventoryService (real processes, a private vhost) serve the whole module.
+Every check is on; the examples are derandomized from a fixed seed so CI sees the same cases.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.config import SchemathesisConfig
+
+from stack.broker import Broker
+from stack.processes import Stack
+
+# The CLI's `--checks all`, `--seed` and `--generation-deterministic`, as pytest settings.
+FUZZ_CONFIG = {
+    "seed": 20261130,
+    "generation": {"max-examples": 40, "deterministic": True},
+    "checks": {"negative_data_rejection": {"expected-statuses": ["400", "404", "405", "413",
+                                                                  "415"]}},
+}
+
+
+@pytest.fixture(scope="module")
+def order_service(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """OrderService and InventoryService in a vhost of their own, for the whole module."""
+    vhost = broker.create_vhost("fuzz")
+    stack = Stack(vhost, Path(tmp_path_factory.mktemp("fuzz")))
+    try:
+        yield stack.start("order", "inventory")
+    finally:
+        stack.close()
+        broker.delete_vhost(vhost)
+
+
+@pytest.fixture(scope="module")
+def api(order_service: Stack) -> schemathesis.BaseSchema:
+    """The live service's own description, as schemathesis loads it."""
+    config = SchemathesisConfig.from_dict(FUZZ_CONFIG)
+    return schemathesis.openapi.from_url(f"{order_service.order_url}/openapi.json", config=config)
+
+
+schema = schemathesis.pytest.from_fixture("api")
+
+
+@schema.parametrize()
+def test_every_answer_conforms_and_none_is_a_5xx(case: schemathesis.Case) -> None:
+    case.call_and_validate()
+
+
+def test_linked_calls_conform(api: schemathesis.BaseSchema) -> None:
+    """Place orders, then follow the 202's links to the order and to the user's orders."""
+    api.as_state_machine().run(settings=settings(
+        max_examples=15, stateful_step_count=4, derandomize=True, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck)))

@@ -1,0 +1,151 @@
+"""The OpenAPI description against the code: every route documented, every documented limit enforced."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate as validate_spec
+
+from messaging.settings import StorageSettings
+from order_service import config, handlers, openapi
+from order_service.app import create_app
+from order_service.handlers import InvalidRequest
+
+IMPLICIT = {"HEAD", "OPTIONS"}  # answered by Flask for every route, never described
+STATUSES = {"200", "202", "400", "404", "405", "413", "415", "503"}  # what the app can answer
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Flask:
+    settings = config.Settings(storage=StorageSettings(data_dir=str(tmp_path)))
+    return create_app(settings)
+
+
+@pytest.fixture
+def doc(app: Flask) -> dict[str, Any]:
+    return openapi.document(app.config["MAX_CONTENT_LENGTH"])
+
+
+def routes(app: Flask) -> set[tuple[str, str]]:
+    """(OpenAPI path, METHOD) of every Flask route, `<name>` spelled `{name}`."""
+    found = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        found |= {(path, method) for method in rule.methods - IMPLICIT}
+    return found
+
+
+def documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(path, method.upper()) for path, item in doc["paths"].items() for method in item}
+
+
+def schema_of(doc: dict[str, Any], name: str) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": f"#/components/schemas/{name}",
+                                 "components": doc["components"]})
+
+
+def test_every_route_is_documented_and_every_documented_operation_is_a_route(app, doc):
+    undescribed, gone = routes(app) - documented(doc), documented(doc) - routes(app)
+    assert not undescribed, f"describe these routes in order_service/openapi.py: {undescribed}"
+    assert not gone, f"order_service/openapi.py describes routes the app does not have: {gone}"
+
+
+def test_the_document_is_valid_openapi_3_1(doc):
+    assert doc["openapi"].startswith("3.1")
+    validate_spec(doc)
+
+
+def test_the_service_serves_its_document(app, doc):
+    response = app.test_client().get("/openapi.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert response.get_json() == json.loads(json.dumps(doc))
+
+
+def test_every_status_the_app_answers_is_documented(doc):
+    answered = {code for item in doc["paths"].values() for operation in item.values()
+                for code in operation["responses"]}
+    assert answered == STATUSES
+    for item in doc["paths"].values():
+        for operation in item.values():
+            assert "405" in operation["responses"], "any path answers other methods with 405"
+
+
+def test_the_body_limit_is_the_apps(app, doc):
+    body = doc["paths"]["/order"]["post"]["requestBody"]
+    assert body["x-max-body-bytes"] == app.config["MAX_CONTENT_LENGTH"] == config.DEFAULTS.max_body_bytes
+    assert set(body["content"]) == {"application/json"}
+
+
+def test_the_whitespace_the_document_excludes_is_what_strip_removes():
+    spelled = {code for low, high in openapi.WHITESPACE for code in range(low, high + 1)}
+    assert spelled == {code for code in range(sys.maxunicode + 1) if chr(code).isspace()}
+
+
+def accepts(payload: Any) -> bool:
+    try:
+        handlers.validate(payload)
+        return True
+    except InvalidRequest:
+        return False
+
+
+TEXT = st.one_of(st.text(max_size=70), st.text(st.sampled_from(" \t\x1c\x85\u3000\x00a"), max_size=4),
+                 st.integers(60, 70).map(lambda n: "x" * n))
+VALUES = st.one_of(TEXT, st.integers(-5, 105), st.floats(allow_nan=False), st.booleans(), st.none())
+BODIES = st.dictionaries(st.sampled_from(["user_id", "item", "quantity", "size"]), VALUES)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(BODIES)
+@example({"user_id": "u", "item": "x" * 64, "quantity": 100})
+@example({"user_id": "u", "item": "x" * 65, "quantity": 1})
+@example({"user_id": "u\x00", "item": "Burger", "quantity": 1})
+@example({"user_id": "\ufeff", "item": "\x1f", "quantity": 1})
+@example({"user_id": "u", "item": "Burger", "quantity": 2.0})
+@example({"user_id": "u", "item": "Burger", "quantity": 0})
+def test_the_documented_body_is_exactly_what_the_validator_accepts(body):
+    doc = openapi.document(config.DEFAULTS.max_body_bytes)
+    assert schema_of(doc, "NewOrder").is_valid(body) == accepts(body), body
+
+
+def test_the_documented_example_is_accepted(doc):
+    for body in doc["components"]["schemas"]["NewOrder"]["examples"]:
+        assert schema_of(doc, "NewOrder").is_valid(body) and accepts(body)
+
+
+def accepts_query(args: dict[str, str]) -> bool:
+    try:
+        handlers.list_query(args)
+        return True
+    except InvalidRequest:
+        return False
+
+
+@pytest.mark.parametrize("name", ["limit", "offset"])
+def test_the_documented_page_bounds_are_the_parsers(doc, name):
+    parameter = next(p for p in doc["paths"]["/orders"]["get"]["parameters"] if p["name"] == name)
+    low, high = parameter["schema"]["minimum"], parameter["schema"]["maximum"]
+    assert accepts_query({name: str(low)}) and accepts_query({name: str(high)})
+    assert not accepts_query({name: str(high + 1)})
+    assert low == 0 or not accepts_query({name: str(low - 1)})
+    assert getattr(handlers.ListQuery(), name) == parameter["schema"]["default"]
+
+
+def test_the_documented_query_parameters_are_the_parsers(doc):
+    parameters = {p["name"]: p["schema"] for p in doc["paths"]["/orders"]["get"]["parameters"]}
+    assert set(parameters) == {"status", "user_id", "limit", "offset"}
+    assert not accepts_query({"page": "1"})
+    assert parameters["status"]["enum"] == list(handlers.STATUSES)
+    assert all(accepts_query({"status": status}) for status in handlers.STATUSES)
+    assert not accepts_query({"user_id": "a\x00"}) and accepts_query({"user_id": ""})
