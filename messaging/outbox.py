@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     claimed_until {real}
 );
 """
+# Version 4 of the shared schema: the W3C trace context each message is published with.
+TRACE_SCHEMA = """
+ALTER TABLE outbox ADD COLUMN traceparent TEXT;
+"""
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class PendingMessage:
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create the outbox table if missing (stores use `migrate`; this is for a bare connection)."""
-    conn.executescript(dialect.of(conn).ddl(SCHEMA))
+    conn.executescript(dialect.of(conn).ddl(SCHEMA + TRACE_SCHEMA))
 
 
 CLAIM_LEASE = 30.0  # seconds a claimed row is left to its relay before another may take it
@@ -68,11 +72,12 @@ def add_many(conn: sqlite3.Connection, messages: list[Message],
     for chunk in chunks(messages):
         rows += conn.execute(
             "INSERT INTO outbox (message_id, exchange, routing_key, body, correlation_id,"
-            " type, created_at, claimed_by, claimed_until) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            " type, created_at, claimed_by, claimed_until, traceparent) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
             + " ON CONFLICT DO NOTHING RETURNING id, message_id",
             [value for m in chunk for value in (m.message_id, m.exchange, m.routing_key, m.body,
-                                                m.correlation_id, m.type, now, claimant, until)],
+                                                m.correlation_id, m.type, now, claimant, until,
+                                                m.traceparent)],
         ).fetchall()
     return sorted((PendingMessage(row[0], now, by_id[row[1]]) for row in rows), key=lambda r: r.id)
 
@@ -87,14 +92,15 @@ def claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float) -> lis
         "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
         " SELECT id FROM outbox WHERE claimed_until IS NULL OR claimed_until < ?"
         f" ORDER BY id LIMIT ?{dialect.of(conn).skip_locked})"
-        " RETURNING id, message_id, exchange, routing_key, body, correlation_id, type, created_at",
+        " RETURNING id, message_id, exchange, routing_key, body, correlation_id, type, created_at,"
+        " traceparent",
         (owner, now + lease, now, limit),
     ).fetchall()
     rows.sort(key=lambda row: row["id"])
     return [
         PendingMessage(row["id"], row["created_at"], Message(
             row["exchange"], row["routing_key"], bytes(row["body"]), row["message_id"],
-            row["correlation_id"], row["type"]))
+            row["correlation_id"], row["type"], row["traceparent"]))
         for row in rows
     ]
 

@@ -3,12 +3,13 @@ services the run itself (health server, signals, relay, consume loop, orderly st
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from messaging import health, logs, topology
+from messaging import health, logs, topology, tracing
 from messaging.consumer import ConsumeLoop
 from messaging.delivery import BatchHandler
 from messaging.relay import Relay
@@ -34,7 +35,8 @@ def load_settings(service: str, load: Callable[[], S]) -> S | None:
     """Read the settings and configure logging; on a bad value print one line and return None."""
     try:
         settings = load()
-        logs.configure()
+        logs.configure(service)
+        tracing.exporters(os.environ)  # a bad OTEL_TRACES_EXPORTER is told now, in one line
     except ConfigError as exc:
         print(f"{service}: configuration error: {exc}", file=sys.stderr)
         return None
@@ -80,6 +82,7 @@ class ConsumerService:
         if self.relay is not None:
             self.relay.stop(timeout=RELAY_FLUSH_SECONDS)
         server.shutdown()
+        tracing.shutdown()  # export the last spans
         self.pruner.stop()
         self.store.stop_checkpoints()
         if self.refused is not None:
@@ -94,6 +97,7 @@ def main(service: str, load: Callable[[], S], build: Callable[[S], ConsumerServi
     settings = load_settings(service, load)
     if settings is None:
         return 2
+    tracing.configure(service)
     try:
         svc = build(settings)
     except ConfigError as exc:  # e.g. DATABASE_URL names no usable database
