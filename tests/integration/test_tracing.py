@@ -2,8 +2,16 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 import requests
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from tests.client import get_order, wait_for
 
@@ -106,3 +114,57 @@ def test_spans_of_the_request_the_publishes_and_the_consumers_form_one_trace(mak
     # The log lines of the order name the spans they were written in.
     inventory = [r for r in json_lines(stack["inventory"].log()) if r.get("order_id") == order_id]
     assert {r["span_id"] for r in inventory} == {found["order-events process"]["context"]["span_id"][2:]}
+
+
+class Collector(ThreadingHTTPServer):
+    """An OTLP/HTTP receiver: keeps (service.name, span name, trace id) of every span it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Receive)
+        self.spans: list[tuple[str, str, str]] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Receive(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        request = ExportTraceServiceRequest.FromString(
+            self.rfile.read(int(self.headers["Content-Length"])))
+        for resource_spans in request.resource_spans:
+            service = next(a.value.string_value for a in resource_spans.resource.attributes
+                           if a.key == "service.name")
+            self.server.spans += [(service, span.name, span.trace_id.hex())
+                                  for scope in resource_spans.scope_spans for span in scope.spans]
+        body = ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200 if self.path == "/v1/traces" else 404)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    server = Collector()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_otlp_endpoint_alone_turns_the_otlp_exporter_on(make_stack, collector):
+    stack = make_stack(OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint,
+                       OTEL_BSP_SCHEDULE_DELAY="50").start()
+    post(stack, TRACEPARENT)
+    expected = {("order-service", "POST /order"), ("order-service", "orders publish"),
+                ("inventory-service", "order-events process"),
+                ("inventory-service", "inventory publish"),
+                ("order-service", "order-status process"),
+                ("notification-service", "inventory-events process")}
+    wait_for(lambda: expected <= {(service, name) for service, name, trace in collector.spans
+                                  if trace == TRACE_ID}, what="the six spans at the collector")
