@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pika
 import pytest
@@ -11,6 +15,7 @@ from messaging import tracing
 from messaging.events import Message
 from messaging.settings import ConfigError
 
+ROOT = Path(__file__).resolve().parents[2]
 TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 PARENT = f"00-{TRACE}-{SPAN}-01"
 
@@ -90,3 +95,14 @@ def test_otel_service_name_overrides_the_service_name(capsys):
     span = json.loads(capsys.readouterr().out)
     assert span["resource"]["attributes"]["service.name"] == "kitchen"
     assert span["parent_id"] is None, "no traceparent: a new trace"
+
+
+@pytest.mark.parametrize("module", ["notification_service", "order_service"])
+def test_a_service_with_a_bad_exporter_exits_2_with_one_line(module, tmp_path):
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "zipkin", "DATA_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", module], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.endswith("configuration error: OTEL_TRACES_EXPORTER must be a comma-separated "
+                         "list of console, otlp, none, got 'zipkin'")
