@@ -13,6 +13,7 @@ from inventory_service.consumer import InventoryConsumer
 from messaging import inbox, outbox, trace_context
 from messaging.delivery import Delivery
 from messaging.events import encode
+from messaging.logs import ScopeFilter
 from messaging.storage import Database
 from messaging.store import MessagingStore, open_database
 from messaging.tracing import Span
@@ -20,7 +21,7 @@ from order_service.app import create_app
 from order_service.store import OrderStore
 from tests.unit.factories import order_placed
 from tests.unit.fake_pika import Script, deliver
-from tests.unit.test_consume_loop import Handler, make_loop, run
+from tests.unit.test_consume_loop import Handler, make_loop, rejecting, run
 from tests.unit.test_inventory_consumer import Wakes, published
 from tests.unit.test_relay import add, make_relay, message, open_connection
 
@@ -106,3 +107,11 @@ def test_an_outbox_from_version_3_gains_the_traceparent_column_once(store_settin
     store.write(lambda conn: outbox.add(conn, replace(message(7), traceparent=PARENT)))
     assert pending_traceparents(store) == [None, None, PARENT], "the old row survives, untraced"
     store.close()
+
+
+def test_dead_lettering_is_logged_in_the_messages_trace(monkeypatch, caplog):
+    caplog.handler.addFilter(ScopeFilter())
+    loop = make_loop(rejecting(1))
+    run(loop, monkeypatch, Script([deliver(1, message_id="poison", headers={"traceparent": PARENT})]))
+    [record] = [r for r in caplog.records if r.name == "messaging.dead_lettering"]
+    assert (record.trace_id, record.event_id) == (TRACE, "poison")
