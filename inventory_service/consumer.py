@@ -7,10 +7,11 @@ import sqlite3
 from inventory_service import handlers
 from inventory_service.store import InventoryStore, Outcome, nocase
 from messaging import events, inbox, metrics, outbox, topology
-from messaging.delivery import Delivery, Rejection, parse_all
+from messaging.delivery import Delivery, Rejection, parse_all, traces
 from messaging.events import OrderPlaced
 from messaging.outbox import PendingMessage
 from messaging.relay import Relay
+from messaging.trace_context import about, header
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ class InventoryConsumer:
     def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
         """Reserve for each valid event; return the poison ones for dead-lettering."""
         placed, rejections = parse_all(deliveries, events.parse_order_placed)
-        log_lines: list[tuple] = []
+        contexts = traces(deliveries)  # each result continues the trace of the event it answers
+        log_lines: list[tuple[OrderPlaced, tuple]] = []
         results: list[PendingMessage] = []
         claimant = self._relay.claimant()
         skipped = 0
@@ -41,13 +43,15 @@ class InventoryConsumer:
             outcomes = self._reserve(conn, placed, log_lines)
             skipped = len(placed) - len(outcomes)  # every event is either decided or a duplicate
             self._store.record(conn, outcomes)
-            results.extend(outbox.add_many(
-                conn, [handlers.result_message(o.result) for o in outcomes], claimant))
+            results.extend(outbox.add_many(conn, [
+                handlers.result_message(o.result, header(contexts.get(o.event.event_id)))
+                for o in outcomes], claimant))
 
         if placed:
             self._store.write(settle)
-        for line in log_lines:
-            logger.info(*line)
+        for event, line in log_lines:
+            with about(contexts.get(event.event_id), event.order_id, event.event_id):
+                logger.info(*line)
         self.duplicates += skipped  # after the batch's log lines: a reader of both sees them
         metrics.duplicates(topology.ORDER_EVENTS.name, skipped)
         if results:
@@ -55,7 +59,7 @@ class InventoryConsumer:
         return rejections
 
     def _reserve(self, conn: sqlite3.Connection, placed: list[OrderPlaced],
-                 log_lines: list[tuple]) -> list[Outcome]:
+                 log_lines: list[tuple[OrderPlaced, tuple]]) -> list[Outcome]:
         """Decide each new event in delivery order against the stock as the batch leaves it."""
         fresh = inbox.mark_processed_many(conn, [event.event_id for event in placed])
         decided = self._store.outcomes_among(conn, {event.order_id for event in placed})
@@ -64,8 +68,9 @@ class InventoryConsumer:
         outcomes: list[Outcome] = []
         for event in placed:
             if event.event_id not in fresh or event.order_id in decided:
-                log_lines.append(("Duplicate OrderPlaced detected, skipping: order_id=%s event_id=%s",
-                                  event.order_id, event.event_id))
+                log_lines.append((event, (
+                    "Duplicate OrderPlaced detected, skipping: order_id=%s event_id=%s",
+                    event.order_id, event.event_id)))
                 continue
             fresh.discard(event.event_id)  # a second copy in this very batch is a duplicate too
             decided.add(event.order_id)
@@ -75,9 +80,11 @@ class InventoryConsumer:
             outcomes.append(Outcome(event, item, handlers.result_for(event, decision, now)))
             if decision.reserved:
                 stock[key] = (item, available - event.quantity)
-                log_lines.append(("Inventory reserved: order_id=%s event_id=%s item=%s quantity=%d",
-                                  event.order_id, event.event_id, item, event.quantity))
+                log_lines.append((event, (
+                    "Inventory reserved: order_id=%s event_id=%s item=%s quantity=%d",
+                    event.order_id, event.event_id, item, event.quantity)))
             else:
-                log_lines.append(("Inventory failed: order_id=%s event_id=%s item=%s reason=%s",
-                                  event.order_id, event.event_id, event.item, decision.reason))
+                log_lines.append((event, (
+                    "Inventory failed: order_id=%s event_id=%s item=%s reason=%s",
+                    event.order_id, event.event_id, event.item, decision.reason)))
         return outcomes

@@ -60,7 +60,7 @@ def result_for(event: OrderPlaced, decision: Decision, timestamp: str) -> Invent
         quantity=event.quantity, reason=decision.reason)
 
 
-def result_message(result: InventoryResult) -> Message:
+def result_message(result: InventoryResult, traceparent: str | None = None) -> Message:
     """Route a result to exchange `inventory` under inventory.reserved or inventory.failed."""
     key = topology.INVENTORY_RESERVED_KEY if result.reserved else topology.INVENTORY_FAILED_KEY
-    return message_for(result, topology.INVENTORY_EXCHANGE, key)
+    return message_for(result, topology.INVENTORY_EXCHANGE, key, traceparent)

@@ -19,8 +19,9 @@ from pika.adapters.blocking_connection import BlockingChannel
 from messaging import metrics, topology
 from messaging.connection import CONNECTION_ERRORS, Backoff, NodeRotation, close_quietly, connect
 from messaging.dead_lettering import dead_letter
-from messaging.delivery import BatchHandler, Delivery, Rejection, delivery_key
+from messaging.delivery import BatchHandler, Delivery, Rejection, delivery_key, end_spans
 from messaging.settings import BrokerSettings, ConsumerSettings
+from messaging.tracing import consume_span
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,7 +94,8 @@ class ConsumeLoop:
                             self._settings.prefetch)
             if method is not None:
                 batch.append(Delivery(method.delivery_tag, method.exchange, method.routing_key,
-                                      method.redelivered, properties, body))
+                                      method.redelivered, properties, body,
+                                      consume_span(self._queue.name, properties)))
                 if len(batch) < self._settings.max_batch and channel.get_waiting_message_count():
                     continue
             if batch:
@@ -107,6 +109,7 @@ class ConsumeLoop:
                 batch: list[Delivery]) -> None:
         """Handle, dead-letter the rejected, put back what the DLQ refused, ack the rest at once."""
         started = time.monotonic()
+        received = batch
         batch, rejections = self._over_redelivery_limit(channel.connection, batch)
         if batch:
             rejections += self._handle_with_retries(channel.connection, batch)
@@ -121,6 +124,7 @@ class ConsumeLoop:
             channel.basic_ack(delivery_tag=max(to_ack), multiple=True)
         self._meter.settled(len(set(to_ack)), started)  # a rejection is in the batch too
         self.processed += len(batch)
+        end_spans(received, rejections)
         if refused:
             delay = self._refused.next_delay()
             logger.error("%s: %d dead letter(s) refused by the broker; put back on %s, next try "

@@ -13,6 +13,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from messaging import metrics, topology
 from messaging.delivery import Rejection
+from messaging.trace_context import about
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +61,18 @@ def dead_letter(publisher: BlockingChannel, queue: topology.Queue, rejection: Re
         delivery_mode=pika.DeliveryMode.Persistent, message_id=source.message_id,
         correlation_id=source.correlation_id, type=source.type, timestamp=source.timestamp,
         headers=story_headers(rejection, queue, service))
-    logger.warning("%s: dead-lettering message %s from %s: %s (%s)", service,
-                   source.message_id or f"tag {delivery.tag}", queue.name, rejection.reason,
-                   rejection.error)
-    try:
-        publisher.basic_publish(topology.DEAD_LETTER_EXCHANGE, queue.dead_letter_key, delivery.body,
-                                properties, mandatory=True)
-    except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
-        logger.error("%s: the broker refused dead letter %s for %s (%s)", service,
-                     source.message_id or f"tag {delivery.tag}", queue.dead_letter_key,
-                     type(exc).__name__)
-        metrics.dead_letter_refused(queue.name, REFUSALS[type(exc)])
-        return False
+    with about(delivery.span.context if delivery.span else None, event_id=source.message_id):
+        logger.warning("%s: dead-lettering message %s from %s: %s (%s)", service,
+                       source.message_id or f"tag {delivery.tag}", queue.name, rejection.reason,
+                       rejection.error)
+        try:
+            publisher.basic_publish(topology.DEAD_LETTER_EXCHANGE, queue.dead_letter_key,
+                                    delivery.body, properties, mandatory=True)
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+            logger.error("%s: the broker refused dead letter %s for %s (%s)", service,
+                         source.message_id or f"tag {delivery.tag}", queue.dead_letter_key,
+                         type(exc).__name__)
+            metrics.dead_letter_refused(queue.name, REFUSALS[type(exc)])
+            return False
     metrics.dead_lettered(queue.name, rejection.reason)
     return True

@@ -9,6 +9,8 @@ from typing import TypeVar
 import pika
 
 from messaging.events import Poison
+from messaging.trace_context import TraceContext
+from messaging.tracing import Span
 
 T = TypeVar("T")
 
@@ -23,6 +25,7 @@ class Delivery:
     redelivered: bool
     properties: pika.BasicProperties
     body: bytes
+    span: Span | None = None  # its handling, in the trace its `traceparent` header continues
 
 
 @dataclass(frozen=True)
@@ -56,3 +59,17 @@ def delivery_key(delivery: Delivery) -> str:
     if delivery.properties.message_id:
         return f"id:{delivery.properties.message_id}"
     return "sha256:" + hashlib.sha256(delivery.body).hexdigest()
+
+
+def traces(deliveries: list[Delivery]) -> dict[str, TraceContext]:
+    """message_id (an event's event_id) -> the trace context its handling runs in."""
+    return {d.properties.message_id: d.span.context for d in deliveries
+            if d.span is not None and d.properties.message_id}
+
+
+def end_spans(deliveries: list[Delivery], rejections: list[Rejection]) -> None:
+    """Finish the handling spans of a settled batch, the dead-lettered ones marked as failed."""
+    reasons = {id(r.delivery): r.reason for r in rejections}
+    for delivery in deliveries:
+        if delivery.span is not None:
+            delivery.span.end(reasons.get(id(delivery)))

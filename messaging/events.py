@@ -189,8 +189,11 @@ class Message:
     message_id: str
     correlation_id: str
     type: str
+    traceparent: str | None = None  # the W3C trace context it carries in its AMQP headers
 
 
-def message_for(event: OrderPlaced | InventoryResult, exchange: str, routing_key: str) -> Message:
+def message_for(event: OrderPlaced | InventoryResult, exchange: str, routing_key: str,
+                traceparent: str | None = None) -> Message:
     """Wrap an event in its envelope: message_id = event_id, correlation_id = order_id."""
-    return Message(exchange, routing_key, encode(event), event.event_id, event.order_id, event.event_type)
+    return Message(exchange, routing_key, encode(event), event.event_id, event.order_id,
+                   event.event_type, traceparent)

@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     claimed_until {real}
 );
 """
+# Version 4 of the shared schema: the W3C trace context each message is published with.
+TRACE_SCHEMA = """
+ALTER TABLE outbox ADD COLUMN traceparent TEXT;
+"""
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class PendingMessage:
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create the outbox table if missing (stores use `migrate`; this is for a bare connection)."""
-    conn.executescript(dialect.of(conn).ddl(SCHEMA))
+    conn.executescript(dialect.of(conn).ddl(SCHEMA + TRACE_SCHEMA))
 
 
 CLAIM_LEASE = 10.0  # seconds a claimed row is left to its relay before another may take it
@@ -62,15 +66,16 @@ def add(conn: sqlite3.Connection, message: Message,
 
 
 INSERT = ("INSERT INTO outbox (message_id, exchange, routing_key, body, correlation_id, type,"
-          " created_at, claimed_by, claimed_until) VALUES {rows}"
+          " created_at, claimed_by, claimed_until, traceparent) VALUES {rows}"
           " ON CONFLICT DO NOTHING RETURNING id, message_id")
-ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _values(messages: list[Message], now: float, claimant: str | None) -> list[Any]:
     until = now + CLAIM_LEASE if claimant else None
     return [value for m in messages for value in (m.message_id, m.exchange, m.routing_key, m.body,
-                                                  m.correlation_id, m.type, now, claimant, until)]
+                                                  m.correlation_id, m.type, now, claimant, until,
+                                                  m.traceparent)]
 
 
 def add_many(conn: sqlite3.Connection, messages: list[Message],
@@ -116,14 +121,15 @@ def claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float) -> lis
         "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
         " SELECT id FROM outbox WHERE claimed_until IS NULL OR claimed_until < ?"
         f" ORDER BY id LIMIT ?{dialect.of(conn).skip_locked})"
-        " RETURNING id, message_id, exchange, routing_key, body, correlation_id, type, created_at",
+        " RETURNING id, message_id, exchange, routing_key, body, correlation_id, type, created_at,"
+        " traceparent",
         (owner, now + lease, now, limit),
     ).fetchall()
     rows.sort(key=lambda row: row["id"])
     return [
         PendingMessage(row["id"], row["created_at"], Message(
             row["exchange"], row["routing_key"], bytes(row["body"]), row["message_id"],
-            row["correlation_id"], row["type"]))
+            row["correlation_id"], row["type"], row["traceparent"]))
         for row in rows
     ]
 

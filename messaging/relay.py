@@ -20,7 +20,7 @@ from typing import Protocol
 import pika
 import pika.spec
 
-from messaging import metrics
+from messaging import metrics, tracing
 from messaging.confirms import InFlight
 from messaging.connection import (
     Backoff,
@@ -32,6 +32,8 @@ from messaging.connection import (
 from messaging.outbox import RENEW_EVERY, OutboxUnavailable, PendingMessage
 from messaging.settings import BrokerSettings
 from messaging.topology import QueueMismatch
+from messaging.trace_context import HEADER
+from messaging.tracing import publish_span
 
 logger = logging.getLogger(__name__)
 
@@ -273,12 +275,17 @@ class Relay(threading.Thread):
     def _publish(self, row: PendingMessage) -> None:
         message = row.message
         self._inflight.add(row)
+        span = publish_span(message) if tracing.enabled() else None
+        traceparent = span.context.header() if span is not None else message.traceparent
         properties = pika.BasicProperties(
             content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent,
             message_id=message.message_id, correlation_id=message.correlation_id,
-            type=message.type, timestamp=int(row.created_at))
+            type=message.type, timestamp=int(row.created_at),
+            headers={HEADER: traceparent} if traceparent else None)
         self._channel.basic_publish(message.exchange, message.routing_key, message.body,
                                     properties, mandatory=True)
+        if span is not None:
+            span.end()
 
     def _on_return(self, _channel, method, properties, _body) -> None:
         logger.warning("%s: message %s was unroutable (%s %s); will retry", self.name,

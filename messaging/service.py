@@ -3,12 +3,13 @@ services the run itself (health server, signals, relay, consume loop, orderly st
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from messaging import exposition, health, logs, metrics, topology
+from messaging import exposition, health, logs, metrics, topology, tracing
 from messaging.consumer import ConsumeLoop
 from messaging.delivery import BatchHandler
 from messaging.relay import Relay
@@ -34,7 +35,8 @@ def load_settings(service: str, load: Callable[[], S]) -> S | None:
     """Read the settings and configure logging; on a bad value print one line and return None."""
     try:
         settings = load()
-        logs.configure()
+        logs.configure(service)
+        tracing.exporters(os.environ)  # a bad OTEL_TRACES_EXPORTER is told now, in one line
     except ConfigError as exc:
         print(f"{service}: configuration error: {exc}", file=sys.stderr)
         return None
@@ -82,6 +84,7 @@ class ConsumerService:
         if self.relay is not None:
             self.relay.stop(timeout=RELAY_FLUSH_SECONDS)
         server.shutdown()
+        tracing.shutdown()  # export the last spans
         self.pruner.stop()
         self.store.stop_checkpoints()
         if self.refused is not None:
@@ -97,6 +100,7 @@ def main(service: str, load: Callable[[], S], build: Callable[[S], ConsumerServi
     if settings is None:
         return 2
     metrics.configure(settings.metrics, service)  # before build: the loop and relay bind theirs
+    tracing.configure(service)
     try:
         svc = build(settings)
     except ConfigError as exc:  # e.g. DATABASE_URL names no usable database

@@ -52,7 +52,8 @@ class MessagingStore:
     def __init__(self, db: Backend) -> None:
         self.db, self.dialect = db, db.dialect
         self.write = db.write  # the hot path: no extra call in between
-        db.migrate("messaging", [outbox.SCHEMA, inbox.SCHEMA, inbox.RETENTION_SCHEMA])
+        db.migrate("messaging", [outbox.SCHEMA, inbox.SCHEMA, inbox.RETENTION_SCHEMA,
+                                 outbox.TRACE_SCHEMA])
 
     @classmethod
     def open(cls: type[S], storage: StorageSettings) -> S:

@@ -5,7 +5,8 @@ import logging
 import sqlite3
 
 from messaging import events, metrics, topology
-from messaging.delivery import Delivery, Rejection, parse_all
+from messaging.delivery import Delivery, Rejection, parse_all, traces
+from messaging.trace_context import about
 from notification_service import handlers
 from notification_service.store import NotificationStore
 
@@ -26,6 +27,7 @@ class NotificationConsumer:
     def handle_batch(self, deliveries: list[Delivery]) -> list[Rejection]:
         """Record and send notifications; return the poison deliveries for dead-lettering."""
         results, rejections = parse_all(deliveries, events.parse_inventory_result)
+        contexts = traces(deliveries)
         sent: list[tuple] = []
         skipped = 0
 
@@ -36,19 +38,22 @@ class NotificationConsumer:
             for result in results:
                 message = handlers.notification_for(result)
                 if message is None:
-                    logger.info("Not a reservation, no notification: order_id=%s event_id=%s type=%s",
-                                result.order_id, result.event_id, result.event_type)
+                    with about(contexts.get(result.event_id), result.order_id, result.event_id):
+                        logger.info("Not a reservation, no notification: order_id=%s event_id=%s "
+                                    "type=%s", result.order_id, result.event_id, result.event_type)
                 elif self._store.record(conn, result, message):
                     sent.append((result, message))
                 else:
                     skipped += 1
-                    logger.info("Duplicate InventoryReserved detected, skipping: order_id=%s "
-                                "event_id=%s", result.order_id, result.event_id)
+                    with about(contexts.get(result.event_id), result.order_id, result.event_id):
+                        logger.info("Duplicate InventoryReserved detected, skipping: order_id=%s "
+                                    "event_id=%s", result.order_id, result.event_id)
 
         self._store.write(settle)
         for result, message in sent:
-            logger.info("Notification sent: order_id=%s event_id=%s user=%s item=%s: %s",
-                        result.order_id, result.event_id, result.user_id, result.item, message)
+            with about(contexts.get(result.event_id), result.order_id, result.event_id):
+                logger.info("Notification sent: order_id=%s event_id=%s user=%s item=%s: %s",
+                            result.order_id, result.event_id, result.user_id, result.item, message)
         self.duplicates += skipped  # after the batch's log lines: a reader of both sees them
         metrics.notifications_sent(len(sent))
         metrics.duplicates(topology.INVENTORY_EVENTS.name, skipped)

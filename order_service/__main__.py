@@ -4,9 +4,10 @@ from __future__ import annotations
 import logging
 import sys
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from messaging import exposition, metrics
+from messaging import exposition, logs, metrics, tracing
 from messaging.connection import check_topology
 from messaging.runtime import freeze_startup_objects
 from messaging.service import TOPOLOGY_REFUSED, load_settings, report_refusal
@@ -18,6 +19,15 @@ from order_service.background import Background
 from order_service.store import OrderStore
 
 logger = logging.getLogger("order-service")
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's own log lines, in LOG_FORMAT like the service's."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            logs.use_json(handler)
 
 
 class OrderServiceApplication(BaseApplication):
@@ -35,13 +45,14 @@ class OrderServiceApplication(BaseApplication):
             "keepalive": 5, "preload_app": False, "accesslog": None, "loglevel": "info",
             "post_worker_init": _start_background, "worker_exit": _stop_background,
             "child_exit": lambda _server, worker: exposition.worker_exited(worker.pid),
-            "control_socket_disable": True,
+            "control_socket_disable": True, "logger_class": GunicornLogger,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
 
     def load(self):
         metrics.configure(self.settings.metrics, "order-service", multiprocess=True)
+        tracing.configure("order-service")  # in the worker: the span exporter has a thread
         store = OrderStore.open(self.settings.storage)
         exposition.watch(exposition.OutboxCollector(store))
         background = Background(self.settings, store)
@@ -59,6 +70,7 @@ def _stop_background(_server, worker) -> None:
     background = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("background")
     if background:
         background.stop(timeout=max(1.0, worker.cfg.graceful_timeout / 2))
+    tracing.shutdown()
 
 
 def main() -> int:

@@ -8,9 +8,9 @@ from typing import Any, Protocol
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
-from messaging import events, exposition, metrics
+from messaging import events, exposition, metrics, trace_context
 from messaging.outbox import PendingMessage
-from order_service import config, handlers, openapi
+from order_service import config, handlers, openapi, traces
 from order_service.handlers import InvalidRequest
 from order_service.store import OrderStore
 
@@ -37,11 +37,13 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["order_store"] = store
     app.extensions["publisher"] = publisher
+    traces.install(app)
 
     @app.post("/order")
     def place_order() -> tuple[Response, int, dict[str, str]]:
         fields = handlers.validate(_json_body())
-        order, message = handlers.place(fields, events.utc_now())
+        order, message = handlers.place(fields, events.utc_now(), traces.current_traceparent())
+        trace_context.update(order.order_id, message.message_id)
         publisher = app.extensions["publisher"]
         claimant = publisher.claimant() if publisher is not None else None
         pending = store.add(order, message, claimant)

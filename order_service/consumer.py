@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 
 from messaging import events, metrics, topology
-from messaging.delivery import Delivery, Rejection, parse_all
+from messaging.delivery import Delivery, Rejection, parse_all, traces
+from messaging.trace_context import about
 from order_service import handlers
 from order_service.store import OrderStore
 
@@ -30,14 +31,19 @@ class StatusConsumer:
         metrics.duplicates(topology.ORDER_STATUS.name, outcomes.count("duplicate"))
         moved = {order_id: status for order_id, status, _ in changes if order_id in created}
         metrics.orders_completed([(moved[order_id], at) for order_id, at in created.items()])
+        contexts = traces(deliveries)
         for outcome, (result, status, _) in zip(outcomes, results, strict=True):
-            if outcome == "updated":
-                logger.info("Order %s: order_id=%s event_id=%s", status, result.order_id,
-                            result.event_id)
-            elif outcome == "duplicate":
-                logger.info("Order already final, skipping: order_id=%s event_id=%s",
-                            result.order_id, result.event_id)
-            else:
-                logger.warning("Result for an unknown order, acknowledged: order_id=%s event_id=%s",
-                               result.order_id, result.event_id)
+            with about(contexts.get(result.event_id), result.order_id, result.event_id):
+                _log(outcome, status, result)
         return rejections
+
+
+def _log(outcome: str, status: str, result: events.InventoryResult) -> None:
+    if outcome == "updated":
+        logger.info("Order %s: order_id=%s event_id=%s", status, result.order_id, result.event_id)
+    elif outcome == "duplicate":
+        logger.info("Order already final, skipping: order_id=%s event_id=%s",
+                    result.order_id, result.event_id)
+    else:
+        logger.warning("Result for an unknown order, acknowledged: order_id=%s event_id=%s",
+                       result.order_id, result.event_id)

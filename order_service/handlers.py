@@ -69,13 +69,15 @@ def validate(payload: Any) -> dict[str, Any]:
     return {field: payload[field] for field in ORDER_FIELDS}
 
 
-def place(fields: Mapping[str, Any], now: str) -> tuple[Order, Message]:
-    """Create an accepted order and the OrderPlaced message that announces it."""
+def place(fields: Mapping[str, Any], now: str,
+          traceparent: str | None = None) -> tuple[Order, Message]:
+    """Create an accepted order and the OrderPlaced message that announces it (in that trace)."""
     order = Order(order_id=str(uuid.uuid4()), user_id=fields["user_id"], item=fields["item"],
                   quantity=fields["quantity"], status=ACCEPTED, created_at=now, updated_at=now)
     event = OrderPlaced(event_id=str(uuid.uuid4()), order_id=order.order_id, timestamp=now,
                         user_id=order.user_id, item=order.item, quantity=order.quantity)
-    return order, message_for(event, topology.ORDERS_EXCHANGE, topology.ORDER_PLACED_KEY)
+    return order, message_for(event, topology.ORDERS_EXCHANGE, topology.ORDER_PLACED_KEY,
+                              traceparent)
 
 
 def accepted_body(order: Order) -> dict[str, str]:

@@ -138,11 +138,15 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
             _query("offset", {"type": "integer", "minimum": 0, "maximum": handlers.MAX_OFFSET,
                               "default": 0}, "orders to skip")]
     order_id = {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    traceparent = {"name": "traceparent", "in": "header", "required": False,
+                   "schema": {"type": "string"},
+                   "description": "W3C trace context to continue; absent or invalid: a new trace"}
     health = {"200": _json(_ref("schemas", "Health"), "The database is writable"),
               "503": _json(_ref("schemas", "Health"), "The database is not writable")}
     return {
         "/order": {"post": _operation("placeOrder", "Place an order", {"202": _accepted()},
-                                      "400", "413", "415", "503", requestBody=body)},
+                                      "400", "413", "415", "503", requestBody=body,
+                                      parameters=[traceparent])},
         "/orders": {"get": _operation(
             "listOrders", "List orders, newest first",
             {"200": _json(_ref("schemas", "OrderPage"), "A page")}, "400", "503", parameters=page)},

@@ -54,6 +54,12 @@ KNOWN_VARIABLES = {
     "TRANSIENT_RETRY_DELAY", "REDELIVERY_LIMIT", "SQLITE_SYNCHRONOUS", "SQLITE_BUSY_TIMEOUT_MS",
     "METRICS",
 }
+# Logs and traces (README "Following one order"): the standard OpenTelemetry names.
+KNOWN_VARIABLES |= {
+    "LOG_FORMAT", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME",
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+}
 # What compose must set on every service: where the broker and the database are, how to log in,
 # which queue type, which port.
 REQUIRED_VARIABLES = {"RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_USER", "RABBITMQ_PASSWORD",

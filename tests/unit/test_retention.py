@@ -222,7 +222,7 @@ def test_a_store_from_before_pruning_is_migrated_once(store_settings):
             "SELECT attempts, last_seen FROM deliveries WHERE message_key = 'id:old'").fetchone()
         assert row[0] == 4 and before - 1 <= row[1] <= time.time() + 1
         versions = dict(store.conn.execute("SELECT component, version FROM schema_version"))
-        assert versions == {"messaging": 3, "notifications": 2}
+        assert versions == {"messaging": 4, "notifications": 2}
         store.close()
 
 
