@@ -233,13 +233,13 @@ def test_the_order_app_counts_requests_by_route_pattern(tmp_path: Path):
                                                "quantity": 1}).get_json()["order_id"]
         assert client.get(f"/orders/{order_id}").status_code == 200
         assert client.get("/orders/unknown").status_code == 404
-        assert client.post("/order", data="x", content_type="text/plain").status_code == 400
+        assert client.post("/order", data="x", content_type="text/plain").status_code == 415
         response = client.get("/metrics")
         assert response.status_code == 200
         s = Samples(response.get_data(as_text=True))
         assert s.value("orders_placed_total") == 1
         assert s.labelled("http_requests_total", "route") == {"/order": 2, "/orders/<order_id>": 2}
-        assert s.value("http_requests_total", route="/order", status="400") == 1
+        assert s.value("http_requests_total", route="/order", status="415") == 1
         assert s.value("http_requests_total", route="/orders/<order_id>", status="404") == 1
     finally:
         metrics.configure(False)
