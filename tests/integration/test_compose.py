@@ -64,6 +64,8 @@ KNOWN_VARIABLES |= {
 # which queue type, which port.
 REQUIRED_VARIABLES = {"RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_USER", "RABBITMQ_PASSWORD",
                       "RABBITMQ_VHOST", "RABBITMQ_QUEUE_TYPE", "DATABASE_URL", "DATA_DIR", "PORT"}
+# Settings a .env file may choose, beside the credentials.
+CHOICES = ("LOG_FORMAT",)
 # The variables compose takes the credentials from (a .env file or the environment may set them).
 CREDENTIALS = ("RABBITMQ_USER", "RABBITMQ_PASSWORD", "POSTGRES_USER", "POSTGRES_PASSWORD",
                "RABBITMQ_ERLANG_COOKIE", "GRAFANA_ADMIN_PASSWORD")
@@ -410,7 +412,7 @@ def test_env_example_documents_exactly_the_variables_with_their_defaults() -> No
             key, _, value = line.partition("=")
             example[key.strip()] = value.strip()
     used = interpolated(*CLUSTER)
-    assert set(example) == set(used) == set(CREDENTIALS)
+    assert set(example) == set(used) == set(CREDENTIALS) | set(CHOICES)
     for key, defaults in used.items():
         assert defaults == {example[key]}, f"{key}: one default everywhere, as .env.example says"
     assert "guest" not in (example["RABBITMQ_USER"], example["RABBITMQ_PASSWORD"])
