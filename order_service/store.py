@@ -117,6 +117,18 @@ class OrderStore(MessagingStore):
         """How many orders are in each status."""
         return dict(self.conn.execute("SELECT status, COUNT(*) FROM orders GROUP BY status"))
 
+    def latest(self, user_id: str | None, limit: int) -> list[Order]:
+        """The newest `limit` orders (of one user, if given), newest first; no total counted."""
+        clause, params = (" WHERE user_id = ?", [user_id]) if user_id is not None else ("", [])
+        rows = self.conn.execute(f"SELECT {COLUMNS} FROM orders{clause} ORDER BY seq DESC LIMIT ?",
+                                 [*params, limit]).fetchall()
+        return [_order(row) for row in rows]
+
+    def status_counts_of(self, user_id: str) -> dict[str, int]:
+        """How many of one user's orders are in each status."""
+        return dict(self.conn.execute(
+            "SELECT status, COUNT(*) FROM orders WHERE user_id = ? GROUP BY status", (user_id,)))
+
     def writable(self) -> bool:
         """Tell whether a write transaction can be opened right now."""
         try:
