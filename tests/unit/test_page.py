@@ -1,7 +1,10 @@
 """The order page's routes through Flask's test client: headers, static files, the polled board."""
 from __future__ import annotations
 
+import re
+from fnmatch import fnmatch
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -157,3 +160,20 @@ def test_bad_board_parameters_are_a_400_naming_them(client, query, field):
     response = client.get(f"/orders/board?{query}")
     assert response.status_code == 400
     assert field in response.get_json()["errors"]
+
+
+# --- shipped with the service ---
+
+def test_the_image_ships_the_page_and_the_gateway_passes_it_through():
+    root = Path(__file__).resolve().parents[2]
+    ignored = (root / ".dockerignore").read_text().split()
+    assert "!order_service/" in ignored
+    static = [path.name for path in (root / "order_service" / "static").iterdir()]
+    assert {"index.html", "page.css", "page.js"} <= set(static)
+    excluded_again = [pattern for pattern in ignored if pattern.startswith("**/")]
+    assert excluded_again and not [pattern for pattern in excluded_again
+                                   if any(fnmatch(name, pattern[3:]) for name in static)]
+    gateway = (root / "compose" / "order-gateway" / "nginx.conf").read_text()
+    assert re.findall(r"^\s*location\s+(\S+)", gateway, re.MULTILINE) == ["/"], (
+        "every path, / and /static/ included, goes to order_service")
+    assert re.search(r"location / \{[^}]*proxy_pass \$order_service;", gateway)
