@@ -1,11 +1,13 @@
 """What open order pages cost POST /order: `python -m bench.pages [--pages 50] [--rate 100]`.
 
-Starts the services (as `python -m bench` does), then offers POST /order on a fixed timetable
-three times: with no page open, with `--pages` simulated pages polling, and with none again (so a
-drift over the run shows). A simulated page does what order_service/static/page.js does: it loads
-the page and its files once, then asks GET /orders/board?limit=20 with the last ETag in
-If-None-Match, and asks again 500 ms after each answer, on a keep-alive connection of its own.
-The pages run in a process of their own, so they do not slow the load generator's event loop.
+Starts the services (as `python -m bench` does), then offers POST /order on a fixed timetable in
+`--rounds` pairs of phases: with no page open, then with `--pages` simulated pages polling. Each
+condition's latencies are pooled over its rounds; OrderService's CPU is measured per phase.
+
+A simulated page does what order_service/static/page.js does: it loads the page and its files
+once, then asks GET /orders/board?limit=20 with the last ETag in If-None-Match, and asks again
+500 ms after each answer, on a keep-alive connection of its own. The pages run in a process of
+their own, so they do not slow the load generator's event loop.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import time
 from bench.environment import Environment
 from bench.httpclient import host_port
 from bench.loadgen import open_loop
+from bench.procstats import cpu_seconds
 from bench.stats import summarize
 from order_service.config import DEFAULTS
 
@@ -72,28 +75,62 @@ def simulate_pages(url: str, pages: int, seconds: float, results) -> None:
                  "poll_ms": summarize(seconds for _, seconds in polls)})
 
 
-def post_latency(url: str, rate: float, duration: float, label: str) -> dict:
-    """Offer POST /order at `rate` for `duration` s; the latency summary of the 202s (ms)."""
+def post_latencies(url: str, rate: float, duration: float, label: str) -> tuple[list[float], int]:
+    """Offer POST /order at `rate` for `duration` s: latencies of the 202s (s), and how many due."""
     run = open_loop(url, rate, duration, label)
-    latencies = [done - due for due, done, status in zip(run.due, run.done, run.status,
-                                                         strict=True) if status == 202]
-    return {"accepted": len(latencies), "scheduled": run.scheduled, **summarize(latencies)}
+    return [done - due for due, done, status in zip(run.due, run.done, run.status, strict=True)
+            if status == 202], run.scheduled
 
 
-def measure(env: Environment, pages: int, rate: float, duration: float) -> dict:
-    """POST /order latency with no pages, with `pages` pages polling, and with none again."""
-    url = env.stack.order_url
-    results: dict = {"rate": rate, "duration_s": duration, "pages": pages}
-    post_latency(url, rate, min(duration, 3.0), "warm-up")
-    results["without_pages"] = post_latency(url, rate, duration, "no pages")
-    queue = multiprocessing.Queue()
-    child = multiprocessing.Process(target=simulate_pages, args=(url, pages, duration + 4, queue))
-    child.start()
-    time.sleep(2.0)  # let every page load and start polling before the timetable begins
-    results["with_pages"] = post_latency(url, rate, duration, f"{pages} pages")
-    results["page_polls"] = queue.get(timeout=duration + 60)
-    child.join()
-    results["without_pages_again"] = post_latency(url, rate, duration, "no pages again")
+def phase(env: Environment, rate: float, duration: float, pages: int) -> dict:
+    """One load phase, with `pages` pages polling meanwhile (none: 0)."""
+    url, pid = env.stack.order_url, env.stack["order"].process.pid
+    child, queue = None, multiprocessing.Queue()
+    if pages:
+        child = multiprocessing.Process(target=simulate_pages,
+                                        args=(url, pages, duration + 3, queue))
+        child.start()
+        time.sleep(1.5)  # every page loaded and polling before the timetable starts
+    cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+    latencies, scheduled = post_latencies(url, rate, duration, f"{pages} pages")
+    cpu = cpu_seconds(pid) - cpu0
+    wall = time.perf_counter() - wall0
+    result = {"latencies": latencies, "scheduled": scheduled,
+              "order_service_cores": round(cpu / wall, 3), "cpu_s": cpu, "wall_s": wall}
+    if child is not None:
+        result["polls"] = queue.get(timeout=duration + 60)
+        child.join()
+    return result
+
+
+def measure(env: Environment, pages: int, rate: float, duration: float, rounds: int) -> dict:
+    """POST /order latency without and with `pages` polling pages, in `rounds` alternating pairs.
+
+    Alternating, and pooling each condition's latencies over the rounds, keeps a drift of the
+    machine's load (or of the table's size) from passing for the pages' cost.
+    """
+    post_latencies(env.stack.order_url, rate, min(duration, 3.0), "warm-up")
+    runs: dict[str, list[dict]] = {"without_pages": [], "with_pages": []}
+    for _ in range(rounds):
+        runs["without_pages"].append(phase(env, rate, duration, 0))
+        runs["with_pages"].append(phase(env, rate, duration, pages))
+    results: dict = {"rate": rate, "duration_s": duration, "rounds": rounds, "pages": pages}
+    for condition, phases in runs.items():
+        pooled = [latency for run in phases for latency in run["latencies"]]
+        results[condition] = {
+            "accepted": len(pooled), "scheduled": sum(run["scheduled"] for run in phases),
+            **summarize(pooled),
+            "per_round_p50_p99": [(summarize(run["latencies"])["p50"],
+                                   summarize(run["latencies"])["p99"]) for run in phases],
+            "order_service_cores": round(sum(run["cpu_s"] for run in phases)
+                                         / sum(run["wall_s"] for run in phases), 3),
+        }
+    polls = [run["polls"] for run in runs["with_pages"]]
+    results["page_polls"] = polls
+    extra_cpu = (sum(run["cpu_s"] for run in runs["with_pages"])
+                 - sum(run["cpu_s"] for run in runs["without_pages"]))
+    results["order_service_cpu_ms_per_poll"] = round(
+        extra_cpu * 1000 / max(1, sum(p["polls"] for p in polls)), 3)
     return results
 
 
@@ -101,19 +138,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pages", description=__doc__.split("\n")[0])
     p.add_argument("--pages", type=int, default=50, help="simulated open pages (default 50)")
     p.add_argument("--rate", type=float, default=100.0, help="POST /order per second (default 100)")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds per phase (default 20)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per phase (default 10)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating pairs of phases, without then with pages (default 3)")
     args = p.parse_args(argv)
     env = Environment(DEFAULTS.workers, DEFAULTS.threads)
     try:
         env.start(baselines=False)
-        results = measure(env, args.pages, args.rate, args.duration)
+        results = measure(env, args.pages, args.rate, args.duration, args.rounds)
     finally:
         env.close()
     print(json.dumps(results, indent=2))
-    for phase in ("without_pages", "with_pages", "without_pages_again"):
-        r = results[phase]
-        print(f"{phase:20} POST /order p50 {r['p50']} ms  p99 {r['p99']} ms  "
-              f"({r['accepted']}/{r['scheduled']} accepted)")
+    for condition in ("without_pages", "with_pages"):
+        r = results[condition]
+        print(f"{condition:14} POST /order p50 {r['p50']} ms  p99 {r['p99']} ms  "
+              f"({r['accepted']}/{r['scheduled']} accepted; OrderService "
+              f"{r['order_service_cores']} cores)")
+    print(f"OrderService CPU per poll: {results['order_service_cpu_ms_per_poll']} ms")
     return 0
 
 
