@@ -6,7 +6,8 @@ condition's latencies are pooled over its rounds; OrderService's CPU is measured
 
 A simulated page does what order_service/static/page.js does: it loads the page and its files
 once, then asks GET /orders/board?limit=20 with the last ETag in If-None-Match, and asks again
-500 ms after each answer, on a keep-alive connection of its own. The pages run in a process of
+500 ms after each answer, on a keep-alive connection of its own. The pages start at moments spread
+over the first 500 ms, as pages opened by different people would. The pages run in a process of
 their own, so they do not slow the load generator's event loop.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import random
 import sys
 import time
 
@@ -42,7 +44,8 @@ async def _ask(reader, writer, host: str, path: str, etag: str | None) -> tuple[
     return int(head[9:12]), lowered.get("etag")
 
 
-async def _page(url: str, stop_at: float, polls: list[tuple[int, float]]) -> None:
+async def _page(url: str, stop_at: float, polls: list[tuple[int, float]], offset: float) -> None:
+    await asyncio.sleep(offset)  # people open their pages at different moments
     host, port = host_port(url)
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -66,7 +69,9 @@ def simulate_pages(url: str, pages: int, seconds: float, results) -> None:
 
     async def run() -> None:
         stop_at = time.monotonic() + seconds
-        await asyncio.gather(*(_page(url, stop_at, polls) for _ in range(pages)))
+        offsets = random.Random(pages).sample(range(1000), pages)  # the same in every run
+        await asyncio.gather(*(_page(url, stop_at, polls, POLL_SECONDS * offset / 1000)
+                               for offset in offsets))
 
     asyncio.run(run())
     statuses = [status for status, _ in polls]

@@ -1,20 +1,26 @@
-"""The order board the page polls: its query, its validator (ETag) and its JSON body. No I/O.
+"""The order board the page polls: its query, its validator (ETag), its counts and body. No I/O.
 
 Orders are never deleted, and a status only moves from `accepted` to `reserved` or `failed`. So
-every committed change (a new order, a final status) raises the total or the number of reserved
-or failed orders, and the counts per status identify the state of a user's (or everyone's)
-orders: they are the board's validator, read with one small GROUP BY. The list itself is read
-only when the counts (or the broker link, or the outbox backlog) differ from the page's ETag.
+every committed change raises the newest order's seq or lowers the number of accepted orders (two
+index lookups: the change marks). Counting orders per status takes a scan of every order (of
+the user), so the counts are recounted at most once a second per process and user, however many
+pages ask; the marks are read on every poll. The validator holds both, so a change shows at the
+next poll, and the counts within a second. The list itself is read only when the validator
+differs from the page's ETag.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from order_service.handlers import STATUSES, InvalidRequest, Order
 
 DEFAULT_ROWS, MAX_ROWS = 20, 100
+COUNTS_MAX_AGE = 1.0  # seconds everyone's counts per status may be reused
 PARAMETERS = ("user_id", "limit")
 
 
@@ -33,12 +39,39 @@ class Summary:
     counts: dict[str, int]
     broker_connected: bool
     outbox_backlog: int
+    marks: tuple[int, ...] = ()
 
     @property
     def etag(self) -> str:
         """A strong entity tag, unquoted; the URL carries the user and the limit."""
-        counts = ".".join(str(self.counts[status]) for status in STATUSES)
-        return f"{counts}.{int(self.broker_connected)}.{self.outbox_backlog}"
+        parts = [*self.marks, *(self.counts[status] for status in STATUSES),
+                 int(self.broker_connected), self.outbox_backlog]
+        return ".".join(str(part) for part in parts)
+
+
+class CachedCounts:
+    """Counts per status by user (None: everyone's), each recounted by `count(user_id)` at most
+    once per `max_age` seconds; the `size` users asked last are kept."""
+
+    def __init__(self, count: Callable[[str | None], Mapping[str, int]],
+                 max_age: float = COUNTS_MAX_AGE, size: int = 256,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._count, self._max_age, self._size, self._clock = count, max_age, size, clock
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[str | None, tuple[float, Mapping[str, int]]] = OrderedDict()
+
+    def get(self, user_id: str | None = None) -> Mapping[str, int]:
+        """The counts, recounted first if they are older than `max_age`."""
+        with self._lock:  # one thread recounts; the others wait for its answer
+            now = self._clock()
+            kept = self._kept.get(user_id)
+            if kept is None or now - kept[0] >= self._max_age:
+                kept = (now, self._count(user_id))
+            self._kept[user_id] = kept
+            self._kept.move_to_end(user_id)
+            while len(self._kept) > self._size:
+                self._kept.popitem(last=False)
+            return kept[1]
 
 
 def board_query(args: Mapping[str, str]) -> BoardQuery:
@@ -55,10 +88,11 @@ def board_query(args: Mapping[str, str]) -> BoardQuery:
     return BoardQuery(user_id=args.get("user_id") or None, limit=limit)
 
 
-def summary(counts: Mapping[str, int], broker_connected: bool, outbox_backlog: int) -> Summary:
+def summary(counts: Mapping[str, int], broker_connected: bool, outbox_backlog: int,
+            marks: tuple[int, ...] = ()) -> Summary:
     """The validator's parts, with a zero for every status nobody's order is in."""
     return Summary({status: int(counts.get(status, 0)) for status in STATUSES},
-                   broker_connected, outbox_backlog)
+                   broker_connected, outbox_backlog, marks)
 
 
 def board_body(query: BoardQuery, state: Summary, orders: list[Order]) -> dict[str, Any]:

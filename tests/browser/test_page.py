@@ -25,7 +25,8 @@ def test_an_order_placed_by_keyboard_turns_reserved_on_the_page(page):
     row = page.wait_status(order_id, "reserved")
     assert row["badge"] == "reserved"
     assert row["colour"] == RESERVED_GREEN, "page.css applies"
-    assert [page.count(status) for status in ("accepted", "reserved", "failed")] == ["0", "1", "0"]
+    page.wait(lambda d: [page.count(s) for s in ("accepted", "reserved", "failed")] == ["0", "1", "0"],
+              "the counts to show one reserved order")  # recounted within a second
     assert page.element("service").text.startswith("Broker connected")
 
 
@@ -38,7 +39,7 @@ def test_an_unknown_item_turns_failed_with_its_reason(page, page_stack):
     assert reason
     assert row["reason"] == reason
     assert row["badge"] == "failed"
-    assert page.count("failed") == "1"
+    page.wait(lambda d: page.count("failed") == "1", "the counts to show one failed order")
 
 
 def test_an_order_stays_accepted_while_inventory_is_down_and_completes_after(page, page_stack,
@@ -53,7 +54,7 @@ def test_an_order_stays_accepted_while_inventory_is_down_and_completes_after(pag
         page.wait(lambda d: "0 events waiting" in page.element("service").text,
                   "the page to show the outbox emptied")
         assert page.status_of(order_id) == "accepted"
-        assert page.count("accepted") == "1"
+        page.wait(lambda d: page.count("accepted") == "1", "the counts to show it accepted")
         page_stack["inventory"].start().wait_healthy()
         page.wait_status(order_id, "reserved", timeout=30)
     finally:

@@ -177,3 +177,34 @@ def test_the_image_ships_the_page_and_the_gateway_passes_it_through():
     assert re.findall(r"^\s*location\s+(\S+)", gateway, re.MULTILINE) == ["/"], (
         "every path, / and /static/ included, goes to order_service")
     assert re.search(r"location / \{[^}]*proxy_pass \$order_service;", gateway)
+
+
+def test_the_bench_polls_as_the_page_does():
+    from bench import pages
+
+    script = (Path(__file__).resolve().parents[2] / "order_service" / "static" / "page.js").read_text()
+    constants = dict(re.findall(r"^const (POLL_MS|ROWS) = (\d+);$", script, re.MULTILINE))
+    assert int(constants["POLL_MS"]) == pages.POLL_SECONDS * 1000
+    assert int(constants["ROWS"]) == pages.ROWS
+    assert '"/orders/board?"' in script and '"If-None-Match"' in script
+
+
+def test_counts_are_recounted_at_most_once_per_max_age_for_each_user():
+    from order_service.board import CachedCounts
+
+    now, recounts = [0.0], []
+
+    def count(user_id: str | None) -> dict[str, int]:
+        recounts.append((now[0], user_id))
+        return {"accepted": len(recounts)}
+
+    counts = CachedCounts(count, max_age=1.0, size=2, clock=lambda: now[0])
+    assert [counts.get() for _ in range(5)] == [{"accepted": 1}] * 5
+    assert counts.get("ann") == {"accepted": 2}
+    now[0] = 0.99
+    assert (counts.get(), counts.get("ann")) == ({"accepted": 1}, {"accepted": 2})
+    now[0] = 1.0
+    assert counts.get() == {"accepted": 3}
+    counts.get("bob")  # a third user: the one asked longest ago (ann) is dropped
+    counts.get("ann")
+    assert recounts == [(0.0, None), (0.0, "ann"), (1.0, None), (1.0, "bob"), (1.0, "ann")]
