@@ -1,87 +1,25 @@
 """What open order pages cost POST /order: `python -m bench.pages [--pages 50] [--rate 100]`.
 
 Starts the services (as `python -m bench` does), then offers POST /order on a fixed timetable in
-`--rounds` pairs of phases: with no page open, then with `--pages` simulated pages polling. Each
-condition's latencies are pooled over its rounds; OrderService's CPU is measured per phase.
-
-A simulated page does what order_service/static/page.js does: it loads the page and its files
-once, then asks GET /orders/board?limit=20 with the last ETag in If-None-Match, and asks again
-500 ms after each answer, on a keep-alive connection of its own. The pages start at moments spread
-over the first 500 ms, as pages opened by different people would. The pages run in a process of
-their own, so they do not slow the load generator's event loop.
+`--rounds` pairs of phases: with no page open, then with `--pages` simulated pages polling
+(bench.pagesim, in a process of their own so they do not slow the load generator's event loop).
+Each condition's latencies are pooled over its rounds; OrderService's CPU is measured per phase.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing
-import random
 import statistics
 import sys
 import time
 
 from bench.environment import Environment
-from bench.httpclient import host_port
 from bench.loadgen import open_loop
+from bench.pagesim import simulate_pages
 from bench.procstats import cpu_seconds
 from bench.stats import summarize
 from order_service.config import DEFAULTS
-
-POLL_SECONDS, ROWS = 0.5, 20  # as page.js: POLL_MS and ROWS
-FILES = ("/", "/static/page.css", "/static/page.js", "/static/favicon.svg")
-
-
-async def _ask(reader, writer, host: str, path: str, etag: str | None) -> tuple[int, str | None]:
-    """One GET on a keep-alive connection: (status, ETag of the answer)."""
-    extra = f"If-None-Match: {etag}\r\n" if etag else ""
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n{extra}\r\n".encode())
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-    headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
-    lowered = {name.lower(): value for name, value in headers.items()}
-    length = int(lowered.get("content-length", "0"))
-    if length:
-        await reader.readexactly(length)
-    return int(head[9:12]), lowered.get("etag")
-
-
-async def _page(url: str, stop_at: float, polls: list[tuple[int, float]], offset: float) -> None:
-    await asyncio.sleep(offset)  # people open their pages at different moments
-    host, port = host_port(url)
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        for path in FILES:
-            await _ask(reader, writer, f"{host}:{port}", path, None)
-        etag = None
-        while time.monotonic() < stop_at:
-            started = time.perf_counter()
-            status, new_tag = await _ask(reader, writer, f"{host}:{port}",
-                                         f"/orders/board?limit={ROWS}", etag)
-            polls.append((status, time.perf_counter() - started))
-            etag = new_tag if status == 200 else etag
-            await asyncio.sleep(POLL_SECONDS)
-    finally:
-        writer.close()
-
-
-def simulate_pages(url: str, pages: int, seconds: float, results) -> None:
-    """Run `pages` polling pages for `seconds` (in a child process); put a summary on `results`."""
-    polls: list[tuple[int, float]] = []
-
-    async def run() -> None:
-        stop_at = time.monotonic() + seconds
-        offsets = random.Random(pages).sample(range(1000), pages)  # the same in every run
-        await asyncio.gather(*(_page(url, stop_at, polls, POLL_SECONDS * offset / 1000)
-                               for offset in offsets))
-
-    cpu0 = time.process_time()
-    asyncio.run(run())
-    cpu = time.process_time() - cpu0
-    statuses = [status for status, _ in polls]
-    results.put({"polls": len(polls), "per_s": round(len(polls) / seconds, 1),
-                 "simulator_cores": round(cpu / seconds, 3),
-                 "answers": {str(s): statuses.count(s) for s in sorted(set(statuses))},
-                 "poll_ms": summarize(seconds for _, seconds in polls)})
 
 
 def post_latencies(url: str, rate: float, duration: float, label: str) -> tuple[list[float], int]:

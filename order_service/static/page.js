@@ -4,6 +4,7 @@
 "use strict";
 
 const POLL_MS = 500;
+const JITTER = 0.25;  // each wait is POLL_MS ± 25%, so pages answered together drift apart again
 const ROWS = 20;
 const FIELDS = ["user_id", "item", "quantity"];
 
@@ -142,7 +143,8 @@ async function poll() {
     service.textContent = "OrderService unreachable (" + error.message + "); retrying";
   } finally {
     board.busy = false;
-    board.timer = setTimeout(poll, board.again ? 0 : POLL_MS);
+    const wait = POLL_MS * (1 - JITTER + 2 * JITTER * Math.random());
+    board.timer = setTimeout(poll, board.again ? 0 : wait);
     board.again = false;
   }
 }

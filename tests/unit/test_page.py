@@ -180,11 +180,12 @@ def test_the_image_ships_the_page_and_the_gateway_passes_it_through():
 
 
 def test_the_bench_polls_as_the_page_does():
-    from bench import pages
+    from bench import pagesim as pages
 
     script = (Path(__file__).resolve().parents[2] / "order_service" / "static" / "page.js").read_text()
-    constants = dict(re.findall(r"^const (POLL_MS|ROWS) = (\d+);$", script, re.MULTILINE))
+    constants = dict(re.findall(r"^const (POLL_MS|JITTER|ROWS) = ([\d.]+);", script, re.MULTILINE))
     assert int(constants["POLL_MS"]) == pages.POLL_SECONDS * 1000
+    assert float(constants["JITTER"]) == pages.JITTER
     assert int(constants["ROWS"]) == pages.ROWS
     assert '"/orders/board?"' in script and '"If-None-Match"' in script
 
