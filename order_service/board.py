@@ -51,7 +51,7 @@ class Summary:
 
 class CachedCounts:
     """Counts per status by user (None: everyone's), each recounted by `count(user_id)` at most
-    once per `max_age` seconds; the `size` users asked last are kept."""
+    once per `max_age` seconds; the `size` users recounted last are kept."""
 
     def __init__(self, count: Callable[[str | None], Mapping[str, int]],
                  max_age: float = COUNTS_MAX_AGE, size: int = 256,
@@ -61,17 +61,27 @@ class CachedCounts:
         self._kept: OrderedDict[str | None, tuple[float, Mapping[str, int]]] = OrderedDict()
 
     def get(self, user_id: str | None = None) -> Mapping[str, int]:
-        """The counts, recounted first if they are older than `max_age`."""
-        with self._lock:  # one thread recounts; the others wait for its answer
+        """The counts, recounted first if they are older than `max_age`.
+
+        While one thread recounts, the others answer with the counts they have, if any, instead
+        of waiting for it.
+        """
+        kept = self._kept.get(user_id)
+        if kept is not None and self._clock() - kept[0] < self._max_age:
+            return kept[1]
+        if not self._lock.acquire(blocking=kept is None):
+            return kept[1]
+        try:
             now = self._clock()
             kept = self._kept.get(user_id)
             if kept is None or now - kept[0] >= self._max_age:
-                kept = (now, self._count(user_id))
-            self._kept[user_id] = kept
-            self._kept.move_to_end(user_id)
-            while len(self._kept) > self._size:
-                self._kept.popitem(last=False)
+                self._kept[user_id] = kept = (now, self._count(user_id))
+                self._kept.move_to_end(user_id)
+                while len(self._kept) > self._size:
+                    self._kept.popitem(last=False)
             return kept[1]
+        finally:
+            self._lock.release()
 
 
 def board_query(args: Mapping[str, str]) -> BoardQuery:

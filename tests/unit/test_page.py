@@ -206,6 +206,31 @@ def test_counts_are_recounted_at_most_once_per_max_age_for_each_user():
     assert (counts.get(), counts.get("ann")) == ({"accepted": 1}, {"accepted": 2})
     now[0] = 1.0
     assert counts.get() == {"accepted": 3}
-    counts.get("bob")  # a third user: the one asked longest ago (ann) is dropped
+    counts.get("bob")  # a third user: the one recounted longest ago (ann) is dropped
     counts.get("ann")
     assert recounts == [(0.0, None), (0.0, "ann"), (1.0, None), (1.0, "bob"), (1.0, "ann")]
+
+
+def test_while_one_thread_recounts_the_others_answer_with_the_last_counts():
+    import threading
+
+    from order_service.board import CachedCounts
+
+    now, recounting, release = [0.0], threading.Event(), threading.Event()
+
+    def count(user_id: str | None) -> dict[str, int]:
+        if now[0] > 0:  # the second recount waits until the test lets it finish
+            recounting.set()
+            release.wait(5)
+        return {"accepted": int(now[0])}
+
+    counts = CachedCounts(count, max_age=1.0, clock=lambda: now[0])
+    assert counts.get() == {"accepted": 0}
+    now[0] = 2.0
+    slow = threading.Thread(target=counts.get)
+    slow.start()
+    assert recounting.wait(5)
+    assert counts.get() == {"accepted": 0}, "answered at once with the last counts"
+    release.set()
+    slow.join(5)
+    assert counts.get() == {"accepted": 2}
