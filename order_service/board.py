@@ -95,7 +95,21 @@ def board_query(args: Mapping[str, str]) -> BoardQuery:
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ROWS:
             raise InvalidRequest({"limit": f"must be a whole number from 1 to {MAX_ROWS}"})
         limit = int(raw)
-    return BoardQuery(user_id=args.get("user_id") or None, limit=limit)
+    user_id = args.get("user_id") or None
+    if user_id is not None and not _storable(user_id):
+        raise InvalidRequest({"user_id": "must be text without NUL characters"})
+    return BoardQuery(user_id=user_id, limit=limit)
+
+
+def _storable(text: str) -> bool:
+    """Whether a store can hold `text`: PostgreSQL no U+0000, UTF-8 no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def summary(counts: Mapping[str, int], broker_connected: bool, outbox_backlog: int,

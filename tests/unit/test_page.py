@@ -155,6 +155,7 @@ def test_the_board_of_one_user_counts_and_lists_only_theirs(client, order_store)
 
 @pytest.mark.parametrize("query, field", [
     ("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit"), ("status=failed", "status"),
+    ("user_id=a%00b", "user_id"),
 ])
 def test_bad_board_parameters_are_a_400_naming_them(client, query, field):
     response = client.get(f"/orders/board?{query}")
