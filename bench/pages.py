@@ -16,7 +16,7 @@ import time
 
 from bench.environment import Environment
 from bench.loadgen import open_loop
-from bench.pagesim import simulate_pages
+from bench.pagesim import BOARD, simulate_pages
 from bench.procstats import cpu_seconds
 from bench.stats import summarize
 from order_service.config import DEFAULTS
@@ -29,13 +29,13 @@ def post_latencies(url: str, rate: float, duration: float, label: str) -> tuple[
             if status == 202], run.scheduled
 
 
-def phase(env: Environment, rate: float, duration: float, pages: int) -> dict:
+def phase(env: Environment, rate: float, duration: float, pages: int, path: str) -> dict:
     """One load phase, with `pages` pages polling meanwhile (none: 0)."""
     url, pid = env.stack.order_url, env.stack["order"].process.pid
     child, queue = None, multiprocessing.Queue()
     if pages:
         child = multiprocessing.Process(target=simulate_pages,
-                                        args=(url, pages, duration + 3, queue))
+                                        args=(url, pages, duration + 3, queue, path))
         child.start()
         time.sleep(1.5)  # every page loaded and polling before the timetable starts
     cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
@@ -50,7 +50,8 @@ def phase(env: Environment, rate: float, duration: float, pages: int) -> dict:
     return result
 
 
-def measure(env: Environment, pages: int, rate: float, duration: float, rounds: int) -> dict:
+def measure(env: Environment, pages: int, rate: float, duration: float, rounds: int,
+            path: str = BOARD) -> dict:
     """POST /order latency without and with `pages` polling pages, in `rounds` alternating pairs.
 
     Alternating, and pooling each condition's latencies over the rounds, keeps a drift of the
@@ -59,9 +60,10 @@ def measure(env: Environment, pages: int, rate: float, duration: float, rounds: 
     post_latencies(env.stack.order_url, rate, min(duration, 3.0), "warm-up")
     runs: dict[str, list[dict]] = {"without_pages": [], "with_pages": []}
     for _ in range(rounds):
-        runs["without_pages"].append(phase(env, rate, duration, 0))
-        runs["with_pages"].append(phase(env, rate, duration, pages))
-    results: dict = {"rate": rate, "duration_s": duration, "rounds": rounds, "pages": pages}
+        runs["without_pages"].append(phase(env, rate, duration, 0, path))
+        runs["with_pages"].append(phase(env, rate, duration, pages, path))
+    results: dict = {"rate": rate, "duration_s": duration, "rounds": rounds, "pages": pages,
+                     "poll": path}
     for condition, phases in runs.items():
         pooled = [latency for run in phases for latency in run["latencies"]]
         results[condition] = {
@@ -88,13 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pages", type=int, default=50, help="simulated open pages (default 50)")
     p.add_argument("--rate", type=float, default=100.0, help="POST /order per second (default 100)")
     p.add_argument("--duration", type=float, default=8.0, help="seconds per phase (default 8)")
+    p.add_argument("--poll", default=BOARD,
+                   help=f"what the pages poll (default {BOARD}; e.g. /health, for comparison)")
     p.add_argument("--rounds", type=int, default=5,
                    help="alternating pairs of phases, without then with pages (default 5)")
     args = p.parse_args(argv)
     env = Environment(DEFAULTS.workers, DEFAULTS.threads)
     try:
         env.start(baselines=False)
-        results = measure(env, args.pages, args.rate, args.duration, args.rounds)
+        results = measure(env, args.pages, args.rate, args.duration, args.rounds, args.poll)
     finally:
         env.close()
     print(json.dumps(results, indent=2))

@@ -15,6 +15,7 @@ from bench.httpclient import host_port
 from bench.stats import summarize
 
 POLL_SECONDS, JITTER, ROWS = 0.5, 0.25, 20  # as page.js: POLL_MS, JITTER and ROWS
+BOARD = f"/orders/board?limit={ROWS}"
 FILES = ("/", "/static/page.css", "/static/page.js", "/static/favicon.svg")
 
 
@@ -31,8 +32,8 @@ async def _ask(reader, writer, host: str, path: str, etag: str | None) -> tuple[
     return int(head[9:12]), lowered.get("etag")
 
 
-async def _page(url: str, stop_at: float, polls: list[tuple[int, float]], offset: float,
-                rng: random.Random) -> None:
+async def _page(url: str, path: str, stop_at: float, polls: list[tuple[int, float]],
+                offset: float, rng: random.Random) -> None:
     await asyncio.sleep(offset)  # people open their pages at different moments
     host, port = host_port(url)
     reader, writer = await asyncio.open_connection(host, port)
@@ -42,8 +43,7 @@ async def _page(url: str, stop_at: float, polls: list[tuple[int, float]], offset
         etag = None
         while time.monotonic() < stop_at:
             started = time.perf_counter()
-            status, new_tag = await _ask(reader, writer, f"{host}:{port}",
-                                         f"/orders/board?limit={ROWS}", etag)
+            status, new_tag = await _ask(reader, writer, f"{host}:{port}", path, etag)
             polls.append((status, time.perf_counter() - started))
             etag = new_tag if status == 200 else etag
             await asyncio.sleep(POLL_SECONDS * (1 - JITTER + 2 * JITTER * rng.random()))
@@ -51,15 +51,16 @@ async def _page(url: str, stop_at: float, polls: list[tuple[int, float]], offset
         writer.close()
 
 
-def simulate_pages(url: str, pages: int, seconds: float, results) -> None:
-    """Run `pages` polling pages for `seconds` (in a child process); put a summary on `results`."""
+def simulate_pages(url: str, pages: int, seconds: float, results, path: str = BOARD) -> None:
+    """Run `pages` pages polling `path` for `seconds` (in a child process); put a summary on
+    `results`."""
     polls: list[tuple[int, float]] = []
 
     async def run() -> None:
         stop_at = time.monotonic() + seconds
         rng = random.Random(pages)  # the same offsets and waits in every run
         offsets = rng.sample(range(1000), pages)
-        await asyncio.gather(*(_page(url, stop_at, polls, POLL_SECONDS * offset / 1000, rng)
+        await asyncio.gather(*(_page(url, path, stop_at, polls, POLL_SECONDS * offset / 1000, rng)
                                for offset in offsets))
 
     cpu0 = time.process_time()
