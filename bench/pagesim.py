@@ -38,8 +38,8 @@ async def _page(url: str, path: str, stop_at: float, polls: list[tuple[int, floa
     host, port = host_port(url)
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        for path in FILES:
-            await _ask(reader, writer, f"{host}:{port}", path, None)
+        for file in FILES:
+            await _ask(reader, writer, f"{host}:{port}", file, None)
         etag = None
         while time.monotonic() < stop_at:
             started = time.perf_counter()
