@@ -12,6 +12,7 @@ from messaging import events, exposition, metrics, trace_context
 from messaging.outbox import PendingMessage
 from order_service import config, handlers, openapi, traces
 from order_service.handlers import InvalidRequest
+from order_service.page import page
 from order_service.store import OrderStore
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,12 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     """Build the OrderService app; tests pass their own settings, store and publisher."""
     settings = settings or config.load()
     store = store or OrderStore.open(settings.storage)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the page's blueprint serves static/
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["order_store"] = store
     app.extensions["publisher"] = publisher
     traces.install(app)
+    app.register_blueprint(page)
 
     @app.post("/order")
     def place_order() -> tuple[Response, int, dict[str, str]]:

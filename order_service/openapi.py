@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from messaging.events import MAX_QUANTITY, MAX_REASON_LENGTH, MAX_TEXT_LENGTH
-from order_service import handlers
+from order_service import board, handlers
 
 JSON = "application/json"
 # What str.strip() removes, so what order_field_errors reads as empty. Spelled out rather than `\s`,
@@ -73,6 +73,20 @@ def _schemas() -> dict[str, Any]:
                            "database": {"enum": ["writable", "unavailable"]},
                            "broker": {"enum": ["connected", "disconnected"]},
                            "outbox_backlog": {"type": ["integer", "null"], "minimum": 0}}},
+        "Board": {
+            "type": "object", "additionalProperties": False,
+            "required": ["user_id", "orders", "count", "counts", "broker", "outbox_backlog"],
+            "properties": {"user_id": {"type": ["string", "null"]},
+                           "orders": {"type": "array", "items": _ref("schemas", "Order"),
+                                      "maxItems": board.MAX_ROWS},
+                           "count": {"type": "integer", "minimum": 0},
+                           "counts": {"type": "object", "additionalProperties": False,
+                                      "required": list(handlers.STATUSES),
+                                      "properties": {status: {"type": "integer", "minimum": 0}
+                                                     for status in handlers.STATUSES},
+                                      "description": "per status, up to a second old"},
+                           "broker": {"enum": ["connected", "disconnected"]},
+                           "outbox_backlog": {"type": "integer", "minimum": 0}}},
         "InvalidRequest": {
             "type": "object", "additionalProperties": False, "required": ["error", "errors"],
             "description": "`error` repeats the first problem; `errors` has one per bad field.",
@@ -138,6 +152,8 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
             _query("offset", {"type": "integer", "minimum": 0, "maximum": handlers.MAX_OFFSET,
                               "default": 0}, "orders to skip")]
     order_id = {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    etag = {"ETag": {"schema": {"type": "string"}, "required": True,
+                     "description": "send it back in If-None-Match"}}
     traceparent = {"name": "traceparent", "in": "header", "required": False,
                    "schema": {"type": "string"},
                    "description": "W3C trace context to continue; absent or invalid: a new trace"}
@@ -154,6 +170,27 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
             "getOrder", "One order", {"200": _json(_ref("schemas", "Order"), "The order")},
             "404", "503", parameters=[order_id])},
         "/health": {"get": _operation("health", "Health", health)},
+        "/": {"get": _operation("page", "The order page", {"200": {
+            "description": "HTML; its script polls GET /orders/board",
+            "content": {"text/html": {"schema": {"type": "string"}}}}})},
+        "/static/{filename}": {"get": _operation(
+            "pageFile", "The page's stylesheet, script and icon", {"200": {
+                "description": "A file of the page",
+                "content": {media: {"schema": {"type": "string"}} for media in
+                            ("text/css", "text/javascript", "image/svg+xml")}}},
+            "404", parameters=[{"name": "filename", "in": "path", "required": True,
+                                "schema": {"type": "string"}}])},
+        "/orders/board": {"get": _operation(
+            "orderBoard", "The page's board: newest orders, counts per status, broker, backlog",
+            {"200": _json(_ref("schemas", "Board"), "The board", headers=etag),
+             "304": {"description": "Unchanged since the ETag in If-None-Match",
+                     "headers": etag}},
+            "400", "503", parameters=[
+                _query("user_id", {"type": "string"}, "only this user's orders (empty: all)"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": board.MAX_ROWS,
+                                 "default": board.DEFAULT_ROWS}, "newest orders to show"),
+                {"name": "If-None-Match", "in": "header", "required": False,
+                 "schema": {"type": "string"}, "description": "the ETag of the last answer"}])},
         "/metrics": {"get": _operation(
             "metrics", "Counters, gauges and histograms in the Prometheus text format",
             {"200": {"description": "Every worker's figures (404 when METRICS=off)",

@@ -117,6 +117,35 @@ class OrderStore(MessagingStore):
         """How many orders are in each status."""
         return dict(self.conn.execute("SELECT status, COUNT(*) FROM orders GROUP BY status"))
 
+    def latest(self, user_id: str | None, limit: int) -> list[Order]:
+        """The newest `limit` orders (of one user, if given), newest first; no total counted."""
+        clause, params = (" WHERE user_id = ?", [user_id]) if user_id is not None else ("", [])
+        rows = self.conn.execute(f"SELECT {COLUMNS} FROM orders{clause} ORDER BY seq DESC LIMIT ?",
+                                 [*params, limit]).fetchall()
+        return [_order(row) for row in rows]
+
+    def change_marks(self, user_id: str | None = None) -> tuple[int, int]:
+        """The newest order's seq and the number of accepted orders (of one user, if given).
+
+        A new order raises the first, a final status lowers the second, so together they tell
+        that something changed, from two index lookups instead of counting every order.
+        """
+        if user_id is None:
+            newest, accepted = self.conn.execute(
+                "SELECT (SELECT MAX(seq) FROM orders),"
+                " (SELECT COUNT(*) FROM orders WHERE status = ?)", (ACCEPTED,)).fetchone()
+        else:  # `|| ''` keeps the count on the few accepted rows, not on all of the user's
+            newest, accepted = self.conn.execute(
+                "SELECT (SELECT MAX(seq) FROM orders WHERE user_id = ?),"
+                " (SELECT COUNT(*) FROM orders WHERE status = ? AND user_id || '' = ?)",
+                (user_id, ACCEPTED, user_id)).fetchone()
+        return newest or 0, accepted
+
+    def status_counts_of(self, user_id: str) -> dict[str, int]:
+        """How many of one user's orders are in each status."""
+        return dict(self.conn.execute(
+            "SELECT status, COUNT(*) FROM orders WHERE user_id = ? GROUP BY status", (user_id,)))
+
     def writable(self) -> bool:
         """Tell whether a write transaction can be opened right now."""
         try:

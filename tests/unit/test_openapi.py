@@ -20,7 +20,7 @@ from order_service.app import create_app
 from order_service.handlers import InvalidRequest
 
 IMPLICIT = {"HEAD", "OPTIONS"}  # answered by Flask for every route, never described
-STATUSES = {"200", "202", "400", "404", "405", "413", "415", "503"}  # what the app can answer
+STATUSES = {"200", "202", "304", "400", "404", "405", "413", "415", "503"}  # what the app can answer
 
 
 @pytest.fixture
