@@ -106,3 +106,18 @@ def test_a_service_with_a_bad_exporter_exits_2_with_one_line(module, tmp_path):
     [line] = result.stderr.splitlines()
     assert line.endswith("configuration error: OTEL_TRACES_EXPORTER must be a comma-separated "
                          "list of console, otlp, none, got 'zipkin'")
+
+
+def test_polled_routes_make_no_span_and_an_order_does(console, tmp_path):
+    from messaging.settings import StorageSettings
+    from order_service import config
+    from order_service.app import create_app
+    from order_service.store import OrderStore
+
+    store = OrderStore.open(StorageSettings(data_dir=str(tmp_path)))
+    client = create_app(config.load(), store, None).test_client()
+    for path in ("/health", "/metrics", "/orders/board"):
+        client.get(path)
+    client.post("/order", json={"user_id": "u", "item": "Burger", "quantity": 1})
+    store.close()
+    assert [span["name"] for span in console()] == ["POST /order"]
