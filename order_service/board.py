@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from order_service.handlers import STATUSES, InvalidRequest, Order
+from order_service.handlers import STATUSES, InvalidRequest, Order, user_filter, whole_number
 
 DEFAULT_ROWS, MAX_ROWS = 20, 100
 COUNTS_MAX_AGE = 1.0  # seconds everyone's counts per status may be reused
@@ -89,27 +89,8 @@ def board_query(args: Mapping[str, str]) -> BoardQuery:
     unknown = [name for name in args if name not in PARAMETERS]
     if unknown:
         raise InvalidRequest({unknown[0]: "is not a known query parameter"})
-    raw = args.get("limit")
-    limit = DEFAULT_ROWS
-    if raw is not None:
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ROWS:
-            raise InvalidRequest({"limit": f"must be a whole number from 1 to {MAX_ROWS}"})
-        limit = int(raw)
-    user_id = args.get("user_id") or None
-    if user_id is not None and not _storable(user_id):
-        raise InvalidRequest({"user_id": "must be text without NUL characters"})
-    return BoardQuery(user_id=user_id, limit=limit)
-
-
-def _storable(text: str) -> bool:
-    """Whether a store can hold `text`: PostgreSQL no U+0000, UTF-8 no lone surrogate."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    limit = whole_number(args, "limit", DEFAULT_ROWS, 1, MAX_ROWS)
+    return BoardQuery(user_id=user_filter(args), limit=limit)
 
 
 def summary(counts: Mapping[str, int], broker_connected: bool, outbox_backlog: int,

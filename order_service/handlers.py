@@ -103,13 +103,22 @@ class ListQuery:
     offset: int = 0
 
 
-def _whole_number(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def whole_number(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """The query parameter `name` as a whole number in [low, high], or `default`; else a 400."""
     raw = args.get(name)
     if raw is None:
         return default
     if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise InvalidRequest({name: f"must be a whole number from {low} to {high}"})
     return int(raw)
+
+
+def user_filter(args: Mapping[str, str]) -> str | None:
+    """The `user_id` query parameter (None when absent or empty); a 400 when no store holds it."""
+    user_id = args.get("user_id") or None
+    if user_id is not None and not storable_text(user_id):
+        raise InvalidRequest({"user_id": "must be text without NUL characters"})
+    return user_id
 
 
 def list_query(args: Mapping[str, str]) -> ListQuery:
@@ -120,9 +129,6 @@ def list_query(args: Mapping[str, str]) -> ListQuery:
     status = args.get("status")
     if status is not None and status not in STATUSES:
         raise InvalidRequest({"status": f"must be one of {', '.join(STATUSES)}"})
-    user_id = args.get("user_id")
-    if user_id and not storable_text(user_id):
-        raise InvalidRequest({"user_id": "must be text without NUL characters"})
-    return ListQuery(status=status, user_id=user_id or None,
-                     limit=_whole_number(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-                     offset=_whole_number(args, "offset", 0, 0, MAX_OFFSET))
+    return ListQuery(status=status, user_id=user_filter(args),
+                     limit=whole_number(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+                     offset=whole_number(args, "offset", 0, 0, MAX_OFFSET))
