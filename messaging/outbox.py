@@ -53,18 +53,6 @@ CLAIM_LEASE = 10.0  # seconds a claimed row is left to its relay before another 
 RENEW_EVERY = CLAIM_LEASE / 4  # a connected relay renews its claims this often (see `renew`)
 
 
-def add(conn: sqlite3.Connection, message: Message,
-        claimant: str | None = None) -> PendingMessage | None:
-    """Queue `message` for publishing; call inside the transaction that makes the change.
-
-    With a `claimant` (a connected relay's owner name) the row is born claimed by that relay, so it
-    can be handed to the relay in memory and published without another write. Returns the row, or
-    None when a row with this message_id already exists.
-    """
-    rows = add_many(conn, [message], claimant)
-    return rows[0] if rows else None
-
-
 INSERT = ("INSERT INTO outbox (message_id, exchange, routing_key, body, correlation_id, type,"
           " created_at, claimed_by, claimed_until, traceparent) VALUES {rows}"
           " ON CONFLICT DO NOTHING RETURNING id, message_id")

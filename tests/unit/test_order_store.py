@@ -162,3 +162,20 @@ def test_finish_many_spans_statement_chunks(order_store):
     assert outcomes == ["updated"] * 1200
     assert order_store.status_counts() == {"failed": 1200}
     assert order_store.get(ids[700]).reason == "reason 700"
+
+
+def test_add_returns_the_outbox_row_it_wrote(order_store):
+    order, message = handlers.place({"user_id": "u", "item": "Burger", "quantity": 1}, TIMESTAMP)
+    pending = order_store.add(order, message, "relay-a")
+    row = order_store.conn.execute("SELECT id, created_at, claimed_by FROM outbox").fetchone()
+    assert (pending.id, pending.created_at, pending.message) == (row["id"], row["created_at"],
+                                                                 message)
+    assert row["claimed_by"] == "relay-a", "born claimed by the relay it is handed to"
+
+
+def test_add_with_a_known_message_id_stores_the_order_and_returns_no_row(order_store):
+    _, message = place(order_store)
+    other, _ = handlers.place({"user_id": "u", "item": "Pizza", "quantity": 1}, TIMESTAMP)
+    assert order_store.add(other, message) is None
+    assert order_store.get(other.order_id) == other
+    assert order_store.outbox_backlog() == 1

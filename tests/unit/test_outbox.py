@@ -33,7 +33,7 @@ def message(n: int) -> Message:
 def add_messages(db: sqlite3.Connection, count: int) -> None:
     with transaction(db):
         for n in range(count):
-            outbox.add(db, message(n))
+            outbox.add_many(db, [message(n)])
 
 
 def ids_of(pending) -> list[str]:
@@ -67,10 +67,10 @@ def test_add_and_claim_round_trip(db):
 
 def test_add_same_message_id_twice_keeps_one_row(db):
     with transaction(db):
-        outbox.add(db, message(1))
-        outbox.add(db, message(1))
+        outbox.add_many(db, [message(1)])
+        outbox.add_many(db, [message(1)])
     with transaction(db):
-        outbox.add(db, message(1))
+        outbox.add_many(db, [message(1)])
     assert outbox.backlog(db) == 1
 
 
@@ -172,7 +172,7 @@ def test_mark_processed_many_returns_only_the_new_ids_across_statement_chunks(db
 
 
 def test_add_many_queues_new_messages_in_order_and_skips_known_ones(db):
-    outbox.add(db, message(7))
+    outbox.add_many(db, [message(7)])
     batch = [message(n) for n in range(1100)]
     with transaction(db):
         added = outbox.add_many(db, batch, "relay-a")
@@ -192,14 +192,14 @@ def test_count_delivery_counts_from_two(db):
 
 def test_transaction_commits(db):
     with transaction(db):
-        outbox.add(db, message(1))
+        outbox.add_many(db, [message(1)])
     assert not db.in_transaction
     assert outbox.backlog(db) == 1
 
 
 def test_transaction_rolls_back_on_an_exception(db):
     with pytest.raises(RuntimeError, match="boom"), transaction(db):
-        outbox.add(db, message(1))
+        outbox.add_many(db, [message(1)])
         assert inbox.mark_processed(db, "event-1")
         raise RuntimeError("boom")
     assert not db.in_transaction
@@ -281,3 +281,12 @@ def test_renew_extends_only_the_owners_claims(db):
     assert outbox.renew(db, "relay-a", 60.0) == 2
     taken = wait_for(lambda: outbox.claim(db, "relay-c", 10, 60.0))
     assert ids_of(taken) == ["msg-2", "msg-3"], "relay-b's lapsed; relay-a's were renewed"
+
+
+def test_pending_counts_the_rows_and_tells_when_the_oldest_was_committed(db):
+    assert outbox.pending(db) == (0, None)
+    with transaction(db):
+        first = outbox.add_many(db, [message(1)])[0]
+    with transaction(db):
+        outbox.add_many(db, [message(2)])
+    assert outbox.pending(db) == (2, first.created_at)

@@ -964,5 +964,16 @@ def test_a_renewal_that_fails_is_tried_again_on_the_next_tick(store, clock, monk
         failing(m, "renew")
         run_for(connection, clock, outbox.RENEW_EVERY)
         assert "could not renew its claims" in caplog.text
+        assert f"{r.name} could not renew its claims; trying again on the next tick" in logged(caplog)
     run_for(connection, clock, 0.5)
     assert set(remaining(store).values()) == {(r.owner, clock.now + outbox.CLAIM_LEASE)}
+
+
+def test_claims_are_renewed_every_renew_interval_not_on_every_tick(store, clock, monkeypatch):
+    add(store, 1)
+    renewals = []
+    real = outbox.renew
+    monkeypatch.setattr(outbox, "renew", lambda *args: renewals.append(clock.now) or real(*args))
+    connection = open_connection(make_relay(store))
+    run_for(connection, clock, 4 * outbox.RENEW_EVERY)
+    assert len(renewals) == 4, renewals

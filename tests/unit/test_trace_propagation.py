@@ -104,7 +104,7 @@ def test_an_outbox_from_version_3_gains_the_traceparent_column_once(store_settin
         store.close()
     store = OrderStore.open(settings)
     add(store, 1)
-    store.write(lambda conn: outbox.add(conn, replace(message(7), traceparent=PARENT)))
+    store.write(lambda conn: outbox.add_many(conn, [replace(message(7), traceparent=PARENT)]))
     assert pending_traceparents(store) == [None, None, PARENT], "the old row survives, untraced"
     store.close()
 
