@@ -3,7 +3,7 @@
 - commit: 5,000 OrderStore.add calls one after another on a file in DATA_DIR (default: a
   temporary directory on the current working directory's disk), timed one by one, with SQLite's
   own checkpoints inside commits and with checkpoints in a background thread.
-- inventory: InventoryConsumer.handle_batch on 50 batches of 100 OrderPlaced deliveries, CPU
+- inventory: InventoryUnitOfWork.handle_batch on 50 batches of 100 OrderPlaced deliveries, CPU
   microseconds per message.
 - gc: how long a full (generation 2) garbage collection takes once OrderService's Flask app has
   served 2,000 POST /order through its test client, with and without freezing the heap first.
@@ -24,10 +24,10 @@ from collections.abc import Callable
 import pika
 
 from inventory_service import config as inventory_config
-from inventory_service.consumer import InventoryConsumer
 from inventory_service.store import InventoryStore
+from inventory_service.unit_of_work import InventoryUnitOfWork
 from messaging import events
-from messaging.delivery import Delivery
+from messaging.amqp.delivery import Delivery
 from order_service import config as order_config
 from order_service import handlers
 from order_service.app import create_app
@@ -80,7 +80,7 @@ def inventory_handler(batches: int = 50, size: int = 100) -> str:
         settings = _settings(inventory_config.load, directory)
         store = InventoryStore.open(settings.storage)
         store.seed(settings.menu, 10**9)
-        consumer = InventoryConsumer(store, 0.9, _Relay())
+        consumer = InventoryUnitOfWork(store, 0.9, _Relay())
         work = []
         for _ in range(batches):
             batch = []

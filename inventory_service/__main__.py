@@ -5,10 +5,11 @@ import logging
 import sys
 
 from inventory_service import config
-from inventory_service.consumer import InventoryConsumer
 from inventory_service.store import InventoryStore
-from messaging import exposition, service, topology
-from messaging.relay import Relay
+from inventory_service.unit_of_work import InventoryUnitOfWork
+from messaging import service, topology
+from messaging.amqp.relay import Relay
+from messaging.observability import exposition
 
 SERVICE = "inventory-service"
 logger = logging.getLogger(SERVICE)
@@ -19,7 +20,7 @@ def build(settings: config.Settings) -> service.ConsumerService:
     store = InventoryStore.open(settings.storage)
     store.seed(settings.menu, settings.initial_stock)
     relay = Relay(settings.broker, store, SERVICE)
-    consumer = InventoryConsumer(store, settings.success_rate, relay)
+    consumer = InventoryUnitOfWork(store, settings.success_rate, relay)
     svc = service.ConsumerService(SERVICE, settings, settings.port, store, topology.ORDER_EVENTS,
                                   consumer.handle_batch, relay)
     svc.routes["/health"] = lambda: _health(svc, consumer)
@@ -29,7 +30,7 @@ def build(settings: config.Settings) -> service.ConsumerService:
     return svc
 
 
-def _health(svc: service.ConsumerService, consumer: InventoryConsumer) -> tuple[int, dict]:
+def _health(svc: service.ConsumerService, consumer: InventoryUnitOfWork) -> tuple[int, dict]:
     healthy = svc.loop.consuming and svc.relay.connected
     return (200 if healthy else 503), {
         "status": "healthy" if healthy else "unhealthy",

@@ -5,10 +5,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from messaging.dialect import Dialect
+from messaging.db.dialect import Dialect
+from messaging.db.messaging_store import Backend, MessagingStore
+from messaging.db.sqlite import select_in
 from messaging.events import InventoryResult, OrderPlaced
-from messaging.storage import select_in
-from messaging.store import Backend, MessagingStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (

@@ -9,14 +9,15 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from messaging import exposition, health, logs, metrics, topology, tracing
-from messaging.consumer import ConsumeLoop
-from messaging.delivery import BatchHandler
-from messaging.relay import Relay
-from messaging.retention import Pruner
+from messaging import topology
+from messaging.amqp.consume_loop import ConsumeLoop
+from messaging.amqp.delivery import BatchHandler
+from messaging.amqp.relay import Relay
+from messaging.db.messaging_store import MessagingStore
+from messaging.db.retention import Pruner
+from messaging.observability import exposition, health, logs, metrics, spans
 from messaging.runtime import freeze_startup_objects
 from messaging.settings import ConfigError, ServiceSettings
-from messaging.store import MessagingStore
 from messaging.topology import QueueMismatch
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def load_settings(service: str, load: Callable[[], S]) -> S | None:
     try:
         settings = load()
         logs.configure(service)
-        tracing.exporters(os.environ)  # a bad OTEL_TRACES_EXPORTER is told now, in one line
+        spans.exporters(os.environ)  # a bad OTEL_TRACES_EXPORTER is told now, in one line
     except ConfigError as exc:
         print(f"{service}: configuration error: {exc}", file=sys.stderr)
         return None
@@ -84,7 +85,7 @@ class ConsumerService:
         if self.relay is not None:
             self.relay.stop(timeout=RELAY_FLUSH_SECONDS)
         server.shutdown()
-        tracing.shutdown()  # export the last spans
+        spans.shutdown()  # export the last spans
         self.pruner.stop()
         self.store.stop_checkpoints()
         if self.refused is not None:
@@ -100,7 +101,7 @@ def main(service: str, load: Callable[[], S], build: Callable[[S], ConsumerServi
     if settings is None:
         return 2
     metrics.configure(settings.metrics, service)  # before build: the loop and relay bind theirs
-    tracing.configure(service)
+    spans.configure(service)
     try:
         svc = build(settings)
     except ConfigError as exc:  # e.g. DATABASE_URL names no usable database

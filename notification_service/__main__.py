@@ -5,8 +5,8 @@ import sys
 
 from messaging import service, topology
 from notification_service import config
-from notification_service.consumer import NotificationConsumer
 from notification_service.store import NotificationStore
+from notification_service.unit_of_work import NotificationUnitOfWork
 
 SERVICE = "notification-service"
 
@@ -14,7 +14,7 @@ SERVICE = "notification-service"
 def build(settings: config.Settings) -> service.ConsumerService:
     """Consume inventory-events and notify each reserved order once."""
     store = NotificationStore.open(settings.storage)
-    consumer = NotificationConsumer(store)
+    consumer = NotificationUnitOfWork(store)
     svc = service.ConsumerService(SERVICE, settings, settings.port, store,
                                   topology.INVENTORY_EVENTS, consumer.handle_batch)
     svc.routes["/health"] = lambda: _health(svc, store, consumer)
@@ -22,7 +22,7 @@ def build(settings: config.Settings) -> service.ConsumerService:
 
 
 def _health(svc: service.ConsumerService, store: NotificationStore,
-            consumer: NotificationConsumer) -> tuple[int, dict]:
+            consumer: NotificationUnitOfWork) -> tuple[int, dict]:
     consuming = svc.loop.consuming
     return (200 if consuming else 503), {
         "status": "healthy" if consuming else "unhealthy",

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from messaging.db.messaging_store import Backend, MessagingStore
 from messaging.events import InventoryResult
-from messaging.store import Backend, MessagingStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (

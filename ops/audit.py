@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 
 from inventory_service.handlers import result_event_id
 from inventory_service.store import InventoryStore
+from messaging.db.messaging_store import Backend, open_database
 from messaging.settings import ConfigError, StorageSettings, env_duration, retention_settings
-from messaging.store import Backend, open_database
 from notification_service.store import NotificationStore
 from order_service.store import OrderStore
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import pika
 import pika.exceptions
 
-from messaging import dead_lettering, topology
+from messaging import topology
+from messaging.amqp import dead_lettering
 from messaging.settings import ConfigError, broker_settings
 
 DLQ_NAMES = tuple(q.name for q in topology.DEAD_LETTER_QUEUES)

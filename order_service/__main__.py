@@ -7,8 +7,8 @@ import sys
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from messaging import exposition, logs, metrics, tracing
-from messaging.connection import check_topology
+from messaging.amqp.connection import check_topology
+from messaging.observability import exposition, logs, metrics, spans
 from messaging.runtime import freeze_startup_objects
 from messaging.service import TOPOLOGY_REFUSED, load_settings, report_refusal
 from messaging.settings import ConfigError
@@ -52,7 +52,7 @@ class OrderServiceApplication(BaseApplication):
 
     def load(self):
         metrics.configure(self.settings.metrics, "order-service", multiprocess=True)
-        tracing.configure("order-service")  # in the worker: the span exporter has a thread
+        spans.configure("order-service")  # in the worker: the span exporter has a thread
         store = OrderStore.open(self.settings.storage)
         exposition.watch(exposition.OutboxCollector(store))
         background = Background(self.settings, store)
@@ -70,7 +70,7 @@ def _stop_background(_server, worker) -> None:
     background = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("background")
     if background:
         background.stop(timeout=max(1.0, worker.cfg.graceful_timeout / 2))
-    tracing.shutdown()
+    spans.shutdown()
 
 
 def main() -> int:

@@ -8,9 +8,10 @@ from typing import Any, Protocol
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
-from messaging import events, exposition, metrics, trace_context
-from messaging.outbox import PendingMessage
-from order_service import config, handlers, openapi, traces
+from messaging import events
+from messaging.db.outbox import PendingMessage
+from messaging.observability import exposition, metrics, trace_context
+from order_service import config, handlers, openapi, request_spans
 from order_service.handlers import InvalidRequest
 from order_service.page import page
 from order_service.store import OrderStore
@@ -38,13 +39,13 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["order_store"] = store
     app.extensions["publisher"] = publisher
-    traces.install(app)
+    request_spans.install(app)
     app.register_blueprint(page)
 
     @app.post("/order")
     def place_order() -> tuple[Response, int, dict[str, str]]:
         fields = handlers.validate(_json_body())
-        order, message = handlers.place(fields, events.utc_now(), traces.current_traceparent())
+        order, message = handlers.place(fields, events.utc_now(), request_spans.current_traceparent())
         trace_context.update(order.order_id, message.message_id)
         publisher = app.extensions["publisher"]
         claimant = publisher.claimant() if publisher is not None else None

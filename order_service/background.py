@@ -10,13 +10,13 @@ import os
 import threading
 
 from messaging import topology
-from messaging.consumer import ConsumeLoop
-from messaging.relay import Relay
-from messaging.retention import Pruner
+from messaging.amqp.consume_loop import ConsumeLoop
+from messaging.amqp.relay import Relay
+from messaging.db.retention import Pruner
 from messaging.service import TOPOLOGY_REFUSED, report_refusal
 from order_service.config import Settings
-from order_service.consumer import StatusConsumer
 from order_service.store import OrderStore
+from order_service.unit_of_work import StatusUnitOfWork
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Background:
         self._store = store
         self.relay = Relay(settings.broker, store, name, on_refused=_refused)
         self.status = ConsumeLoop(settings.broker, topology.ORDER_STATUS,
-                                  StatusConsumer(store).handle_batch, f"{name}-status",
+                                  StatusUnitOfWork(store).handle_batch, f"{name}-status",
                                   settings.consumer, store.is_transient, store.count_redelivery)
         self.pruner = Pruner(store, settings.retention)
         self._thread = threading.Thread(target=self._consume, name=f"{name}-status", daemon=True)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import sqlite3
 
-from messaging import outbox
+from messaging.db import outbox
+from messaging.db.messaging_store import Backend, MessagingStore
+from messaging.db.outbox import PendingMessage
+from messaging.db.sqlite import chunks, select_in
 from messaging.events import Message
-from messaging.outbox import PendingMessage
-from messaging.storage import chunks, select_in
-from messaging.store import Backend, MessagingStore
 from order_service.handlers import ACCEPTED, ListQuery, Order
 
 SCHEMA = """

@@ -12,7 +12,8 @@ if __name__ == "__main__":  # `python tests/test_dlq.py`, as the spec's README r
 
 import pytest
 
-from messaging import dead_lettering, topology
+from messaging import topology
+from messaging.amqp import dead_lettering
 from tests.client import all_final, drain, order_placed_body, post_orders, publish, wait_for
 
 POISON = {

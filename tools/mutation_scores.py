@@ -21,7 +21,7 @@ LISTED = re.compile(r"^- `(?P<name>[^`]+__mutmut_\d+)`", re.MULTILINE)
 
 
 def module_of(mutant: str) -> str:
-    """`messaging.relay.xǁRelayǁ_pump__mutmut_3` -> `messaging/relay.py`."""
+    """`messaging.amqp.relay.xǁRelayǁ_pump__mutmut_3` -> `messaging/amqp/relay.py`."""
     module = re.split(r"\.x[ǁ_]", mutant, maxsplit=1)[0]
     return module.replace(".", "/") + ".py"
 

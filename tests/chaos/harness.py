@@ -16,7 +16,7 @@ import pika.exceptions
 import requests
 
 from messaging import events, topology
-from messaging.dialect import is_transient
+from messaging.db.dialect import is_transient
 from ops import audit
 from stack.broker import Broker
 from stack.processes import ROOT, Stack

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from messaging import dead_lettering, topology
+from messaging import topology
+from messaging.amqp import dead_lettering
 from stack.broker import Broker
 from stack.processes import Stack
 from tests.chaos.harness import Figures, OrderStream, ResultProbe, settle_and_audit

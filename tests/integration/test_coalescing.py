@@ -4,7 +4,7 @@ from __future__ import annotations
 import pika
 import pytest
 
-from messaging.connection import CoalescingSelectConnection
+from messaging.amqp.connection import CoalescingSelectConnection
 from stack.broker import Broker
 
 MESSAGES = 300

@@ -7,7 +7,7 @@ import sqlite3
 import subprocess
 import sys
 
-from messaging import dead_lettering
+from messaging.amqp import dead_lettering
 from stack.processes import ROOT
 from tests.client import drain, get_order, order_placed_body, post_order, publish, wait_for
 

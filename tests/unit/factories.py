@@ -8,7 +8,7 @@ from typing import Any
 import pika
 
 from messaging import events
-from messaging.delivery import Delivery
+from messaging.amqp.delivery import Delivery
 from messaging.events import INVENTORY_RESERVED, InventoryResult, OrderPlaced
 
 TIMESTAMP = "2026-02-11T00:00:00.000000Z"

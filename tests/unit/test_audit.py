@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from inventory_service.consumer import InventoryConsumer
 from inventory_service.handlers import result_event_id
-from messaging import events, outbox
-from notification_service.consumer import NotificationConsumer
+from inventory_service.unit_of_work import InventoryUnitOfWork
+from messaging import events
+from messaging.db import outbox
+from notification_service.unit_of_work import NotificationUnitOfWork
 from ops import audit
 from tests.unit.factories import delivery, order_placed
 
@@ -92,10 +93,10 @@ class DisconnectedRelay:
 def paths(storage, store_settings, order_store, inventory_store, notification_store) -> list[str]:
     """Real stores: one order reserved by InventoryService and notified by NotificationService."""
     event = order_placed(quantity=1)
-    InventoryConsumer(inventory_store, 1.0, DisconnectedRelay()).handle_batch(
+    InventoryUnitOfWork(inventory_store, 1.0, DisconnectedRelay()).handle_batch(
         [delivery(events.encode(event))])
     [pending] = outbox.claim(inventory_store.conn, "test", 10, -1.0)
-    NotificationConsumer(notification_store).handle_batch([delivery(pending.message.body)])
+    NotificationUnitOfWork(notification_store).handle_batch([delivery(pending.message.body)])
     return [store_settings(name).database_url or storage.path(name)
             for name in ("orders.db", "inventory.db", "notifications.db")]
 

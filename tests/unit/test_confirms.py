@@ -1,9 +1,9 @@
 """InFlight: what one basic.ack, basic.nack or basic.return settles (pure bookkeeping)."""
 from __future__ import annotations
 
-from messaging.confirms import InFlight
+from messaging.amqp.confirms import InFlight
+from messaging.db.outbox import PendingMessage
 from messaging.events import Message
-from messaging.outbox import PendingMessage
 
 
 def row(n: int) -> PendingMessage:

@@ -8,8 +8,9 @@ import pika
 import pika.exceptions
 import pytest
 
-from messaging import connection, topology
-from messaging.connection import Backoff, close_quietly, connect
+from messaging import topology
+from messaging.amqp import connection
+from messaging.amqp.connection import Backoff, close_quietly, connect
 from messaging.settings import BrokerSettings
 from tests.unit.fake_pika import FakeEvent
 
@@ -61,7 +62,7 @@ def brokers(monkeypatch):
 def test_connect_declares_the_whole_topology_and_closes_its_channel(brokers, caplog):
     _, made = brokers
     settings = BrokerSettings(host="rabbit", port=5673, vhost="v1")
-    with caplog.at_level(logging.INFO, logger="messaging.connection"):
+    with caplog.at_level(logging.INFO, logger="messaging.amqp.connection"):
         result = connect(settings, FakeEvent(), "svc")
     assert result is made[0]
     assert isinstance(result.parameters, pika.ConnectionParameters)
@@ -86,7 +87,7 @@ def test_connect_retries_with_growing_delays(brokers, caplog):
     outcomes += [pika.exceptions.AMQPConnectionError("refused"), ConnectionRefusedError(),
                  pika.exceptions.StreamLostError("eof")]
     stopping = FakeEvent()
-    with caplog.at_level(logging.WARNING, logger="messaging.connection"):
+    with caplog.at_level(logging.WARNING, logger="messaging.amqp.connection"):
         assert connect(BrokerSettings(), stopping, "svc") is made[0]
     first, second, third = stopping.waits
     assert 0.08 <= first <= 0.1 and 0.16 <= second <= 0.2 and 0.32 <= third <= 0.4
@@ -150,7 +151,7 @@ def test_close_quietly_leaves_a_closed_one_and_none_alone():
 
 
 def test_close_quietly_swallows_and_logs_an_error_while_closing(caplog):
-    with caplog.at_level(logging.DEBUG, logger="messaging.connection"):
+    with caplog.at_level(logging.DEBUG, logger="messaging.amqp.connection"):
         close_quietly(Closing(error=pika.exceptions.StreamLostError("eof")))
     [record] = caplog.records
     assert record.levelno == logging.DEBUG

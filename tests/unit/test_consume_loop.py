@@ -10,13 +10,14 @@ from collections.abc import Callable, Iterator
 import pika.exceptions
 import pytest
 
-from messaging import connection as connection_module
-from messaging import consumer, dead_lettering, topology
-from messaging.consumer import ConsumeLoop
-from messaging.delivery import Delivery, Rejection
+from messaging import topology
+from messaging.amqp import connection as connection_module
+from messaging.amqp import consume_loop, dead_lettering
+from messaging.amqp.consume_loop import ConsumeLoop
+from messaging.amqp.delivery import Delivery, Rejection
+from messaging.db.messaging_store import MessagingStore
+from messaging.db.sqlite import Database, is_transient
 from messaging.settings import BrokerSettings, ConsumerSettings
-from messaging.storage import Database, is_transient
-from messaging.store import MessagingStore
 from tests.unit.fake_pika import (
     IDLE,
     FakeBlockingConnection,
@@ -70,7 +71,7 @@ def locked() -> sqlite3.OperationalError:
 
 @pytest.fixture
 def store(storage) -> Iterator[MessagingStore]:
-    db = MessagingStore(Database(storage.path("consumer.db"), storage))
+    db = MessagingStore(Database(storage.path("consume_loop.db"), storage))
     yield db
     db.close()
 
@@ -92,14 +93,14 @@ def make_loop(handler: Handler, settings: ConsumerSettings = SETTINGS, **kwargs)
 def run(loop: ConsumeLoop, monkeypatch, *scripts: Script | FakeBlockingConnection) -> list:
     """Run the loop over one fake connection per script; it stops when the last script runs out."""
     made = [s if isinstance(s, FakeBlockingConnection) else FakeBlockingConnection(s) for s in scripts]
-    connections(monkeypatch, consumer, made, loop.stop)
+    connections(monkeypatch, consume_loop, made, loop.stop)
     loop.run()
     return made
 
 
 def logged(caplog) -> list[str]:
     """What the consume loop itself logged."""
-    return [record.getMessage() for record in caplog.records if record.name == "messaging.consumer"]
+    return [record.getMessage() for record in caplog.records if record.name == "messaging.amqp.consume_loop"]
 
 
 def counted(store: MessagingStore) -> dict[str, int]:
@@ -451,7 +452,7 @@ def test_a_clean_batch_keeps_the_refusal_pause(monkeypatch):
 
 def test_run_returns_at_once_when_stopped_before_connecting(monkeypatch, caplog):
     loop = make_loop(Handler())
-    calls = connections(monkeypatch, consumer, [], loop.stop)
+    calls = connections(monkeypatch, consume_loop, [], loop.stop)
     with caplog.at_level(logging.INFO):
         loop.run()
     assert len(calls) == 1 and calls[0][1] is loop._stopping and calls[0][2] == "svc"
@@ -567,7 +568,7 @@ def test_a_new_loop_is_not_consuming_and_stop_needs_no_connection(monkeypatch):
     loop = ConsumeLoop(BrokerSettings(), QUEUE, Handler(), "svc", SETTINGS)
     assert loop.consuming is False and loop.processed == 0
     loop.stop()
-    calls = connections(monkeypatch, consumer, [FakeBlockingConnection()], loop.stop)
+    calls = connections(monkeypatch, consume_loop, [FakeBlockingConnection()], loop.stop)
     loop.run()
     assert calls == [], "stopped before it started: no connection at all"
 
@@ -575,7 +576,7 @@ def test_a_new_loop_is_not_consuming_and_stop_needs_no_connection(monkeypatch):
 def test_what_the_loop_logs_about_its_connections(monkeypatch, caplog):
     loop = make_loop(Handler())
     lost = pika.exceptions.StreamLostError("Transport indicated EOF")
-    with caplog.at_level(logging.INFO, logger="messaging.consumer"):
+    with caplog.at_level(logging.INFO, logger="messaging.amqp.consume_loop"):
         run(loop, monkeypatch, Script([IDLE, lost]), Script([], fail_on_qos=RuntimeError("x")),
             Script([]))
     assert logged(caplog) == [
@@ -590,7 +591,7 @@ def test_what_the_loop_logs_about_its_connections(monkeypatch, caplog):
 def test_what_the_loop_logs_about_failures(monkeypatch, caplog):
     handler = failing_on(2, lambda: ValueError("boom"))
     loop = make_loop(handler)
-    with caplog.at_level(logging.WARNING, logger="messaging.consumer"):
+    with caplog.at_level(logging.WARNING, logger="messaging.amqp.consume_loop"):
         run(loop, monkeypatch, Script([deliver(1), deliver(2)]))
     assert logged(caplog) == [
         "svc: failed handling a batch of 2",
@@ -608,7 +609,7 @@ def test_what_the_loop_logs_about_transient_failures(monkeypatch, caplog, store)
             raise failures.pop()
         return store.count_redelivery(key)
     loop = make_loop(failing_on(1, locked, times=1), count_redelivery=count)
-    with caplog.at_level(logging.WARNING, logger="messaging.consumer"):
+    with caplog.at_level(logging.WARNING, logger="messaging.amqp.consume_loop"):
         run(loop, monkeypatch, Script([deliver(1, redelivered=True, message_id="m")]))
     assert logged(caplog) == [
         "svc: transient failure counting a redelivery of id:m (OperationalError('database is locked')), "
@@ -621,7 +622,7 @@ def test_what_the_loop_logs_about_transient_failures(monkeypatch, caplog, store)
 def test_what_the_loop_logs_about_a_refused_dead_letter(monkeypatch, caplog):
     loop = make_loop(rejecting(1))
     connection = refusing_connection(Script([deliver(1)]), nacked())
-    with caplog.at_level(logging.ERROR, logger="messaging.consumer"):
+    with caplog.at_level(logging.ERROR, logger="messaging.amqp.consume_loop"):
         run(loop, monkeypatch, connection)
     assert logged(caplog) == ["svc: 1 dead letter(s) refused by the broker; put back on order-events, "
                               "next try in 0.1s"]

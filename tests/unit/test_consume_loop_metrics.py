@@ -8,7 +8,7 @@ import pika.exceptions
 import pytest
 from prometheus_client import CollectorRegistry
 
-from messaging import exposition, metrics
+from messaging.observability import exposition, metrics
 from stack.metrics import Samples
 from tests.unit.fake_pika import IDLE, Script, deliver, nacked, unroutable
 from tests.unit.test_consume_loop import (

@@ -7,9 +7,10 @@ import logging
 import pika
 import pytest
 
-from messaging import dead_lettering, topology
-from messaging.dead_lettering import dead_letter, story_headers
-from messaging.delivery import Delivery, Rejection, delivery_key, parse_all
+from messaging import topology
+from messaging.amqp import dead_lettering
+from messaging.amqp.dead_lettering import dead_letter, story_headers
+from messaging.amqp.delivery import Delivery, Rejection, delivery_key, parse_all
 from messaging.events import Poison
 from tests.unit.fake_pika import FakeBlockingChannel, FakeBlockingConnection, FakeClock, nacked, unroutable
 
@@ -53,7 +54,7 @@ def test_a_long_error_is_cut_to_its_first_thousand_characters():
 
 def test_dead_letter_publishes_the_original_body_and_properties_to_dlx(caplog):
     publisher = channel()
-    with caplog.at_level(logging.WARNING, logger="messaging.dead_lettering"):
+    with caplog.at_level(logging.WARNING, logger="messaging.amqp.dead_lettering"):
         assert dead_letter(publisher, topology.ORDER_STATUS,
                            rejection(correlation_id="c", type="InventoryReserved", timestamp=3,
                                      content_type="application/json", content_encoding="utf-8"),

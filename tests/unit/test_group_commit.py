@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from messaging.db.sqlite import Database
 from messaging.settings import StorageSettings
-from messaging.storage import Database
 from tests.client import wait_for
 
 

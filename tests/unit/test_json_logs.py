@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from messaging import logs, trace_context
+from messaging.observability import logs, trace_context
+from messaging.observability.trace_context import TraceContext
 from messaging.settings import ConfigError
-from messaging.trace_context import TraceContext
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 SCRIPT = """
 import logging
-from messaging import logs, trace_context
-from messaging.trace_context import TraceContext
+from messaging.observability import logs, trace_context
+from messaging.observability.trace_context import TraceContext
 logs.configure("test-service")
 log = logging.getLogger("some.module")
 log.info("before any order")

@@ -11,10 +11,10 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, Histogram
 
-from messaging import exposition, health, metrics
-from messaging.confirms import InFlight
+from messaging.amqp.confirms import InFlight
+from messaging.db.outbox import PendingMessage
 from messaging.events import Message
-from messaging.outbox import PendingMessage
+from messaging.observability import exposition, health, metrics
 from messaging.settings import ConfigError, StorageSettings, service_settings
 from order_service import config
 from order_service.app import create_app

@@ -1,7 +1,7 @@
 """Which node a connection tries first: after a connect, the next one in RABBITMQ_HOST."""
 from __future__ import annotations
 
-from messaging.connection import NodeRotation
+from messaging.amqp.connection import NodeRotation
 from messaging.settings import BrokerSettings
 
 

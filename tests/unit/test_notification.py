@@ -10,17 +10,17 @@ import pytest
 from messaging import events
 from messaging.events import INVENTORY_FAILED
 from notification_service.__main__ import _health
-from notification_service.consumer import NotificationConsumer
 from notification_service.handlers import notification_for
 from notification_service.store import NotificationStore
+from notification_service.unit_of_work import NotificationUnitOfWork
 from tests.unit.factories import delivery, inventory_result, payload_of, to_body
 
-CONSUMER_LOGGER = "notification_service.consumer"
+CONSUMER_LOGGER = "notification_service.unit_of_work"
 
 
 @pytest.fixture
-def consumer(notification_store: NotificationStore) -> NotificationConsumer:
-    return NotificationConsumer(notification_store)
+def consumer(notification_store: NotificationStore) -> NotificationUnitOfWork:
+    return NotificationUnitOfWork(notification_store)
 
 
 def sent_lines(caplog) -> list[str]:
@@ -113,7 +113,7 @@ def test_dedup_survives_reopening_the_store(consumer, notification_store, store_
     body = events.encode(inventory_result())
     consumer.handle_batch([delivery(body)])
     reopened = NotificationStore.open(store_settings("notifications.db"))
-    NotificationConsumer(reopened).handle_batch([delivery(body, redelivered=True)])
+    NotificationUnitOfWork(reopened).handle_batch([delivery(body, redelivered=True)])
     assert reopened.count() == 1
     assert len(sent_lines(caplog)) == 1
     reopened.close()

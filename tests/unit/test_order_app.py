@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from messaging import outbox
+from messaging.db import outbox
 from messaging.events import parse_order_placed
 from messaging.settings import StorageSettings
 from order_service import config

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from messaging import outbox
+from messaging.db import outbox
 from order_service import handlers
 from order_service.handlers import ListQuery
 from order_service.store import OrderStore

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from messaging import inbox, outbox
+from messaging.db import inbox, outbox
+from messaging.db.messaging_store import MessagingStore
+from messaging.db.sqlite import Database, is_transient, open_db, transaction
 from messaging.events import Message
 from messaging.settings import StorageSettings
-from messaging.storage import Database, is_transient, open_db, transaction
-from messaging.store import MessagingStore
 from tests.client import wait_for
 
 

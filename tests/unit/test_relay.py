@@ -10,13 +10,15 @@ from collections.abc import Callable, Iterator
 import pika
 import pytest
 
-from messaging import outbox, relay, topology
+from messaging import topology
+from messaging.amqp import relay
+from messaging.amqp.relay import Relay
+from messaging.db import outbox
+from messaging.db.messaging_store import MessagingStore
+from messaging.db.outbox import PendingMessage
+from messaging.db.sqlite import Database
 from messaging.events import Message
-from messaging.outbox import PendingMessage
-from messaging.relay import Relay
 from messaging.settings import BrokerSettings
-from messaging.storage import Database
-from messaging.store import MessagingStore
 from messaging.topology import QueueMismatch
 from tests.unit.fake_pika import FakeClock, FakeEvent, FakeSelectConnection, Probe
 
@@ -61,7 +63,7 @@ def make_relay(store: MessagingStore, **kwargs) -> Relay:
 
 def logged(caplog) -> list[str]:
     """What the relay itself logged."""
-    return [record.getMessage() for record in caplog.records if record.name == "messaging.relay"]
+    return [record.getMessage() for record in caplog.records if record.name == "messaging.amqp.relay"]
 
 
 def open_connection(r: Relay, confirm: bool = True) -> FakeSelectConnection:
@@ -208,7 +210,7 @@ def test_a_returned_message_is_kept_even_though_its_ack_follows(store, clock, ca
     r = make_relay(store)
     connection = open_connection(r)
     channel = connection.channel_
-    with caplog.at_level(logging.WARNING, logger="messaging.relay"):
+    with caplog.at_level(logging.WARNING, logger="messaging.amqp.relay"):
         channel.return_(2)  # basic.return comes before the ack of an unroutable mandatory message
         channel.ack(3, multiple=True)
     assert "m1 was unroutable (orders order.placed)" in caplog.text
@@ -729,7 +731,7 @@ def test_nothing_can_be_run_on_the_ioloop_without_a_connection(store):
 
 def test_what_the_relay_logs_about_its_connection(store, clock, caplog):
     r = make_relay(store)
-    with caplog.at_level(logging.INFO, logger="messaging.relay"):
+    with caplog.at_level(logging.INFO, logger="messaging.amqp.relay"):
         connection = FakeSelectConnection(None, r._on_open, r._on_open_error, r._on_closed)
         connection.fail_to_open(pika.exceptions.AMQPConnectionError("refused"))
         connection = open_connection(r)
@@ -746,7 +748,7 @@ def test_a_stopping_relay_does_not_warn_about_its_own_disconnect(store, clock, c
     r = make_relay(store)
     connection = open_connection(r)
     r._stopping.set()
-    with caplog.at_level(logging.WARNING, logger="messaging.relay"):
+    with caplog.at_level(logging.WARNING, logger="messaging.amqp.relay"):
         connection.channel_.close_by_broker()
     assert logged(caplog) == []
     assert not r.connected and connection.ioloop.stopped == 1
@@ -756,7 +758,7 @@ def test_what_the_relay_logs_about_rejected_messages(store, clock, caplog):
     add(store, 2)
     r = make_relay(store)
     connection = open_connection(r)
-    with caplog.at_level(logging.WARNING, logger="messaging.relay"):
+    with caplog.at_level(logging.WARNING, logger="messaging.amqp.relay"):
         connection.channel_.return_(1)
         connection.channel_.nack(2, multiple=True)
     assert logged(caplog) == [
@@ -780,7 +782,7 @@ def test_what_the_relay_logs_when_the_outbox_is_unavailable(store, clock, monkey
     r = make_relay(store)
     connection = open_connection(r)
     failing(monkeypatch, table_function)
-    with caplog.at_level(logging.WARNING, logger="messaging.relay"):
+    with caplog.at_level(logging.WARNING, logger="messaging.amqp.relay"):
         act(r, connection)
         connection.ioloop.advance(0.5)
     assert expected in logged(caplog)
@@ -900,7 +902,7 @@ def test_a_refused_topology_stops_the_relay_for_good_and_tells_on_refused(store,
     r._stopping = FakeEvent()
     error = mismatch()
     closed = refuse_topology(r, monkeypatch, error)
-    with caplog.at_level(logging.INFO, logger="messaging.relay"):
+    with caplog.at_level(logging.INFO, logger="messaging.amqp.relay"):
         r.run()
     assert len(told) == 1 and told[0] is error, "told once, with the broker's refusal"
     assert r._stopping.is_set() and r._stopping.waits == [], "no retry: no reconnect mends it"
@@ -913,9 +915,9 @@ def test_a_refused_topology_without_on_refused_is_logged_as_an_error(store, monk
     r._stopping = FakeEvent()
     error = mismatch()
     closed = refuse_topology(r, monkeypatch, error)
-    with caplog.at_level(logging.INFO, logger="messaging.relay"):
+    with caplog.at_level(logging.INFO, logger="messaging.amqp.relay"):
         r.run()
-    records = [rec for rec in caplog.records if rec.name == "messaging.relay"]
+    records = [rec for rec in caplog.records if rec.name == "messaging.amqp.relay"]
     assert [(rec.levelno, rec.getMessage()) for rec in records] == [
         (logging.ERROR, f"test-relay stopped: {error}")]
     assert "is a classic queue on the broker" in records[0].getMessage()

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from messaging import exposition, metrics
+from messaging.observability import exposition, metrics
 from stack.metrics import Samples
 from tests.unit.fake_pika import FakeEvent, FakeSelectConnection
 from tests.unit.test_relay import add, clock, make_relay, open_connection, run_relay, store  # noqa: F401

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from inventory_service.consumer import InventoryConsumer
-from messaging import inbox, outbox, retention
+from inventory_service.unit_of_work import InventoryUnitOfWork
+from messaging.db import inbox, outbox, retention
+from messaging.db.messaging_store import MessagingStore, open_database
 from messaging.settings import RetentionSettings
-from messaging.store import MessagingStore, open_database
-from notification_service.consumer import NotificationConsumer
 from notification_service.store import NotificationStore
+from notification_service.unit_of_work import NotificationUnitOfWork
 from order_service.store import OrderStore
 from tests.unit.factories import delivery, inventory_result, order_placed, payload_of, to_body
 
@@ -69,7 +69,7 @@ def test_a_counted_redelivery_is_stamped_and_kept_inside_the_window(notification
 
 def test_reservations_and_orders_are_business_records_and_never_pruned(inventory_store,
                                                                         order_store):
-    consumer = InventoryConsumer(inventory_store, 1.0, SimpleNamespace(
+    consumer = InventoryUnitOfWork(inventory_store, 1.0, SimpleNamespace(
         claimant=lambda: "test-relay", hand_over=lambda rows: None))
     event = order_placed()
     consumer.handle_batch([delivery(to_body(payload_of(event)))])
@@ -86,7 +86,7 @@ def test_reservations_and_orders_are_business_records_and_never_pruned(inventory
 
 def test_a_duplicate_inside_the_window_is_recognised_and_one_outside_it_is_not(notification_store):
     """The documented trade-off: past the window, a re-published result notifies again."""
-    consumer = NotificationConsumer(notification_store)
+    consumer = NotificationUnitOfWork(notification_store)
     body = to_body(payload_of(inventory_result()))
     consumer.handle_batch([delivery(body)])
     pruner(notification_store, days_later=6).prune_once()
@@ -108,7 +108,7 @@ def test_an_inbox_entry_is_a_duplicate_only_inside_the_window(inventory_store):
 
 def test_an_order_decided_before_the_window_is_still_decided_once(inventory_store):
     """InventoryService's reservations, which are kept, still catch a very late duplicate."""
-    consumer = InventoryConsumer(inventory_store, 1.0, SimpleNamespace(
+    consumer = InventoryUnitOfWork(inventory_store, 1.0, SimpleNamespace(
         claimant=lambda: "test-relay", hand_over=lambda rows: None))
     body = to_body(payload_of(order_placed()))
     consumer.handle_batch([delivery(body)])

@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from messaging import outbox
+from messaging.db import outbox
+from messaging.db.messaging_store import MessagingStore
 from messaging.events import Message
 from messaging.settings import StorageSettings
-from messaging.store import MessagingStore
 
 ROWS, RELAYS, BATCH = 3000, 4, 25
 

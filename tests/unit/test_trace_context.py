@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from messaging import trace_context
-from messaging.trace_context import TraceContext, continue_or_start, new_trace, parse
+from messaging.observability import trace_context
+from messaging.observability.trace_context import TraceContext, continue_or_start, new_trace, parse
 
 TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 VALID = f"00-{TRACE}-{SPAN}-01"

@@ -9,20 +9,21 @@ from dataclasses import replace
 
 import pytest
 
-from inventory_service.consumer import InventoryConsumer
-from messaging import inbox, outbox, trace_context
-from messaging.delivery import Delivery
+from inventory_service.unit_of_work import InventoryUnitOfWork
+from messaging.amqp.delivery import Delivery
+from messaging.db import inbox, outbox
+from messaging.db.messaging_store import MessagingStore, open_database
+from messaging.db.sqlite import Database
 from messaging.events import encode
-from messaging.logs import ScopeFilter
-from messaging.storage import Database
-from messaging.store import MessagingStore, open_database
-from messaging.tracing import Span
+from messaging.observability import trace_context
+from messaging.observability.logs import ScopeFilter
+from messaging.observability.spans import Span
 from order_service.app import create_app
 from order_service.store import OrderStore
 from tests.unit.factories import order_placed
 from tests.unit.fake_pika import Script, deliver
 from tests.unit.test_consume_loop import Handler, make_loop, rejecting, run
-from tests.unit.test_inventory_consumer import Wakes, published
+from tests.unit.test_inventory_unit_of_work import Wakes, published
 from tests.unit.test_relay import add, make_relay, message, open_connection
 
 TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -77,7 +78,7 @@ def test_each_delivery_is_handled_in_a_child_of_the_trace_its_header_names(monke
 
 
 def test_an_inventory_result_continues_the_trace_of_the_order_it_answers(inventory_store):
-    consumer = InventoryConsumer(inventory_store, 1.0, Wakes())
+    consumer = InventoryUnitOfWork(inventory_store, 1.0, Wakes())
     event = order_placed()
     _, properties, body = deliver(1, encode(event), message_id=event.event_id,
                                   headers={"traceparent": PARENT})
@@ -113,5 +114,5 @@ def test_dead_lettering_is_logged_in_the_messages_trace(monkeypatch, caplog):
     caplog.handler.addFilter(ScopeFilter())
     loop = make_loop(rejecting(1))
     run(loop, monkeypatch, Script([deliver(1, message_id="poison", headers={"traceparent": PARENT})]))
-    [record] = [r for r in caplog.records if r.name == "messaging.dead_lettering"]
+    [record] = [r for r in caplog.records if r.name == "messaging.amqp.dead_lettering"]
     assert (record.trace_id, record.event_id) == (TRACE, "poison")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pika
 import pytest
 
-from messaging import tracing
 from messaging.events import Message
+from messaging.observability import spans
 from messaging.settings import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,14 +23,14 @@ PARENT = f"00-{TRACE}-{SPAN}-01"
 @pytest.fixture
 def console(capsys) -> Iterator[callable]:
     """The SDK with the console exporter; call the fixture to flush and read the spans."""
-    assert tracing.configure("unit-service", {"OTEL_TRACES_EXPORTER": "console"})
+    assert spans.configure("unit-service", {"OTEL_TRACES_EXPORTER": "console"})
 
     def exported() -> list[dict]:
-        tracing.shutdown()
+        spans.shutdown()
         return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
     yield exported
-    tracing.shutdown()
+    spans.shutdown()
 
 
 @pytest.mark.parametrize(("env", "expected"), [
@@ -40,7 +40,7 @@ def console(capsys) -> Iterator[callable]:
     ({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}, ()),
 ])
 def test_exporters_come_from_the_standard_variables(env, expected):
-    assert tracing.exporters(env) == expected
+    assert spans.exporters(env) == expected
 
 
 @pytest.mark.parametrize(("env", "problem"), [
@@ -50,48 +50,48 @@ def test_exporters_come_from_the_standard_variables(env, expected):
 ])
 def test_a_bad_exporter_setting_is_a_configuration_error(env, problem):
     with pytest.raises(ConfigError, match=problem):
-        tracing.exporters(env)
+        spans.exporters(env)
 
 
 def test_without_an_exporter_no_sdk_is_installed_and_ids_still_propagate():
-    assert tracing.configure("unit-service", {}) is False and not tracing.enabled()
-    span = tracing.start("POST /order", tracing.SERVER, PARENT)
+    assert spans.configure("unit-service", {}) is False and not spans.enabled()
+    span = spans.start("POST /order", spans.SERVER, PARENT)
     assert span.context.trace_id == TRACE and span.context.span_id != SPAN
     span.set("ignored", 1)
     span.end()
-    assert tracing.start("POST /order", tracing.SERVER, None).context.trace_id != TRACE
+    assert spans.start("POST /order", spans.SERVER, None).context.trace_id != TRACE
 
 
 def test_spans_continue_the_propagated_context_and_link_up(console):
-    server = tracing.start("POST /order", tracing.SERVER, PARENT)
+    server = spans.start("POST /order", spans.SERVER, PARENT)
     message = Message("orders", "order.placed", b"{}", "event-1", "order-1", "OrderPlaced",
                       server.context.header())
-    publish = tracing.publish_span(message)
+    publish = spans.publish_span(message)
     properties = pika.BasicProperties(message_id="event-1", correlation_id="order-1",
                                       headers={"traceparent": publish.context.header()})
-    process = tracing.consume_span("order-events", properties)
+    process = spans.consume_span("order-events", properties)
     for span in (process, publish):
         span.end()
     server.set("http.response.status_code", 503)
     server.end("503")
-    spans = {s["name"]: s for s in console()}
-    assert set(spans) == {"POST /order", "orders publish", "order-events process"}
-    assert {s["context"]["trace_id"] for s in spans.values()} == {f"0x{TRACE}"}
-    assert spans["POST /order"]["parent_id"] == f"0x{SPAN}"
-    assert spans["orders publish"]["parent_id"] == spans["POST /order"]["context"]["span_id"]
-    assert spans["order-events process"]["parent_id"] == spans["orders publish"]["context"]["span_id"]
-    assert spans["order-events process"]["context"]["span_id"] == f"0x{process.context.span_id}"
-    assert spans["POST /order"]["status"] == {"status_code": "ERROR", "description": "503"}
-    assert spans["orders publish"]["kind"] == "SpanKind.PRODUCER"
-    assert spans["orders publish"]["attributes"]["messaging.message.conversation_id"] == "order-1"
-    assert spans["POST /order"]["resource"]["attributes"]["service.name"] == "unit-service"
+    exported = {s["name"]: s for s in console()}
+    assert set(exported) == {"POST /order", "orders publish", "order-events process"}
+    assert {s["context"]["trace_id"] for s in exported.values()} == {f"0x{TRACE}"}
+    assert exported["POST /order"]["parent_id"] == f"0x{SPAN}"
+    assert exported["orders publish"]["parent_id"] == exported["POST /order"]["context"]["span_id"]
+    assert exported["order-events process"]["parent_id"] == exported["orders publish"]["context"]["span_id"]
+    assert exported["order-events process"]["context"]["span_id"] == f"0x{process.context.span_id}"
+    assert exported["POST /order"]["status"] == {"status_code": "ERROR", "description": "503"}
+    assert exported["orders publish"]["kind"] == "SpanKind.PRODUCER"
+    assert exported["orders publish"]["attributes"]["messaging.message.conversation_id"] == "order-1"
+    assert exported["POST /order"]["resource"]["attributes"]["service.name"] == "unit-service"
 
 
 def test_otel_service_name_overrides_the_service_name(capsys):
-    tracing.configure("unit-service", {"OTEL_TRACES_EXPORTER": "console",
-                                       "OTEL_SERVICE_NAME": "kitchen"})
-    tracing.start("x", tracing.SERVER, None).end()
-    tracing.shutdown()
+    spans.configure("unit-service", {"OTEL_TRACES_EXPORTER": "console",
+                                     "OTEL_SERVICE_NAME": "kitchen"})
+    spans.start("x", spans.SERVER, None).end()
+    spans.shutdown()
     span = json.loads(capsys.readouterr().out)
     assert span["resource"]["attributes"]["service.name"] == "kitchen"
     assert span["parent_id"] is None, "no traceparent: a new trace"

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from messaging.dialect import Dialect, postgres
+from messaging.db.dialect import Dialect, postgres
 from messaging.settings import ConfigError
 
 T = TypeVar("T")

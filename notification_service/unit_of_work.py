@@ -4,16 +4,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from messaging import events, metrics, topology
-from messaging.delivery import Delivery, Rejection, parse_all, traces
-from messaging.trace_context import about
+from messaging import events, topology
+from messaging.amqp.delivery import Delivery, Rejection, parse_all, traces
+from messaging.observability import metrics
+from messaging.observability.trace_context import about
 from notification_service import handlers
 from notification_service.store import NotificationStore
 
 logger = logging.getLogger(__name__)
 
 
-class NotificationConsumer:
+class NotificationUnitOfWork:
     """Settle a batch of inventory results in one transaction; notify each reserved order once.
 
     `duplicates` counts the reservations skipped because their order was already notified, in

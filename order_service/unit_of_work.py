@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import logging
 
-from messaging import events, metrics, topology
-from messaging.delivery import Delivery, Rejection, parse_all, traces
-from messaging.trace_context import about
+from messaging import events, topology
+from messaging.amqp.delivery import Delivery, Rejection, parse_all, traces
+from messaging.observability import metrics
+from messaging.observability.trace_context import about
 from order_service import handlers
 from order_service.store import OrderStore
 
 logger = logging.getLogger(__name__)
 
 
-class StatusConsumer:
+class StatusUnitOfWork:
     """Settle a batch of inventory results in one transaction."""
 
     def __init__(self, store: OrderStore) -> None:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from messaging import dialect
+from messaging.db import dialect
+from messaging.db.sqlite import Database, chunks
 from messaging.events import Message
-from messaging.storage import Database, chunks
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

@@ -1,5 +1,5 @@
 """The meters the hot paths hold: counters and histograms bound to their labels once, written once
-per batch (see messaging.metrics, which makes them)."""
+per batch (see messaging.observability.metrics, which makes them)."""
 from __future__ import annotations
 
 import time
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Histogram
 
 if TYPE_CHECKING:
-    from messaging.metrics import Metrics
+    from messaging.observability.metrics import Metrics
 
 
 class QueueMeter:

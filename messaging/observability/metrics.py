@@ -3,7 +3,7 @@
 The names are a contract that dashboards and alerts depend on (README, "Metrics"). The metrics are
 made by `configure()` at start-up, not at import: OrderService's gunicorn workers must first be
 pointed at the multiprocess directory, so that each worker's counts are kept in files and summed
-at scrape time (`messaging.exposition`). Until `configure(True, ...)` runs, or with METRICS=off,
+at scrape time (`messaging.observability.exposition`). Until `configure(True, ...)` runs, or with METRICS=off,
 every hook is a no-op. The hot paths get children bound to their labels once (`queue_meter`,
 `publish_meter`), so a batch costs a few increments and no label lookups.
 """
@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import Metric
 
-from messaging.meters import Off, PublishMeter, QueueMeter, observe_many
+from messaging.observability.batch_meters import Off, PublishMeter, QueueMeter, observe_many
 
 # Seconds; from a fast local confirm to a backlog drained after an outage.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -37,7 +37,7 @@ OUTBOX_SERVICES = ("order-service", "inventory-service")  # the services with an
 
 
 class Collector(Protocol):
-    """Reports gauges at scrape time (see messaging.exposition)."""
+    """Reports gauges at scrape time (see messaging.observability.exposition)."""
 
     def collect(self) -> Iterator[Metric]: ...
 
@@ -81,7 +81,7 @@ class Metrics:
                                      ["method", "route", "status"], registry=r)
         self.http_duration = Histogram("http_request_duration_seconds", "HTTP request duration",
                                        ["route"], buckets=HTTP_BUCKETS, registry=r)
-        self.collectors: list[Collector] = []  # scrape-time gauges (messaging.exposition.watch)
+        self.collectors: list[Collector] = []  # scrape-time gauges (messaging.observability.exposition.watch)
         self.http_children: dict[tuple[str, str | None, int], tuple] = {}
         self._links: dict[str, bool] = {}
         self._seen: set[str] = set()

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from pythonjsonlogger.json import JsonFormatter
 
-from messaging import trace_context
+from messaging.observability import trace_context
 from messaging.settings import env_choice
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

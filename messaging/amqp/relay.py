@@ -20,20 +20,20 @@ from typing import Protocol
 import pika
 import pika.spec
 
-from messaging import metrics, tracing
-from messaging.confirms import InFlight
-from messaging.connection import (
+from messaging.amqp.confirms import InFlight
+from messaging.amqp.connection import (
     Backoff,
     CoalescingSelectConnection,
     NodeRotation,
     close_quietly,
     connect,
 )
-from messaging.outbox import RENEW_EVERY, OutboxUnavailable, PendingMessage
+from messaging.db.outbox import RENEW_EVERY, OutboxUnavailable, PendingMessage
+from messaging.observability import metrics, spans
+from messaging.observability.spans import publish_span
+from messaging.observability.trace_context import HEADER
 from messaging.settings import BrokerSettings
 from messaging.topology import QueueMismatch
-from messaging.trace_context import HEADER
-from messaging.tracing import publish_span
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class Relay(threading.Thread):
     def _publish(self, row: PendingMessage) -> None:
         message = row.message
         self._inflight.add(row)
-        span = publish_span(message) if tracing.enabled() else None
+        span = publish_span(message) if spans.enabled() else None
         traceparent = span.context.header() if span is not None else message.traceparent
         properties = pika.BasicProperties(
             content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent,

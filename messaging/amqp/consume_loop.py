@@ -16,12 +16,13 @@ from typing import TypeVar
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
-from messaging import metrics, topology
-from messaging.connection import CONNECTION_ERRORS, Backoff, NodeRotation, close_quietly, connect
-from messaging.dead_lettering import dead_letter
-from messaging.delivery import BatchHandler, Delivery, Rejection, delivery_key, end_spans
+from messaging import topology
+from messaging.amqp.connection import CONNECTION_ERRORS, Backoff, NodeRotation, close_quietly, connect
+from messaging.amqp.dead_lettering import dead_letter
+from messaging.amqp.delivery import BatchHandler, Delivery, Rejection, delivery_key, end_spans
+from messaging.observability import metrics
+from messaging.observability.spans import consume_span
 from messaging.settings import BrokerSettings, ConsumerSettings
-from messaging.tracing import consume_span
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

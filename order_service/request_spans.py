@@ -2,13 +2,13 @@
 
 A request that carries a valid W3C `traceparent` header continues that trace; any other begins a
 new one. The OrderPlaced event of a `POST /order` is stored with this request's context, so the
-trace goes on through the relay and the other services (`messaging.trace_context`).
+trace goes on through the relay and the other services (`messaging.observability.trace_context`).
 """
 from __future__ import annotations
 
 from flask import Flask, Response, g, request
 
-from messaging import trace_context, tracing
+from messaging.observability import spans, trace_context
 
 UNTRACED = ("/health", "/metrics", "/orders/board")  # polled and scraped: a span each would bury
 # the orders (every open page polls the board twice a second)
@@ -22,10 +22,10 @@ def install(app: Flask) -> None:
         if request.path in UNTRACED:
             return
         route = request.url_rule.rule if request.url_rule is not None else None
-        span = tracing.start(f"{request.method} {route}" if route else request.method,
-                             tracing.SERVER, request.headers.get(trace_context.HEADER),
-                             {"http.request.method": request.method, "url.path": request.path,
-                              **({"http.route": route} if route else {})})
+        span = spans.start(f"{request.method} {route}" if route else request.method,
+                           spans.SERVER, request.headers.get(trace_context.HEADER),
+                           {"http.request.method": request.method, "url.path": request.path,
+                            **({"http.route": route} if route else {})})
         g.trace_span, g.trace_token = span, trace_context.enter(span.context)
 
     @app.after_request

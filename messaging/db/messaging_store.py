@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Protocol, TypeVar
 
-from messaging import inbox, outbox
-from messaging.dialect import Dialect
+from messaging.db import inbox, outbox
+from messaging.db.dialect import Dialect
+from messaging.db.sqlite import Database
 from messaging.settings import StorageSettings
-from messaging.storage import Database
 
 S = TypeVar("S", bound="MessagingStore")
 
@@ -37,7 +37,7 @@ class Backend(Protocol):
 def open_database(storage: StorageSettings, filename: str) -> Backend:
     """The service's database: PostgreSQL at DATABASE_URL, else the SQLite file `filename`."""
     if storage.database_url:
-        from messaging.postgres import PostgresDatabase  # psycopg only when it is asked for
+        from messaging.db.postgres import PostgresDatabase  # psycopg only when it is asked for
 
         return PostgresDatabase(storage.database_url, name=filename)
     return Database(storage.path(filename), storage)
@@ -47,7 +47,7 @@ class MessagingStore:
     """A service's database with the outbox, inbox and delivery-count tables."""
 
     FILENAME = "messaging.db"  # each service's store names its SQLite file
-    RETAINED = inbox.RETAINED  # tables pruned past the deduplication window (messaging.retention)
+    RETAINED = inbox.RETAINED  # tables pruned past the deduplication window (messaging.db.retention)
 
     def __init__(self, db: Backend) -> None:
         self.db, self.dialect = db, db.dialect

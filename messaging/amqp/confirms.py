@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from messaging.outbox import PendingMessage
+from messaging.db.outbox import PendingMessage
 
 
 class Meter(Protocol):

@@ -14,9 +14,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from messaging import logs
+from messaging.observability import logs
+from messaging.observability.trace_context import HEADER, TraceContext, continue_or_start, parse
 from messaging.settings import ConfigError
-from messaging.trace_context import HEADER, TraceContext, continue_or_start, parse
 
 EXPORTERS = ("console", "otlp", "none")
 SERVER, PRODUCER, CONSUMER = "SERVER", "PRODUCER", "CONSUMER"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from messaging import metrics
+from messaging.observability import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -7,10 +7,11 @@ from types import SimpleNamespace
 import pytest
 
 from inventory_service.__main__ import _health
-from inventory_service.consumer import InventoryConsumer
 from inventory_service.store import InventoryStore
-from messaging import events, outbox
-from messaging.delivery import Rejection
+from inventory_service.unit_of_work import InventoryUnitOfWork
+from messaging import events
+from messaging.amqp.delivery import Rejection
+from messaging.db import outbox
 from messaging.events import parse_inventory_result
 from tests.unit.factories import delivery, order_placed, payload_of, to_body
 
@@ -38,8 +39,8 @@ def wakes() -> Wakes:
 
 
 @pytest.fixture
-def consumer(inventory_store: InventoryStore, wakes: Wakes) -> InventoryConsumer:
-    return InventoryConsumer(inventory_store, 1.0, wakes)
+def consumer(inventory_store: InventoryStore, wakes: Wakes) -> InventoryUnitOfWork:
+    return InventoryUnitOfWork(inventory_store, 1.0, wakes)
 
 
 def levels(store: InventoryStore) -> dict[str, dict]:
@@ -194,7 +195,7 @@ def test_unknown_item_fails(inventory_store, consumer):
 
 
 def test_success_rate_zero_fails_without_taking_stock(inventory_store, wakes):
-    consumer = InventoryConsumer(inventory_store, 0.0, wakes)
+    consumer = InventoryUnitOfWork(inventory_store, 0.0, wakes)
     event = order_placed(quantity=1)
     consumer.handle_batch([delivery(placed(event))])
     assert available(inventory_store) == 10
@@ -249,7 +250,7 @@ def test_state_survives_reopening_the_store(inventory_store, consumer, store_set
     event = order_placed(quantity=1)
     consumer.handle_batch([delivery(placed(event))])
     reopened = InventoryStore.open(store_settings("inventory.db"))
-    InventoryConsumer(reopened, 1.0, wakes).handle_batch([delivery(placed(event))])
+    InventoryUnitOfWork(reopened, 1.0, wakes).handle_batch([delivery(placed(event))])
     assert available(reopened) == 9
     assert reopened.outbox_backlog() == 1
     reopened.close()
@@ -313,7 +314,7 @@ def test_results_are_born_claimed_by_the_relay_and_handed_to_it(inventory_store,
 
 def test_while_the_relay_is_disconnected_results_wait_unclaimed_in_the_outbox(inventory_store, wakes):
     wakes.claimant = lambda: None
-    InventoryConsumer(inventory_store, 1.0, wakes).handle_batch([delivery(placed(order_placed()))])
+    InventoryUnitOfWork(inventory_store, 1.0, wakes).handle_batch([delivery(placed(order_placed()))])
     claims = inventory_store.conn.execute("SELECT claimed_by FROM outbox").fetchall()
     assert [row[0] for row in claims] == [None]
     assert wakes.count == 1 and wakes.rows == [], "the relay is told to read the outbox, not given rows"
@@ -323,10 +324,10 @@ def test_what_the_inventory_consumer_logs(inventory_store, consumer, caplog):
     import logging
     reserved = order_placed(quantity=2)
     failed = order_placed(item="Pizza", quantity=50)
-    with caplog.at_level(logging.INFO, logger="inventory_service.consumer"):
+    with caplog.at_level(logging.INFO, logger="inventory_service.unit_of_work"):
         consumer.handle_batch([delivery(placed(reserved)), delivery(placed(failed)),
                                delivery(placed(reserved))])
-    assert [r.getMessage() for r in caplog.records if r.name == "inventory_service.consumer"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "inventory_service.unit_of_work"] == [
         f"Inventory reserved: order_id={reserved.order_id} event_id={reserved.event_id} item=Burger "
         "quantity=2",
         f"Inventory failed: order_id={failed.order_id} event_id={failed.event_id} item=Pizza "

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from messaging.dialect import SQLITE
+from messaging.db.dialect import SQLITE
 from messaging.settings import StorageSettings
 
 T = TypeVar("T")

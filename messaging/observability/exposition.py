@@ -19,8 +19,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from messaging import metrics
-from messaging.health import Text
+from messaging.observability import metrics
+from messaging.observability.health import Text
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def text() -> tuple[bytes, str] | None:
 
 
 def route() -> tuple[int, Any]:
-    """The consumers' GET /metrics (see messaging.health)."""
+    """The consumers' GET /metrics (see messaging.observability.health)."""
     answer = text()
     return (404, OFF) if answer is None else (200, Text(*answer))
 

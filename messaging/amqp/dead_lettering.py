@@ -11,9 +11,10 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from messaging import metrics, topology
-from messaging.delivery import Rejection
-from messaging.trace_context import about
+from messaging import topology
+from messaging.amqp.delivery import Rejection
+from messaging.observability import metrics
+from messaging.observability.trace_context import about
 
 logger = logging.getLogger(__name__)
 

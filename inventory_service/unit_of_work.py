@@ -6,17 +6,19 @@ import sqlite3
 
 from inventory_service import handlers
 from inventory_service.store import InventoryStore, Outcome, nocase
-from messaging import events, inbox, metrics, outbox, topology
-from messaging.delivery import Delivery, Rejection, parse_all, traces
+from messaging import events, topology
+from messaging.amqp.delivery import Delivery, Rejection, parse_all, traces
+from messaging.amqp.relay import Relay
+from messaging.db import inbox, outbox
+from messaging.db.outbox import PendingMessage
 from messaging.events import OrderPlaced
-from messaging.outbox import PendingMessage
-from messaging.relay import Relay
-from messaging.trace_context import about, header
+from messaging.observability import metrics
+from messaging.observability.trace_context import about, header
 
 logger = logging.getLogger(__name__)
 
 
-class InventoryConsumer:
+class InventoryUnitOfWork:
     """Settle a batch of OrderPlaced deliveries in one transaction.
 
     `duplicates` counts the events recognised as already handled (skipped), in committed batches.

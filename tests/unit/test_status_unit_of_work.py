@@ -6,7 +6,7 @@ import logging
 from messaging import events
 from messaging.events import INVENTORY_FAILED
 from order_service import handlers
-from order_service.consumer import StatusConsumer
+from order_service.unit_of_work import StatusUnitOfWork
 from tests.unit.factories import TIMESTAMP, delivery, inventory_result, payload_of, to_body
 
 
@@ -25,7 +25,7 @@ def body(**overrides) -> bytes:
 
 
 def logged(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "order_service.consumer"]
+    return [r.getMessage() for r in caplog.records if r.name == "order_service.unit_of_work"]
 
 
 def test_results_move_their_orders_to_reserved_or_failed(order_store, caplog):
@@ -33,7 +33,7 @@ def test_results_move_their_orders_to_reserved_or_failed(order_store, caplog):
     reserved, failed = inventory_result(order_id=reserved_id), inventory_result(
         order_id=failed_id, event_type=INVENTORY_FAILED, reason="insufficient stock")
     with caplog.at_level(logging.INFO):
-        rejections = StatusConsumer(order_store).handle_batch(
+        rejections = StatusUnitOfWork(order_store).handle_batch(
             [delivery(events.encode(reserved)), delivery(events.encode(failed))])
     assert rejections == []
     assert (order_store.get(reserved_id).status, order_store.get(reserved_id).reason) == ("reserved", None)
@@ -49,7 +49,7 @@ def test_a_final_order_is_not_moved_again(order_store, caplog):
     [order_id] = placed(order_store)
     first = inventory_result(order_id=order_id)
     again = inventory_result(order_id=order_id, event_type=INVENTORY_FAILED, reason="late")
-    consumer = StatusConsumer(order_store)
+    consumer = StatusUnitOfWork(order_store)
     consumer.handle_batch([delivery(events.encode(first))])
     with caplog.at_level(logging.INFO):
         assert consumer.handle_batch([delivery(events.encode(again))]) == []
@@ -61,8 +61,8 @@ def test_a_final_order_is_not_moved_again(order_store, caplog):
 def test_a_result_for_an_unknown_order_is_acknowledged_with_a_warning(order_store, caplog):
     result = inventory_result()
     with caplog.at_level(logging.INFO):
-        assert StatusConsumer(order_store).handle_batch([delivery(events.encode(result))]) == []
-    [record] = [r for r in caplog.records if r.name == "order_service.consumer"]
+        assert StatusUnitOfWork(order_store).handle_batch([delivery(events.encode(result))]) == []
+    [record] = [r for r in caplog.records if r.name == "order_service.unit_of_work"]
     assert record.levelno == logging.WARNING
     assert record.getMessage() == ("Result for an unknown order, acknowledged: "
                                    f"order_id={result.order_id} event_id={result.event_id}")
@@ -73,7 +73,7 @@ def test_poison_is_returned_for_dead_lettering_and_the_rest_applied(order_store)
     payload = payload_of(inventory_result())
     del payload["order_id"]
     poison = delivery(to_body(payload))
-    rejections = StatusConsumer(order_store).handle_batch([poison, delivery(body(order_id=order_id))])
+    rejections = StatusUnitOfWork(order_store).handle_batch([poison, delivery(body(order_id=order_id))])
     assert [(r.delivery, r.reason) for r in rejections] == [(poison, "invalid-field")]
     assert order_store.get(order_id).status == "reserved"
 
@@ -81,5 +81,5 @@ def test_poison_is_returned_for_dead_lettering_and_the_rest_applied(order_store)
 def test_a_batch_of_poison_only_writes_nothing(order_store, monkeypatch):
     writes: list = []
     monkeypatch.setattr(order_store, "write", lambda job: writes.append(job))
-    rejections = StatusConsumer(order_store).handle_batch([delivery(b"not json")])
+    rejections = StatusUnitOfWork(order_store).handle_batch([delivery(b"not json")])
     assert [r.reason for r in rejections] == ["malformed-json"] and writes == []

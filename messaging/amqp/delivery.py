@@ -9,8 +9,8 @@ from typing import TypeVar
 import pika
 
 from messaging.events import Poison
-from messaging.trace_context import TraceContext
-from messaging.tracing import Span
+from messaging.observability.spans import Span
+from messaging.observability.trace_context import TraceContext
 
 T = TypeVar("T")
 

@@ -2,15 +2,15 @@
 
 An event id is recorded in the same transaction as the effects of handling it, so a redelivered
 event is recognised as a duplicate however often it comes within the deduplication window
-(DEDUP_RETENTION): older rows of both tables are pruned (see `messaging.retention`).
+(DEDUP_RETENTION): older rows of both tables are pruned (see `messaging.db.retention`).
 """
 from __future__ import annotations
 
 import sqlite3
 import time
 
-from messaging import dialect
-from messaging.storage import chunks
+from messaging.db import dialect
+from messaging.db.sqlite import chunks
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (

@@ -1,0 +1,1 @@
+"""Observability: metrics and their exposition, the health server, logs, trace context, spans."""
