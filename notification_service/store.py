@@ -1,7 +1,7 @@
 """NotificationService storage: one row per notified order, the durable dedup record.
 
 The record is kept for the deduplication window (DEDUP_RETENTION) and then pruned like the inbox:
-a duplicate InventoryReserved older than the window is not recognised (GUARANTEES.md).
+a duplicate InventoryReserved older than the window is not recognised (docs/guarantees.md).
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Per-file mutation scores from mutmut's stored results (run `mutmut run` first; see TESTING.md).
+"""Per-file mutation scores from mutmut's stored results (run `mutmut run` first; see docs/testing.md).
 
     python3 -m tools.mutation_scores               # a table: one line per mutated file
     python3 -m tools.mutation_scores --survivors   # and the mutants not killed nor known equivalent
 
 A mutant counts as killed when a test failed on it or it timed out (it hung the tests: caught too).
-Survivors listed as equivalent in TESTING.md (lines "- `mutant name` ...") are shown apart: the
+Survivors listed as equivalent in docs/testing.md (lines "- `mutant name` ...") are shown apart: the
 score is killed / total, the adjusted score killed / (total - equivalent).
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ def module_of(mutant: str) -> str:
     return module.replace(".", "/") + ".py"
 
 
-def equivalents(path: Path = Path("TESTING.md")) -> set[str]:
-    """Mutant names TESTING.md lists as equivalent (no test can tell them from the original)."""
+def equivalents(path: Path = Path("docs/testing.md")) -> set[str]:
+    """Mutant names docs/testing.md lists as equivalent (no test can tell them from the original)."""
     return set(LISTED.findall(path.read_text())) if path.exists() else set()
 
 

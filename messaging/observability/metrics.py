@@ -1,6 +1,6 @@
 """Prometheus metrics: every name the services export, and the hooks the shared core calls.
 
-The names are a contract that dashboards and alerts depend on (README, "Metrics"). The metrics are
+The names are a contract that dashboards and alerts depend on (docs/operations.md, "Metrics"). The metrics are
 made by `configure()` at start-up, not at import: OrderService's gunicorn workers must first be
 pointed at the multiprocess directory, so that each worker's counts are kept in files and summed
 at scrape time (`messaging.observability.exposition`). Until `configure(True, ...)` runs, or with METRICS=off,
