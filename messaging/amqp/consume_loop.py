@@ -19,7 +19,14 @@ from pika.adapters.blocking_connection import BlockingChannel
 from messaging import topology
 from messaging.amqp.connection import CONNECTION_ERRORS, Backoff, NodeRotation, close_quietly, connect
 from messaging.amqp.dead_lettering import dead_letter
-from messaging.amqp.delivery import BatchHandler, Delivery, Rejection, delivery_key, end_spans
+from messaging.amqp.delivery import (
+    BatchHandler,
+    Delivery,
+    Rejection,
+    delivery_key,
+    end_spans,
+    split_undecodable,
+)
 from messaging.observability import metrics
 from messaging.observability.spans import consume_span
 from messaging.settings import BrokerSettings, ConsumerSettings
@@ -112,6 +119,8 @@ class ConsumeLoop:
         started = time.monotonic()
         received = batch
         batch, rejections = self._over_redelivery_limit(channel.connection, batch)
+        batch, undecodable = split_undecodable(batch)
+        rejections += undecodable
         if batch:
             rejections += self._handle_with_retries(channel.connection, batch)
         refused = [r.delivery for r in rejections

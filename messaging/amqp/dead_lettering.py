@@ -13,6 +13,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from messaging import topology
 from messaging.amqp.delivery import Rejection
+from messaging.amqp.header_values import writable
 from messaging.observability import metrics
 from messaging.observability.trace_context import about
 
@@ -26,14 +27,17 @@ QUEUE = "x-dlq-queue"
 DEAD_AT = "x-dlq-at"
 ORIGINAL_EXCHANGE = "x-original-exchange"
 ORIGINAL_ROUTING_KEY = "x-original-routing-key"
+REWRITTEN = "x-dlq-rewritten-headers"  # headers whose values were made writable (header_values)
 MAX_ERROR_LENGTH = 1000
 REFUSALS = {pika.exceptions.UnroutableError: "unroutable", pika.exceptions.NackError: "nacked"}
 
 
 def story_headers(rejection: Rejection, queue: topology.Queue, service: str) -> dict:
-    """Return the original headers plus where the message came from and why it died."""
+    """Return the original headers (made writable) plus where the message came from and why it died."""
     delivery = rejection.delivery
-    headers = dict(delivery.properties.headers or {})
+    headers, rewritten = writable(delivery.properties.headers or {})
+    if rewritten:
+        headers[REWRITTEN] = rewritten
     headers.update({
         REASON: rejection.reason,
         ERROR: rejection.error[:MAX_ERROR_LENGTH],

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import pika
 
+from messaging.amqp.header_values import UNDECODABLE, unreadable
 from messaging.events import Poison
 from messaging.observability.spans import Span
 from messaging.observability.trace_context import TraceContext
@@ -52,6 +53,19 @@ def parse_all(deliveries: list[Delivery], parse: Callable[[bytes], T]) -> tuple[
         except Poison as poison:
             rejections.append(Rejection(delivery, poison.reason, str(poison)))
     return parsed, rejections
+
+
+def split_undecodable(deliveries: list[Delivery]) -> tuple[list[Delivery], list[Rejection]]:
+    """Split off the deliveries whose properties could not be decoded as sent: poison, whatever the body."""
+    keep: list[Delivery] = []
+    rejections: list[Rejection] = []
+    for delivery in deliveries:
+        notes = unreadable(delivery.properties)
+        if notes:
+            rejections.append(Rejection(delivery, UNDECODABLE, "; ".join(notes)))
+        else:
+            keep.append(delivery)
+    return keep, rejections
 
 
 def delivery_key(delivery: Delivery) -> str:

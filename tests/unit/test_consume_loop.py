@@ -18,6 +18,7 @@ from messaging.amqp.delivery import Delivery, Rejection
 from messaging.db.messaging_store import MessagingStore
 from messaging.db.sqlite import Database, is_transient
 from messaging.settings import BrokerSettings, ConsumerSettings
+from tests.amqp_frames import decoded, double, field, properties_bytes, table, timestamp
 from tests.unit.fake_pika import (
     IDLE,
     FakeBlockingConnection,
@@ -653,3 +654,28 @@ def test_the_error_text_of_a_rejection_keeps_the_notes_of_the_exception(monkeypa
     [connection] = run(loop, monkeypatch, Script([deliver(1)]))
     assert connection.dead_letters.published[0].properties.headers["x-dlq-error"] == \
         "ValueError: boom\nwhile reserving Burger"
+
+
+# --- properties pika could not decode ---
+
+
+def test_a_message_with_undecodable_properties_is_dead_lettered_and_the_rest_handled(monkeypatch):
+    handler = Handler()
+    loop = make_loop(handler)
+    bad = decoded(properties_bytes(table(field(b"when", b"T", timestamp(2**63 + 5)),
+                                         field(b"big", b"d", double(1e300))), b"bad-1"))
+    method, _, _ = deliver(2)
+    [connection] = run(loop, monkeypatch, Script([deliver(1), (method, bad, b'{"valid": "body"}'),
+                                                  deliver(3)]))
+    assert handler.calls == [[1, 3]], "the others are handled; the undecodable one never is"
+    assert connection.consumer.settled == [Settled("ack", 3, True)]
+    [letter] = connection.dead_letters.published
+    headers = letter.properties.headers
+    assert letter.body == b'{"valid": "body"}' and letter.properties.message_id == "bad-1"
+    assert headers["x-dlq-reason"] == "undecodable-properties"
+    assert headers["x-dlq-error"].startswith("header 'when': timestamp unreadable (")
+    assert headers["when"] == f"unreadable timestamp 0x{timestamp(2**63 + 5).hex()}"
+    assert headers["big"] == str(int(1e300)), "a value pika cannot write back is kept as text"
+    assert headers["x-dlq-rewritten-headers"] == ["when", "big"]
+    letter.properties.encode()  # pika can write the dead letter's properties
+    assert loop.processed == 2

@@ -1,0 +1,76 @@
+"""Messages pika cannot decode or re-encode, sent as raw frames: dead-lettered, never a wedged service.
+
+Other clients (Java, .NET, Go) can publish header values pika cannot decode (a timestamp past the
+year 9999, a NaN double, a field type it does not know) or decodes into something it cannot write
+back (a double of 1e300 becomes an int of 301 digits). Each is published here ahead of valid
+orders, as its bytes go on the wire; the orders behind it must all become final. RabbitMQ itself
+refuses a NaN or infinite double and an unknown field type with a channel error, so those never
+reach a consumer; tests/unit/test_header_values.py covers them.
+"""
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from messaging import topology
+from messaging.amqp import dead_lettering
+from tests.amqp_frames import RawProperties, array, double, field, properties_bytes, table, timestamp
+from tests.client import all_final, drain, order_placed_body, post_orders, wait_for
+
+VALID = json.dumps(order_placed_body()).encode()
+PAST_9999 = timestamp(2**63 + 5)
+CASES = {  # name: (header table, body, what the dead letter's headers hold for it)
+    "timestamp-past-9999": (
+        table(field(b"sent-at", b"T", PAST_9999)), VALID,
+        {"sent-at": f"unreadable timestamp 0x{PAST_9999.hex()}"}),
+    "timestamp-in-an-array": (
+        table(field(b"seen", b"A", array(b"I" + struct.pack(">i", 1), b"T" + PAST_9999))), VALID,
+        {"seen": [1, f"unreadable timestamp 0x{PAST_9999.hex()}"]}),
+    "timestamp-in-a-nested-table": (
+        table(field(b"ok", b"t", b"\x01"), field(b"meta", b"F", table(field(b"at", b"T", PAST_9999)))),
+        b"{not json", {"ok": True, "meta": {"at": f"unreadable timestamp 0x{PAST_9999.hex()}"}}),
+}
+HUGE_DOUBLE = (table(field(b"weight", b"d", double(1e300))), b"{not json",
+               {"weight": str(int(1e300))})
+
+
+def publish_raw(channel, name: str, headers: bytes, body: bytes) -> None:
+    channel.basic_publish(topology.ORDERS_EXCHANGE, topology.ORDER_PLACED_KEY, body,
+                          RawProperties(properties_bytes(headers, name.encode())))
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_undecodable_and_unwritable_headers_are_dead_lettered_and_orders_flow(make_stack, broker,
+                                                                              queue_type):
+    stack = make_stack(RABBITMQ_QUEUE_TYPE=queue_type).start()
+    cases = {**CASES, "double-1e300-poison": HUGE_DOUBLE}
+    with broker.channel(stack.vhost) as channel:
+        for name, (headers, body, _) in cases.items():
+            publish_raw(channel, name, headers, body)
+    order_ids = post_orders(stack.order_url, 10)
+
+    wait_for(lambda: all_final(stack.order_url, order_ids), timeout=30,
+             what="the orders behind the hostile messages to become final")
+    wait_for(lambda: broker.depth(stack.vhost, "order-events-dlq") == len(cases), timeout=20,
+             what=f"{len(cases)} dead letters")
+    assert broker.depth(stack.vhost, "order-events") == 0
+    with broker.channel(stack.vhost) as channel:
+        dead = {props.message_id: (props, body) for props, body in drain(channel, "order-events-dlq")}
+    assert set(dead) == set(cases), "exactly the hostile messages, each once"
+    for name, (_, body, rewritten) in cases.items():
+        props, dead_body = dead[name]
+        assert dead_body == body, name
+        for header, value in rewritten.items():
+            assert props.headers[header] == value, (name, header)
+        expected = "malformed-json" if name == "double-1e300-poison" else "undecodable-properties"
+        assert props.headers[dead_lettering.REASON] == expected, name
+        assert props.headers[dead_lettering.REWRITTEN] == [h for h, v in rewritten.items()
+                                                           if v is not True], name
+    inventory = stack["inventory"].metrics()
+    assert inventory.value("broker_reconnects_total") == 0, "the consumer never lost its connection"
+    assert inventory.value("messages_dead_lettered_total", queue="order-events",
+                           reason="undecodable-properties") == len(CASES)
+    assert inventory.value("messages_dead_lettered_total", queue="order-events", reason="malformed-json") == 1
+    assert stack["inventory"].running
