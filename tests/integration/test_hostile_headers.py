@@ -13,11 +13,13 @@ import json
 import struct
 
 import pytest
+import requests
 
 from messaging import topology
 from messaging.amqp import dead_lettering
 from tests.amqp_frames import RawProperties, array, double, field, properties_bytes, table, timestamp
 from tests.client import all_final, drain, order_placed_body, post_orders, wait_for
+from tests.integration.test_dead_letter_tool import dlq
 
 VALID = json.dumps(order_placed_body()).encode()
 PAST_9999 = timestamp(2**63 + 5)
@@ -74,3 +76,24 @@ def test_undecodable_and_unwritable_headers_are_dead_lettered_and_orders_flow(ma
                            reason="undecodable-properties") == len(CASES)
     assert inventory.value("messages_dead_lettered_total", queue="order-events", reason="malformed-json") == 1
     assert stack["inventory"].running
+
+
+def test_an_undecodable_order_replayed_from_the_dlq_is_handled_with_its_text_headers(stack, broker):
+    name, (headers, body, _) = "timestamp-past-9999", CASES["timestamp-past-9999"]
+    with broker.channel(stack.vhost) as channel:
+        publish_raw(channel, name, headers, body)
+    wait_for(lambda: broker.depth(stack.vhost, "order-events-dlq") == 1, timeout=20, what="the dead letter")
+    before = stock(stack)["Burger"]
+
+    result = dlq(stack.vhost, "replay", name)
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: stock(stack)["Burger"] == before - 1, timeout=20,
+             what="the replayed order to reserve its Burger")
+    assert broker.depth(stack.vhost, "order-events-dlq") == 0, "handled, not dead-lettered again"
+    assert stack["inventory"].metrics().value("broker_reconnects_total") == 0
+
+
+def stock(stack) -> dict[str, int]:
+    """Available units by item, as InventoryService's /stock tells them."""
+    levels = requests.get(f"{stack['inventory'].url}/stock", timeout=5).json()["stock"]
+    return {level["item"]: level["available"] for level in levels}
