@@ -191,6 +191,9 @@ def database_url(env: Mapping[str, str]) -> str | None:
     return url
 
 
+MAX_AMQP_MESSAGE_BYTES = 134_217_728  # RabbitMQ's own largest max_message_size (128 MiB)
+
+
 @dataclass(frozen=True)
 class ConsumerSettings:
     """How a consumer takes and retries work."""
@@ -202,13 +205,15 @@ class ConsumerSettings:
     retry_limit: int = 5
     retry_base_delay: float = 0.2
     redelivery_limit: int = 10
+    # Larger bodies are dead-lettered (`too-large`) unparsed; compose's brokers refuse larger publishes.
+    max_message_bytes: int = 1_048_576
 
 
 _CONSUMER = ConsumerSettings()
 
 
 def consumer_settings(env: Mapping[str, str] | None = None) -> ConsumerSettings:
-    """Read PREFETCH_COUNT, BATCH_SIZE and the retry bounds."""
+    """Read PREFETCH_COUNT, BATCH_SIZE, the retry bounds and MAX_MESSAGE_BYTES."""
     env = os.environ if env is None else env
     prefetch = env_int(env, "PREFETCH_COUNT", _CONSUMER.prefetch, 1, 10_000)
     return ConsumerSettings(
@@ -218,6 +223,8 @@ def consumer_settings(env: Mapping[str, str] | None = None) -> ConsumerSettings:
         retry_base_delay=env_float(env, "TRANSIENT_RETRY_DELAY", _CONSUMER.retry_base_delay,
                                    0.0, 60.0),
         redelivery_limit=env_int(env, "REDELIVERY_LIMIT", _CONSUMER.redelivery_limit, 1, 1000),
+        max_message_bytes=env_int(env, "MAX_MESSAGE_BYTES", _CONSUMER.max_message_bytes, 1024,
+                                  MAX_AMQP_MESSAGE_BYTES),
     )
 
 

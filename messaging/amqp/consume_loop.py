@@ -2,7 +2,8 @@
 
 The loop takes deliveries from one queue, hands each batch to the service's handler (which commits
 its effects in one transaction), dead-letters what the handler rejects, and acks last with one
-multiple-ack. Transient failures are retried with increasing delay a bounded number of times.
+multiple-ack. What no handler should see (a body over MAX_MESSAGE_BYTES, properties pika could not
+decode) is dead-lettered without being handled. Transient failures are retried with increasing delay a bounded number of times.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from messaging.amqp.delivery import (
     Rejection,
     delivery_key,
     end_spans,
-    split_undecodable,
+    split_unfit,
 )
 from messaging.observability import metrics
 from messaging.observability.spans import consume_span
@@ -119,8 +120,8 @@ class ConsumeLoop:
         started = time.monotonic()
         received = batch
         batch, rejections = self._over_redelivery_limit(channel.connection, batch)
-        batch, undecodable = split_undecodable(batch)
-        rejections += undecodable
+        batch, unfit = split_unfit(batch, self._settings.max_message_bytes)
+        rejections += unfit
         if batch:
             rejections += self._handle_with_retries(channel.connection, batch)
         refused = [r.delivery for r in rejections

@@ -14,6 +14,7 @@ from messaging.observability.spans import Span
 from messaging.observability.trace_context import TraceContext
 
 T = TypeVar("T")
+TOO_LARGE = "too-large"
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,17 @@ def parse_all(deliveries: list[Delivery], parse: Callable[[bytes], T]) -> tuple[
     return parsed, rejections
 
 
-def split_undecodable(deliveries: list[Delivery]) -> tuple[list[Delivery], list[Rejection]]:
-    """Split off the deliveries whose properties could not be decoded as sent: poison, whatever the body."""
+def split_unfit(deliveries: list[Delivery], max_bytes: int) -> tuple[list[Delivery], list[Rejection]]:
+    """Split off what no handler should see: a body over `max_bytes`, or properties that could not
+    be decoded as sent. Both are poison, whatever the body says, and are never parsed."""
     keep: list[Delivery] = []
     rejections: list[Rejection] = []
     for delivery in deliveries:
         notes = unreadable(delivery.properties)
-        if notes:
+        if len(delivery.body) > max_bytes:
+            rejections.append(Rejection(delivery, TOO_LARGE, f"a body of {len(delivery.body)} bytes, "
+                                        f"over MAX_MESSAGE_BYTES ({max_bytes})"))
+        elif notes:
             rejections.append(Rejection(delivery, UNDECODABLE, "; ".join(notes)))
         else:
             keep.append(delivery)

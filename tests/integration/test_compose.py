@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from inventory_service import config as inventory_config
+from messaging.settings import ConsumerSettings
 from notification_service import config as notification_config
 from order_service import config as order_config
 
@@ -51,7 +52,8 @@ KNOWN_VARIABLES = {
     "DATA_DIR", "PORT", "HOST", "LOG_LEVEL",
     "INVENTORY_SUCCESS_RATE", "INVENTORY_INITIAL_STOCK", "INVENTORY_MENU", "WEB_CONCURRENCY",
     "WEB_THREADS", "GRACEFUL_TIMEOUT", "PREFETCH_COUNT", "BATCH_SIZE", "TRANSIENT_RETRY_LIMIT",
-    "TRANSIENT_RETRY_DELAY", "REDELIVERY_LIMIT", "SQLITE_SYNCHRONOUS", "SQLITE_BUSY_TIMEOUT_MS",
+    "TRANSIENT_RETRY_DELAY", "REDELIVERY_LIMIT", "MAX_MESSAGE_BYTES", "SQLITE_SYNCHRONOUS",
+    "SQLITE_BUSY_TIMEOUT_MS",
     "METRICS",
 }
 # Logs and traces (README "Following one order"): the standard OpenTelemetry names.
@@ -449,10 +451,9 @@ def test_cluster_nodes_are_the_peer_list_and_share_a_cookie(cluster: dict[str, A
                      for name, service in nodes.items()}
     peers = None
     for name, service in nodes.items():
-        conf = [Path(source) for target, source in mounts(service).items()
-                if re.fullmatch(r"/etc/rabbitmq/conf\.d/[\w.-]+\.conf", target)]
-        assert conf == [ROOT / "compose" / "rabbitmq-cluster" / "rabbitmq.conf"], name
-        peers = cluster_peers(conf[0])
+        conf = Path(mounts(service)["/etc/rabbitmq/conf.d/20-cluster.conf"])
+        assert conf == ROOT / "compose" / "rabbitmq-cluster" / "rabbitmq.conf", name
+        peers = cluster_peers(conf)
         assert service["hostname"] in network_names[name], "peers reach a node by its host name"
     assert peers is not None and len(peers) == len(set(peers))
     assert sorted(peers) == sorted(f"rabbit@{service['hostname']}" for service in nodes.values())
@@ -468,8 +469,20 @@ def test_cluster_nodes_are_the_peer_list_and_share_a_cookie(cluster: dict[str, A
 
 def test_single_broker_is_not_clustered(compose: dict[str, Any]) -> None:
     (rabbitmq,) = brokers(compose).values()
-    assert not [target for target in mounts(rabbitmq) if target.startswith("/etc/rabbitmq")]
+    assert [target for target in mounts(rabbitmq) if target.startswith("/etc/rabbitmq")] == \
+        ["/etc/rabbitmq/conf.d/30-limits.conf"], "no peer list: the limits only"
     assert "RABBITMQ_ERLANG_COOKIE" not in rabbitmq.get("environment", {})
+
+
+def test_every_broker_refuses_messages_larger_than_the_consumers_take(either: dict[str, Any]) -> None:
+    """max_message_size on each node equals MAX_MESSAGE_BYTES's default: no consumer is sent a body it
+    would only dead-letter, and none holds more than PREFETCH_COUNT bodies of that size."""
+    limits = ROOT / "compose" / "rabbitmq" / "limits.conf"
+    settings = dict(line.replace(" ", "").split("=", 1) for line in limits.read_text().splitlines()
+                    if line.strip() and not line.startswith("#"))
+    assert int(settings["max_message_size"]) == ConsumerSettings().max_message_bytes
+    for name, service in brokers(either).items():
+        assert Path(mounts(service)["/etc/rabbitmq/conf.d/30-limits.conf"]) == limits, name
 
 
 def dockerfile() -> list[tuple[str, str]]:

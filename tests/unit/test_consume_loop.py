@@ -679,3 +679,18 @@ def test_a_message_with_undecodable_properties_is_dead_lettered_and_the_rest_han
     assert headers["x-dlq-rewritten-headers"] == ["when", "big"]
     letter.properties.encode()  # pika can write the dead letter's properties
     assert loop.processed == 2
+
+
+def test_a_body_over_max_message_bytes_is_dead_lettered_unhandled_and_the_rest_handled(monkeypatch):
+    handler = Handler()
+    settings = ConsumerSettings(prefetch=10, max_batch=10, max_message_bytes=1024)
+    loop = make_loop(handler, settings)
+    script = Script([deliver(1, b"x" * 1024), deliver(2, b"y" * 1025, message_id="big"), deliver(3)])
+    [connection] = run(loop, monkeypatch, script)
+    assert handler.calls == [[1, 3]], "a body of exactly the limit is handled; one byte more never is"
+    assert connection.consumer.settled == [Settled("ack", 3, True)]
+    [letter] = connection.dead_letters.published
+    assert letter.body == b"y" * 1025, "the whole body is kept in the dead letter"
+    assert letter.properties.headers["x-dlq-reason"] == "too-large"
+    assert letter.properties.headers["x-dlq-error"] == "a body of 1025 bytes, over MAX_MESSAGE_BYTES (1024)"
+    assert loop.processed == 2

@@ -126,6 +126,15 @@ def test_consumer_settings_defaults():
     assert (consumer.prefetch, consumer.max_batch) == (100, 100)
 
 
+def test_max_message_bytes_defaults_to_one_mebibyte_within_rabbitmqs_own_limit():
+    assert consumer_settings({}).max_message_bytes == 1_048_576
+    assert consumer_settings({"MAX_MESSAGE_BYTES": "1024"}).max_message_bytes == 1024
+    assert consumer_settings({"MAX_MESSAGE_BYTES": "134217728"}).max_message_bytes == 134_217_728
+    for bad in ("1023", "134217729", "1MiB", "-1"):
+        with pytest.raises(ConfigError, match="MAX_MESSAGE_BYTES"):
+            consumer_settings({"MAX_MESSAGE_BYTES": bad})
+
+
 def test_batch_size_defaults_to_prefetch():
     assert consumer_settings({"PREFETCH_COUNT": "25"}).max_batch == 25
     assert consumer_settings({"PREFETCH_COUNT": "25", "BATCH_SIZE": "5"}).max_batch == 5

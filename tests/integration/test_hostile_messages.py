@@ -1,4 +1,5 @@
-"""Messages pika cannot decode or re-encode, sent as raw frames: dead-lettered, never a wedged service.
+"""Hostile messages: header values pika cannot decode or re-encode, sent as raw frames, and bodies
+over MAX_MESSAGE_BYTES. Each is dead-lettered; none wedges a service or costs it unbounded memory.
 
 Other clients (Java, .NET, Go) can publish header values pika cannot decode (a timestamp past the
 year 9999, a NaN double, a field type it does not know) or decodes into something it cannot write
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
+import pika
 import pytest
 import requests
 
@@ -97,3 +100,37 @@ def stock(stack) -> dict[str, int]:
     """Available units by item, as InventoryService's /stock tells them."""
     levels = requests.get(f"{stack['inventory'].url}/stock", timeout=5).json()["stock"]
     return {level["item"]: level["available"] for level in levels}
+
+
+def memory_kib(service, field: str) -> int:
+    """VmRSS (resident now) or VmHWM (the peak) of a service process, in KiB."""
+    for line in Path(f"/proc/{service.process.pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {service.name}")
+
+
+def test_a_20_mib_event_is_dead_lettered_unparsed_and_the_orders_behind_it_flow(stack, broker):
+    inventory = stack["inventory"]
+    baseline = memory_kib(inventory, "VmRSS")
+    body = json.dumps(order_placed_body(padding="x" * (20 << 20))).encode()  # valid, but 20 MiB
+    with broker.channel(stack.vhost) as channel:
+        channel.basic_publish(topology.ORDERS_EXCHANGE, topology.ORDER_PLACED_KEY, body,
+                              pika.BasicProperties(delivery_mode=2, message_id="huge"))
+    order_ids = post_orders(stack.order_url, 10)
+
+    wait_for(lambda: all_final(stack.order_url, order_ids), timeout=30, what="the orders behind it")
+    wait_for(lambda: broker.depth(stack.vhost, "order-events-dlq") == 1, timeout=20, what="the dead letter")
+    with broker.channel(stack.vhost) as channel:
+        [(props, dead_body)] = drain(channel, "order-events-dlq")
+    assert dead_body == body, "kept whole"
+    assert props.headers[dead_lettering.REASON] == "too-large"
+    assert props.headers[dead_lettering.ERROR] == \
+        f"a body of {len(body)} bytes, over MAX_MESSAGE_BYTES (1048576)"
+    metrics = inventory.metrics()
+    assert metrics.value("messages_dead_lettered_total", queue="order-events", reason="too-large") == 1
+    assert metrics.value("broker_reconnects_total") == 0
+    # At its peak the service holds the body as pika assembled it and as the dead letter sends it;
+    # parsing it as well (what happened before MAX_MESSAGE_BYTES) took about 60 MiB.
+    grown_mib = (memory_kib(inventory, "VmHWM") - baseline) / 1024
+    assert grown_mib < 50, f"at its peak the service held {grown_mib:.0f} MiB more for one 20 MiB message"
