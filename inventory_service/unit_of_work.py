@@ -1,4 +1,7 @@
-"""The AMQP shell of InventoryService: decode, decide, commit (inbox + stock + outbox), then ack."""
+"""InventoryService's unit of work: settle one batch of OrderPlaced deliveries in one transaction
+(inbox marks, stock taken, reservations and the results in the outbox), with the decisions made by
+`handlers.reserve`. It never touches pika and never acks: the shared consume loop acks the batch
+once this returns."""
 from __future__ import annotations
 
 import logging

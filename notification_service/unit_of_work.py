@@ -1,4 +1,6 @@
-"""The AMQP shell of NotificationService: decode, dedup durably, notify, then ack."""
+"""NotificationService's unit of work: settle one batch of inventory results in one transaction
+(record each reserved order's notification once, skip the duplicates), then send and log. It never
+touches pika and never acks: the shared consume loop acks the batch once this returns."""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,6 @@
-"""The AMQP shell that moves orders to their final status from InventoryReserved/InventoryFailed."""
+"""OrderService's unit of work: settle one batch of InventoryReserved/InventoryFailed results in one
+transaction, moving each order to its final status. It never touches pika and never acks: the
+shared consume loop (on each worker's status thread) acks the batch once this returns."""
 from __future__ import annotations
 
 import logging
