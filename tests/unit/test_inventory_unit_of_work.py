@@ -6,13 +6,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from inventory_service.__main__ import _health
+from inventory_service.__main__ import SERVICE, own_health
 from inventory_service.store import InventoryStore
 from inventory_service.unit_of_work import InventoryUnitOfWork
-from messaging import events
+from messaging import events, topology
 from messaging.amqp.delivery import Rejection
 from messaging.db import outbox
 from messaging.events import parse_inventory_result
+from messaging.service import Lifecycle
+from messaging.settings import ServiceSettings
 from tests.unit.factories import delivery, order_placed, payload_of, to_body
 
 
@@ -279,13 +281,14 @@ def test_duplicates_of_a_rolled_back_batch_are_not_counted(inventory_store, cons
 
 def test_health_reports_the_duplicates(inventory_store, consumer):
     consumer.handle_batch([delivery(placed(order_placed()))] * 2)
-    svc = SimpleNamespace(loop=SimpleNamespace(consuming=True, processed=2),
-                          relay=SimpleNamespace(connected=True), store=inventory_store,
-                          pruner=SimpleNamespace(pruned={"inbox": 0, "deliveries": 0}))
-    status, body = _health(svc, consumer)
+    life = Lifecycle(SERVICE, ServiceSettings(), inventory_store, topology.ORDER_EVENTS,
+                     consumer.handle_batch, SimpleNamespace(connected=True))
+    life.loop.consuming, life.loop.processed = True, 2
+    status, body = life.health(own_health(consumer))
     assert status == 200
     assert body["duplicates"] == 1
     assert body["processed"] == 2
+    assert (body["service"], body["outbox_backlog"]) == ("inventory-service", 1)
 
 
 def test_a_duplicate_does_not_stop_the_rest_of_its_batch(inventory_store, consumer):

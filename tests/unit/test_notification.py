@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from types import SimpleNamespace
 
 import pytest
 
-from messaging import events
+from messaging import events, topology
 from messaging.events import INVENTORY_FAILED
-from notification_service.__main__ import _health
+from messaging.service import Lifecycle
+from messaging.settings import ServiceSettings
+from notification_service.__main__ import SERVICE, own_health
 from notification_service.handlers import notification_for
 from notification_service.store import NotificationStore
 from notification_service.unit_of_work import NotificationUnitOfWork
@@ -154,11 +155,13 @@ def test_duplicates_of_a_rolled_back_batch_are_not_counted(consumer, notificatio
 def test_health_reports_the_duplicates(consumer, notification_store):
     body = events.encode(inventory_result())
     consumer.handle_batch([delivery(body), delivery(body)])
-    status, health = _health(SimpleNamespace(loop=SimpleNamespace(consuming=True),
-                                             pruner=SimpleNamespace(pruned={})), notification_store,
-                             consumer)
+    life = Lifecycle(SERVICE, ServiceSettings(), notification_store, topology.INVENTORY_EVENTS,
+                     consumer.handle_batch)
+    life.loop.consuming = True
+    status, health = life.health(own_health(notification_store, consumer))
     assert status == 200
     assert (health["notifications_sent"], health["duplicates"]) == (1, 1)
+    assert health["service"] == "notification-service"
 
 
 def test_what_the_notification_consumer_logs(consumer, caplog):
