@@ -1,14 +1,13 @@
-"""Prometheus metrics: every name the services export, and the hooks the shared core calls.
+"""Prometheus metrics: the names the shared core exports, and the hooks it calls.
 
 The names are a contract that dashboards and alerts depend on (README, "Metrics"). Every process
 has the consumer, broker and HTTP metrics; a process with an outbox relay has the publishing ones
-too; and a service adds its own families (`own`: OrderService's orders, InventoryService's stock,
-NotificationService's notifications), made in its own module. The metrics are made by
-`configure()` at start-up, not at import: OrderService's gunicorn workers must first be
-pointed at the multiprocess directory, so that each worker's counts are kept in files and summed
-at scrape time (`messaging.observability.exposition`). Until `configure(True, ...)` runs, or with METRICS=off,
-every hook is a no-op. The hot paths get children bound to their labels once (`queue_meter`,
-`publish_meter`), so a batch costs a few increments and no label lookups.
+too; and a service adds its own families (`own`, made in the service's own_metrics.py). The
+metrics are made by `configure()` at start-up, not at import: a gunicorn service's workers must
+first be pointed at the multiprocess directory, so that each worker's counts are kept in files and
+summed at scrape time (`messaging.observability.exposition`). Until `configure(True, ...)` runs,
+or with METRICS=off, every hook is a no-op. The hot paths get children bound to their labels once
+(`queue_meter`, `publish_meter`), so a batch costs a few increments and no label lookups.
 """
 from __future__ import annotations
 
