@@ -80,7 +80,7 @@ def inventory_handler(batches: int = 50, size: int = 100) -> str:
         settings = _settings(inventory_config.load, directory)
         store = InventoryStore.open(settings.storage)
         store.seed(settings.menu, 10**9)
-        consumer = InventoryUnitOfWork(store, 0.9, _Relay())
+        unit_of_work = InventoryUnitOfWork(store, 0.9, _Relay())
         work = []
         for _ in range(batches):
             batch = []
@@ -92,7 +92,7 @@ def inventory_handler(batches: int = 50, size: int = 100) -> str:
             work.append(batch)
         start = time.process_time()
         for batch in work:
-            consumer.handle_batch(batch)
+            unit_of_work.handle_batch(batch)
         used = time.process_time() - start
         store.close()
     per_message = used / (batches * size) * 1e6

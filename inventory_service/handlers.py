@@ -1,10 +1,11 @@
-"""Reservation decisions: pure functions of an OrderPlaced event and the stock on hand."""
+"""Reservation decisions: pure functions of OrderPlaced events and the stock on hand."""
 from __future__ import annotations
 
 import hashlib
 import uuid
 from dataclasses import dataclass
 
+from inventory_service.store import Outcome, nocase  # a record and a text fold: no I/O
 from messaging import topology
 from messaging.events import (
     INVENTORY_FAILED,
@@ -18,6 +19,8 @@ from messaging.events import (
 # Result events get a deterministic identity derived from the OrderPlaced event they answer,
 # so a result re-published after a crash carries the same event_id and is recognised downstream.
 RESULT_NAMESPACE = uuid.UUID("5f1d3c1e-8a4b-4f43-9a51-3f0c2e7d9b10")
+
+LogLine = tuple[OrderPlaced, tuple]  # the event a log line is about, and the logger's arguments
 
 
 def result_event_id(order_placed_event_id: str) -> str:
@@ -64,3 +67,37 @@ def result_message(result: InventoryResult, traceparent: str | None = None) -> M
     """Route a result to exchange `inventory` under inventory.reserved or inventory.failed."""
     key = topology.INVENTORY_RESERVED_KEY if result.reserved else topology.INVENTORY_FAILED_KEY
     return message_for(result, topology.INVENTORY_EXCHANGE, key, traceparent)
+
+
+def reserve(placed: list[OrderPlaced], fresh: set[str], decided: set[str],
+            stock: dict[str, tuple[str, int]], success_rate: float, now: str,
+            ) -> tuple[list[Outcome], list[LogLine]]:
+    """Decide a batch in delivery order against the stock as the batch leaves it.
+
+    `fresh`: the event ids not seen before this batch; `decided`: the order ids with an outcome
+    already; `stock`: nocase(item) -> (menu name, units on hand). An event seen before, or one
+    for an order decided before or earlier in the batch, is a duplicate: skipped, with a log line.
+    Returns the outcomes of the others and every log line, in delivery order; changes no argument.
+    """
+    fresh, decided, stock = set(fresh), set(decided), dict(stock)
+    outcomes: list[Outcome] = []
+    lines: list[LogLine] = []
+    for event in placed:
+        if event.event_id not in fresh or event.order_id in decided:
+            lines.append((event, ("Duplicate OrderPlaced detected, skipping: order_id=%s event_id=%s",
+                                  event.order_id, event.event_id)))
+            continue
+        fresh.discard(event.event_id)  # a second copy in this very batch is a duplicate too
+        decided.add(event.order_id)
+        key = nocase(event.item)
+        item, available = stock.get(key, (event.item, None))
+        decision = decide(event, available, success_rate)
+        outcomes.append(Outcome(event, item, result_for(event, decision, now)))
+        if decision.reserved:
+            stock[key] = (item, available - event.quantity)
+            lines.append((event, ("Inventory reserved: order_id=%s event_id=%s item=%s quantity=%d",
+                                  event.order_id, event.event_id, item, event.quantity)))
+        else:
+            lines.append((event, ("Inventory failed: order_id=%s event_id=%s item=%s reason=%s",
+                                  event.order_id, event.event_id, event.item, decision.reason)))
+    return outcomes, lines

@@ -1,11 +1,14 @@
-"""The AMQP shell of InventoryService: decode, decide, commit (inbox + stock + outbox), then ack."""
+"""InventoryService's unit of work: settle one batch of OrderPlaced deliveries in one transaction
+(inbox marks, stock taken, reservations and the results in the outbox), with the decisions made by
+`handlers.reserve`. It never touches pika and never acks: the shared consume loop acks the batch
+once this returns."""
 from __future__ import annotations
 
 import logging
 import sqlite3
 
 from inventory_service import handlers
-from inventory_service.store import InventoryStore, Outcome, nocase
+from inventory_service.store import InventoryStore, Outcome
 from messaging import events, topology
 from messaging.amqp.delivery import Delivery, Rejection, parse_all, traces
 from messaging.amqp.relay import Relay
@@ -32,22 +35,20 @@ class InventoryUnitOfWork:
         """Reserve for each valid event; return the poison ones for dead-lettering."""
         placed, rejections = parse_all(deliveries, events.parse_order_placed)
         contexts = traces(deliveries)  # each result continues the trace of the event it answers
-        log_lines: list[tuple[OrderPlaced, tuple]] = []
+        log_lines: list[handlers.LogLine] = []
         results: list[PendingMessage] = []
         claimant = self._relay.claimant()
         skipped = 0
 
         def settle(conn: sqlite3.Connection) -> None:
             nonlocal skipped
-            log_lines.clear()
-            results.clear()
-            self._store.lock_ledger(conn)
-            outcomes = self._reserve(conn, placed, log_lines)
+            outcomes, lines = self._reserve(conn, placed)
+            log_lines[:] = lines
             skipped = len(placed) - len(outcomes)  # every event is either decided or a duplicate
             self._store.record(conn, outcomes)
-            results.extend(outbox.add_many(conn, [
+            results[:] = outbox.add_many(conn, [
                 handlers.result_message(o.result, header(contexts.get(o.event.event_id)))
-                for o in outcomes], claimant))
+                for o in outcomes], claimant)
 
         if placed:
             self._store.write(settle)
@@ -61,32 +62,10 @@ class InventoryUnitOfWork:
         return rejections
 
     def _reserve(self, conn: sqlite3.Connection, placed: list[OrderPlaced],
-                 log_lines: list[tuple[OrderPlaced, tuple]]) -> list[Outcome]:
-        """Decide each new event in delivery order against the stock as the batch leaves it."""
+                 ) -> tuple[list[Outcome], list[handlers.LogLine]]:
+        """Read what the decision needs (marking the new event ids processed), then decide."""
+        self._store.lock_ledger(conn)
         fresh = inbox.mark_processed_many(conn, [event.event_id for event in placed])
         decided = self._store.outcomes_among(conn, {event.order_id for event in placed})
         stock = self._store.stock_for(conn, {event.item for event in placed})
-        now = events.utc_now()
-        outcomes: list[Outcome] = []
-        for event in placed:
-            if event.event_id not in fresh or event.order_id in decided:
-                log_lines.append((event, (
-                    "Duplicate OrderPlaced detected, skipping: order_id=%s event_id=%s",
-                    event.order_id, event.event_id)))
-                continue
-            fresh.discard(event.event_id)  # a second copy in this very batch is a duplicate too
-            decided.add(event.order_id)
-            key = nocase(event.item)
-            item, available = stock.get(key, (event.item, None))
-            decision = handlers.decide(event, available, self._success_rate)
-            outcomes.append(Outcome(event, item, handlers.result_for(event, decision, now)))
-            if decision.reserved:
-                stock[key] = (item, available - event.quantity)
-                log_lines.append((event, (
-                    "Inventory reserved: order_id=%s event_id=%s item=%s quantity=%d",
-                    event.order_id, event.event_id, item, event.quantity)))
-            else:
-                log_lines.append((event, (
-                    "Inventory failed: order_id=%s event_id=%s item=%s reason=%s",
-                    event.order_id, event.event_id, event.item, decision.reason)))
-        return outcomes
+        return handlers.reserve(placed, fresh, decided, stock, self._success_rate, events.utc_now())

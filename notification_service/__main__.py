@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from messaging import service, topology
-from notification_service import config
+from notification_service import config, own_metrics
 from notification_service.store import NotificationStore
 from notification_service.unit_of_work import NotificationUnitOfWork
 
@@ -13,25 +13,17 @@ SERVICE = "notification-service"
 
 def build(settings: config.Settings) -> service.ConsumerService:
     """Consume inventory-events and notify each reserved order once."""
+    service.observe(SERVICE, own_metrics.configure, settings.metrics)
     store = NotificationStore.open(settings.storage)
-    consumer = NotificationUnitOfWork(store)
-    svc = service.ConsumerService(SERVICE, settings, settings.port, store,
-                                  topology.INVENTORY_EVENTS, consumer.handle_batch)
-    svc.routes["/health"] = lambda: _health(svc, store, consumer)
-    return svc
+    unit_of_work = NotificationUnitOfWork(store)
+    return service.ConsumerService(SERVICE, settings, settings.port, store,
+                                   topology.INVENTORY_EVENTS, unit_of_work.handle_batch,
+                                   lambda: own_health(store, unit_of_work))
 
 
-def _health(svc: service.ConsumerService, store: NotificationStore,
-            consumer: NotificationUnitOfWork) -> tuple[int, dict]:
-    consuming = svc.loop.consuming
-    return (200 if consuming else 503), {
-        "status": "healthy" if consuming else "unhealthy",
-        "service": SERVICE,
-        "consuming": consuming,
-        "notifications_sent": store.count(),
-        "duplicates": consumer.duplicates,
-        "pruned": dict(svc.pruner.pruned),
-    }
+def own_health(store: NotificationStore, unit_of_work: NotificationUnitOfWork) -> dict[str, int]:
+    """NotificationService's own /health fields."""
+    return {"notifications_sent": store.count(), "duplicates": unit_of_work.duplicates}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""The AMQP shell of NotificationService: decode, dedup durably, notify, then ack."""
+"""NotificationService's unit of work: settle one batch of inventory results in one transaction
+(record each reserved order's notification once, skip the duplicates), then send and log. It never
+touches pika and never acks: the shared consume loop acks the batch once this returns."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +10,7 @@ from messaging import events, topology
 from messaging.amqp.delivery import Delivery, Rejection, parse_all, traces
 from messaging.observability import metrics
 from messaging.observability.trace_context import about
-from notification_service import handlers
+from notification_service import handlers, own_metrics
 from notification_service.store import NotificationStore
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,6 @@ class NotificationUnitOfWork:
                 logger.info("Notification sent: order_id=%s event_id=%s user=%s item=%s: %s",
                             result.order_id, result.event_id, result.user_id, result.item, message)
         self.duplicates += skipped  # after the batch's log lines: a reader of both sees them
-        metrics.notifications_sent(len(sent))
+        own_metrics.notifications_sent(len(sent))
         metrics.duplicates(topology.INVENTORY_EVENTS.name, skipped)
         return rejections

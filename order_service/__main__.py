@@ -2,23 +2,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
+from messaging import service, topology
 from messaging.amqp.connection import check_topology
-from messaging.observability import exposition, logs, metrics, spans
-from messaging.runtime import freeze_startup_objects
-from messaging.service import TOPOLOGY_REFUSED, load_settings, report_refusal
-from messaging.settings import ConfigError
-from messaging.topology import QueueMismatch
-from order_service import config
+from messaging.amqp.relay import Relay
+from messaging.observability import exposition, logs
+from order_service import config, own_metrics
 from order_service.app import create_app
-from order_service.background import Background
 from order_service.store import OrderStore
+from order_service.unit_of_work import StatusUnitOfWork
 
-logger = logging.getLogger("order-service")
+SERVICE = "order-service"
+logger = logging.getLogger(SERVICE)
 
 
 class GunicornLogger(glogging.Logger):
@@ -31,7 +31,8 @@ class GunicornLogger(glogging.Logger):
 
 
 class OrderServiceApplication(BaseApplication):
-    """gunicorn with our settings; the app and its connections are made in each worker."""
+    """gunicorn with our settings; the app and its connections are made in each worker, each
+    worker with its own lifecycle (relay, status consumer on a thread, pruner, checkpoints)."""
 
     def __init__(self, settings: config.Settings) -> None:
         self.settings = settings
@@ -43,7 +44,7 @@ class OrderServiceApplication(BaseApplication):
             "bind": f"{s.host}:{s.port}", "workers": s.workers, "threads": s.threads,
             "worker_class": "gthread", "graceful_timeout": s.graceful_timeout, "timeout": 30,
             "keepalive": 5, "preload_app": False, "accesslog": None, "loglevel": "info",
-            "post_worker_init": _start_background, "worker_exit": _stop_background,
+            "post_worker_init": _start_lifecycle, "worker_exit": _stop_lifecycle,
             "child_exit": lambda _server, worker: exposition.worker_exited(worker.pid),
             "control_socket_disable": True, "logger_class": GunicornLogger,
         }
@@ -51,55 +52,51 @@ class OrderServiceApplication(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        metrics.configure(self.settings.metrics, "order-service", multiprocess=True)
-        spans.configure("order-service")  # in the worker: the span exporter has a thread
-        store = OrderStore.open(self.settings.storage)
-        exposition.watch(exposition.OutboxCollector(store))
-        background = Background(self.settings, store)
-        app = create_app(self.settings, store, background.relay)
-        app.extensions["background"] = background
+        s = self.settings
+        service.observe(SERVICE, own_metrics.configure, s.metrics, multiprocess=True)
+        store = OrderStore.open(s.storage)
+        name = f"{SERVICE}-{os.getpid()}"
+        relay = Relay(s.broker, store, name)
+        lifecycle = service.Lifecycle(SERVICE, s, store, topology.ORDER_STATUS,
+                                      StatusUnitOfWork(store).handle_batch, relay,
+                                      loop_name=f"{name}-status", in_thread=True)
+        app = create_app(s, store, relay)
+        app.extensions["lifecycle"] = lifecycle
         return app
 
+    def run(self) -> int:
+        """Serve until gunicorn's master stops (it exits 3 itself when a worker cannot boot)."""
+        logger.info("OrderService starting on %s:%d with %d worker(s)", self.settings.host,
+                    self.settings.port, self.settings.workers)
+        private_dir = exposition.prepare_multiprocess(SERVICE) if self.settings.metrics else None
+        try:
+            super().run()
+        finally:
+            exposition.remove(private_dir)
+        return 0
 
-def _start_background(worker) -> None:
-    worker.wsgi.extensions["background"].start()
-    freeze_startup_objects()
+
+def _start_lifecycle(worker) -> None:
+    worker.wsgi.extensions["lifecycle"].start()
 
 
-def _stop_background(_server, worker) -> None:
-    background = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("background")
-    if background:
-        background.stop(timeout=max(1.0, worker.cfg.graceful_timeout / 2))
-    spans.shutdown()
+def _stop_lifecycle(_server, worker) -> None:
+    lifecycle = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("lifecycle")
+    if lifecycle:
+        lifecycle.stop(timeout=max(1.0, worker.cfg.graceful_timeout / 2))
 
 
-def main() -> int:
-    settings = load_settings("order-service", config.load)
-    if settings is None:
-        return 2
-    try:  # before the fork: a refused topology stops the master, not just a worker
-        if not check_topology(settings.broker):
-            logger.warning("RabbitMQ unreachable at start-up; orders are accepted and published "
-                           "once it is back")
-    except QueueMismatch as exc:
-        report_refusal("order-service", exc)
-        return TOPOLOGY_REFUSED
-    try:
-        store = OrderStore.open(settings.storage)  # creates or migrates the schema once
-    except ConfigError as exc:  # DATABASE_URL names no usable database
-        print(f"order-service: configuration error: {exc}", file=sys.stderr)
-        return 2
+def build(settings: config.Settings) -> OrderServiceApplication:
+    """Check the broker's queues before the fork (a refusal stops the master, not just a worker),
+    create or migrate the schema once, release the claims a crash left."""
+    if not check_topology(settings.broker):
+        logger.warning("RabbitMQ unreachable at start-up; orders are accepted and published "
+                       "once it is back")
+    store = OrderStore.open(settings.storage)  # creates or migrates the schema once
     store.release_claims()  # no relay runs yet: claims left by a crash are stale
     store.close()
-    logger.info("OrderService starting on %s:%d with %d worker(s)", settings.host, settings.port,
-                settings.workers)
-    private_dir = exposition.prepare_multiprocess() if settings.metrics else None
-    try:
-        OrderServiceApplication(settings).run()
-    finally:
-        exposition.remove(private_dir)
-    return 0
+    return OrderServiceApplication(settings)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(service.main(SERVICE, config.load, build))

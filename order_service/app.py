@@ -10,8 +10,8 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from messaging import events
 from messaging.db.outbox import PendingMessage
-from messaging.observability import exposition, metrics, trace_context
-from order_service import config, handlers, openapi, request_spans
+from messaging.observability import exposition, health, trace_context
+from order_service import config, handlers, openapi, own_metrics, request_spans
 from order_service.handlers import InvalidRequest
 from order_service.page import page
 from order_service.store import OrderStore
@@ -50,7 +50,7 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
         publisher = app.extensions["publisher"]
         claimant = publisher.claimant() if publisher is not None else None
         pending = store.add(order, message, claimant)
-        metrics.order_placed()
+        own_metrics.order_placed()
         logger.info("Order accepted: order_id=%s event_id=%s user=%s item=%s quantity=%d",
                     order.order_id, message.message_id, order.user_id, order.item, order.quantity)
         if publisher is not None:
@@ -70,7 +70,7 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
         return jsonify(order.view())
 
     @app.get("/health")
-    def health() -> tuple[Response, int]:
+    def health_check() -> tuple[Response, int]:
         return _health(store, app.extensions["publisher"])
 
     @app.get("/openapi.json")
@@ -109,13 +109,12 @@ def _json_body() -> Any:
 
 
 def _health(store: OrderStore, publisher: Publisher | None) -> tuple[Response, int]:
+    """Healthy while orders can be stored; the broker may be away (the outbox keeps them)."""
     writable, backlog = store.health()
-    body = {
-        "status": "healthy" if writable else "unhealthy",
-        "service": "order-service",
+    status, body = health.report("order-service", writable, {
         "database": "writable" if writable else "unavailable",
         "broker": "connected" if publisher is not None and publisher.connected else "disconnected",
         "outbox_backlog": backlog,
-    }
-    return jsonify(body), 200 if writable else 503
+    })
+    return jsonify(body), status
 

@@ -1,4 +1,6 @@
-"""The AMQP shell that moves orders to their final status from InventoryReserved/InventoryFailed."""
+"""OrderService's unit of work: settle one batch of InventoryReserved/InventoryFailed results in one
+transaction, moving each order to its final status. It never touches pika and never acks: the
+shared consume loop (on each worker's status thread) acks the batch once this returns."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +9,7 @@ from messaging import events, topology
 from messaging.amqp.delivery import Delivery, Rejection, parse_all, traces
 from messaging.observability import metrics
 from messaging.observability.trace_context import about
-from order_service import handlers
+from order_service import handlers, own_metrics
 from order_service.store import OrderStore
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ class StatusUnitOfWork:
             lambda conn: self._store.finish_many(conn, changes, events.utc_now(), created))
         metrics.duplicates(topology.ORDER_STATUS.name, outcomes.count("duplicate"))
         moved = {order_id: status for order_id, status, _ in changes if order_id in created}
-        metrics.orders_completed([(moved[order_id], at) for order_id, at in created.items()])
+        own_metrics.orders_completed([(moved[order_id], at) for order_id, at in created.items()])
         contexts = traces(deliveries)
         for outcome, (result, status, _) in zip(outcomes, results, strict=True):
             with about(contexts.get(result.event_id), result.order_id, result.event_id):

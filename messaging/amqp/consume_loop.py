@@ -3,7 +3,8 @@
 The loop takes deliveries from one queue, hands each batch to the service's handler (which commits
 its effects in one transaction), dead-letters what the handler rejects, and acks last with one
 multiple-ack. What no handler should see (a body over MAX_MESSAGE_BYTES, properties pika could not
-decode) is dead-lettered without being handled. Transient failures are retried with increasing delay a bounded number of times.
+decode) is dead-lettered without being handled. Transient failures are retried with increasing
+delay a bounded number of times.
 """
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ gunicorn worker at once, with the gauges that are read from the store at scrape 
 
 Under gunicorn each worker counts into files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's
 multiprocess mode) and a scrape, whichever worker answers it, sums them. Gauges that describe the
-database (outbox backlog and age, stock) are read from it when scraped, so every worker reports
-the same value and nothing has to be kept up to date in between.
+database (the outbox backlog and age here; a service may watch its own) are read from it when
+scraped, so every worker reports the same value and nothing has to be kept up to date in between.
 """
 from __future__ import annotations
 
@@ -28,18 +28,39 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OFF = {"error": "metrics are off (METRICS=off)", "status": 404}
 
 
-class OutboxCollector:
-    """outbox_pending_messages and outbox_oldest_message_age_seconds, read from the store."""
+class StoreGauges:
+    """Gauges read from a store when scraped; left out, with a warning, when it cannot answer."""
+
+    what = "store"  # what the warning says could not be read
 
     def __init__(self, store: Any) -> None:
         self._store = store
 
     def collect(self) -> Iterator[Metric]:
         try:
-            count, oldest = self._store.outbox_pending()
+            answer = self.read()
         except Exception as exc:  # the database is unavailable: leave the gauges out, not fail
-            logger.warning("metrics: cannot read the outbox: %s", exc)
+            logger.warning("metrics: cannot read the %s: %s", self.what, exc)
             return
+        yield from self.families(answer)
+
+    def read(self) -> Any:
+        raise NotImplementedError
+
+    def families(self, answer: Any) -> Iterator[Metric]:
+        raise NotImplementedError
+
+
+class OutboxCollector(StoreGauges):
+    """outbox_pending_messages and outbox_oldest_message_age_seconds, read from the store."""
+
+    what = "outbox"
+
+    def read(self) -> tuple[int, float | None]:
+        return self._store.outbox_pending()
+
+    def families(self, answer: tuple[int, float | None]) -> Iterator[Metric]:
+        count, oldest = answer
         yield GaugeMetricFamily("outbox_pending_messages", "Messages in the outbox, not yet "
                                 "confirmed by the broker (or confirmed and about to be deleted)",
                                 value=count)
@@ -47,25 +68,6 @@ class OutboxCollector:
         yield GaugeMetricFamily("outbox_oldest_message_age_seconds",
                                 "Age of the oldest message in the outbox; 0 when it is empty",
                                 value=age)
-
-
-class StockCollector:
-    """stock_available{item}, read from InventoryService's stock table."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def collect(self) -> Iterator[Metric]:
-        try:
-            levels = self._store.stock_levels()
-        except Exception as exc:
-            logger.warning("metrics: cannot read the stock: %s", exc)
-            return
-        family = GaugeMetricFamily("stock_available", "Units of each menu item on hand",
-                                   labels=["item"])
-        for level in levels:
-            family.add_metric([level["item"]], level["available"])
-        yield family
 
 
 def watch(collector: metrics.Collector) -> None:
@@ -127,13 +129,13 @@ def instrument_flask(app: Any) -> None:
         return response
 
 
-def prepare_multiprocess() -> str | None:
+def prepare_multiprocess(service: str) -> str | None:
     """Before gunicorn forks: point the workers at a private directory for their counts, unless
     PROMETHEUS_MULTIPROC_DIR names one (made if missing); return the private one, for `remove`."""
     if os.environ.get(MULTIPROC_ENV):
         os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
         return None
-    path = tempfile.mkdtemp(prefix="order-service-metrics-")
+    path = tempfile.mkdtemp(prefix=f"{service}-metrics-")
     os.environ[MULTIPROC_ENV] = path
     return path
 

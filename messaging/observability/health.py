@@ -1,4 +1,5 @@
-"""A tiny HTTP server for a consumer's /health, /metrics and any other read-only route.
+"""The /health answer every service gives, and a tiny HTTP server for a consumer's /health,
+/metrics and any other read-only route.
 
 A route answers (status, body): a body is sent as JSON, or as it is when it is a `Text`.
 """
@@ -26,6 +27,12 @@ class Text:
 
     body: bytes
     content_type: str
+
+
+def report(service: str, healthy: bool, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A /health answer: 200 and "healthy", or 503 and "unhealthy", the service's name, its fields."""
+    status = "healthy" if healthy else "unhealthy"
+    return (200 if healthy else 503), {"status": status, "service": service, **fields}
 
 
 def serve(port: int, routes: dict[str, Route], host: str = "0.0.0.0") -> ThreadingHTTPServer:

@@ -1,19 +1,19 @@
-"""Prometheus metrics: every name the services export, and the hooks the shared core calls.
+"""Prometheus metrics: the names the shared core exports, and the hooks it calls.
 
-The names are a contract that dashboards and alerts depend on (docs/operations.md, "Metrics"). The metrics are
-made by `configure()` at start-up, not at import: OrderService's gunicorn workers must first be
-pointed at the multiprocess directory, so that each worker's counts are kept in files and summed
-at scrape time (`messaging.observability.exposition`). Until `configure(True, ...)` runs, or with METRICS=off,
-every hook is a no-op. The hot paths get children bound to their labels once (`queue_meter`,
-`publish_meter`), so a batch costs a few increments and no label lookups.
+The names are a contract that dashboards and alerts depend on (docs/operations.md, "Metrics"). Every process
+has the consumer, broker and HTTP metrics; a process with an outbox relay has the publishing ones
+too; and a service adds its own families (`own`, made in the service's own_metrics.py). The
+metrics are made by `configure()` at start-up, not at import: a gunicorn service's workers must
+first be pointed at the multiprocess directory, so that each worker's counts are kept in files and
+summed at scrape time (`messaging.observability.exposition`). Until `configure(True, ...)` runs,
+or with METRICS=off, every hook is a no-op. The hot paths get children bound to their labels once
+(`queue_meter`, `publish_meter`), so a batch costs a few increments and no label lookups.
 """
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator
-from datetime import datetime
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,15 +25,14 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import Metric
 
-from messaging.observability.batch_meters import Off, PublishMeter, QueueMeter, observe_many
+from messaging.observability.batch_meters import Off, PublishMeter, QueueMeter
 
 # Seconds; from a fast local confirm to a backlog drained after an outage.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                    30.0, 60.0, 300.0)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UNMATCHED = "<unmatched>"  # the route label of a request no route matched (404, 405)
-STATUSES = ("reserved", "failed")
-OUTBOX_SERVICES = ("order-service", "inventory-service")  # the services with an outbox relay
+OwnMetrics = Callable[[CollectorRegistry | None], Any]  # makes a service's own families on a registry
 
 
 class Collector(Protocol):
@@ -45,21 +44,13 @@ class Collector(Protocol):
 class Metrics:
     """Every metric of one process; `registry` None in multiprocess mode (read from files)."""
 
-    def __init__(self, registry: CollectorRegistry | None, service: str = "") -> None:
+    def __init__(self, registry: CollectorRegistry | None, outbox: bool = False,
+                 own: OwnMetrics | None = None) -> None:
         r = registry
         self.registry = registry
-        if service == "order-service":
-            self.orders_placed = Counter("orders_placed", "Orders accepted with a 202", registry=r)
-            self.orders_completed = Counter(
-                "orders_completed", "Orders moved to their final status", ["status"], registry=r)
-            self.order_completion = Histogram(
-                "order_completion_seconds", "From the 202 to the final status being committed",
-                buckets=LATENCY_BUCKETS, registry=r)
-            self.completed = {s: self.orders_completed.labels(s) for s in STATUSES}
-        if service == "notification-service":
-            self.notifications = Counter("notifications_sent", "Notifications sent", registry=r)
-        if service in OUTBOX_SERVICES:
+        if outbox:
             self._outbox_metrics(r)
+        self.own = own(r) if own is not None else None  # the service's own families
         self.consumed = Counter("messages_consumed", "Deliveries settled and acknowledged "
                                 "(handled, duplicate or dead-lettered)", ["queue"], registry=r)
         self.duplicates = Counter("messages_duplicate", "Deliveries recognised as already handled",
@@ -114,9 +105,10 @@ class Metrics:
 _active: Metrics | None = None
 
 
-def configure(enabled: bool, service: str = "", multiprocess: bool = False,
-              registry: CollectorRegistry | None = None) -> Metrics | None:
-    """Make this process's metrics (or none, when disabled); returns them."""
+def configure(enabled: bool, outbox: bool = False, own: OwnMetrics | None = None,
+              multiprocess: bool = False, registry: CollectorRegistry | None = None) -> Metrics | None:
+    """Make this process's metrics (or none, when disabled): the publishing ones with `outbox`,
+    the service's `own`; returns them."""
     global _active
     if not enabled:
         _active = None
@@ -125,13 +117,18 @@ def configure(enabled: bool, service: str = "", multiprocess: bool = False,
     # prometheus_client picks its value class when imported, from PROMETHEUS_MULTIPROC_DIR: pick
     # again now, so that only a multiprocess service counts in files.
     values.ValueClass = values.get_value_class() if multiprocess else values.MutexValue
-    _active = Metrics(None if multiprocess else (registry or CollectorRegistry()), service)
+    _active = Metrics(None if multiprocess else (registry or CollectorRegistry()), outbox, own)
     return _active
 
 
 def active() -> Metrics | None:
     """This process's metrics, or None when they are off."""
     return _active
+
+
+def own() -> Any:
+    """The service's own families (what its `own` made), or None when metrics are off."""
+    return _active.own if _active else None
 
 
 def queue_meter(queue: str) -> QueueMeter | Off:
@@ -164,31 +161,6 @@ def dead_lettered(queue: str, reason: str) -> None:
 def dead_letter_refused(queue: str, reason: str) -> None:
     if _active:
         _active.dead_letters_refused.labels(queue, reason).inc()
-
-
-def order_placed() -> None:
-    if _active:
-        _active.orders_placed.inc()
-
-
-def orders_completed(completed: list[tuple[str, str]]) -> None:
-    """Count orders moved to their final status, given as (status, created_at ISO UTC), and
-    observe the time since each was created."""
-    if not _active or not completed:
-        return
-    for status in STATUSES:
-        count = sum(1 for final, _ in completed if final == status)
-        if count:
-            _active.completed[status].inc(count)
-    now = time.time()
-    observe_many(_active.order_completion, [
-        max(0.0, now - datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
-        for _, created in completed])
-
-
-def notifications_sent(count: int) -> None:
-    if _active and count:
-        _active.notifications.inc(count)
 
 
 def http_request(method: str, route: str | None, status: int, seconds: float) -> None:

@@ -25,7 +25,7 @@ QUEUE = "order-events"
 
 @pytest.fixture(autouse=True)
 def on() -> Iterator[None]:
-    metrics.configure(True, "inventory-service", registry=CollectorRegistry())
+    metrics.configure(True, registry=CollectorRegistry())
     yield
     metrics.configure(False)
 

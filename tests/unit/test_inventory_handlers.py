@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from inventory_service import handlers
-from inventory_service.handlers import Decision, decide, passes_check, result_for, result_message
+from inventory_service.handlers import Decision, decide, passes_check, reserve, result_for, result_message
 from messaging.events import INVENTORY_FAILED, INVENTORY_RESERVED, parse_inventory_result
 from tests.unit.factories import TIMESTAMP, order_placed
 
@@ -134,3 +134,94 @@ def test_reserved_message_body_has_the_spec_fields_and_no_reason():
 def test_namespace_is_stable():
     # Changing it would give re-published results new ids, defeating downstream dedup.
     assert uuid.UUID("5f1d3c1e-8a4b-4f43-9a51-3f0c2e7d9b10") == handlers.RESULT_NAMESPACE
+
+
+# --- reserve: a batch decided against the stock as the batch leaves it ---
+
+def batch_of(*events) -> tuple[list, set[str]]:
+    """The events and their ids, all fresh."""
+    return list(events), {event.event_id for event in events}
+
+
+def kinds(outcomes) -> list[str]:
+    return [o.result.event_type for o in outcomes]
+
+
+def test_reserve_takes_the_stock_as_the_batch_leaves_it():
+    placed, fresh = batch_of(*(order_placed(quantity=q) for q in (2, 2, 1, 1)))
+    outcomes, _ = reserve(placed, fresh, set(), {"burger": ("Burger", 4)}, 1.0, TIMESTAMP)
+    assert kinds(outcomes) == [INVENTORY_RESERVED, INVENTORY_RESERVED, INVENTORY_FAILED,
+                               INVENTORY_FAILED]
+    assert outcomes[2].result.reason == "insufficient stock: 0 Burger left, 1 requested"
+    assert [o.event for o in outcomes] == placed, "one outcome per event, in delivery order"
+
+
+def test_a_failed_reservation_takes_no_stock():
+    placed, fresh = batch_of(order_placed(quantity=5), order_placed(quantity=3))
+    outcomes, _ = reserve(placed, fresh, set(), {"burger": ("Burger", 4)}, 1.0, TIMESTAMP)
+    assert kinds(outcomes) == [INVENTORY_FAILED, INVENTORY_RESERVED]
+
+
+def test_reserve_finds_the_item_whatever_its_case_and_names_it_as_the_menu_does():
+    placed, fresh = batch_of(order_placed(item="bURGER", quantity=1), order_placed(item="Caviar"))
+    outcomes, _ = reserve(placed, fresh, set(), {"burger": ("Burger", 1)}, 1.0, TIMESTAMP)
+    assert [(o.item, o.result.event_type) for o in outcomes] == [
+        ("Burger", INVENTORY_RESERVED), ("Caviar", INVENTORY_FAILED)]
+    assert outcomes[1].result.reason == "unknown item: Caviar"
+
+
+def test_an_event_seen_before_the_batch_is_a_duplicate():
+    seen, new = order_placed(), order_placed()
+    outcomes, lines = reserve([seen, new], {new.event_id}, set(), {"burger": ("Burger", 9)}, 1.0,
+                              TIMESTAMP)
+    assert [o.event for o in outcomes] == [new]
+    assert lines[0] == (seen, ("Duplicate OrderPlaced detected, skipping: order_id=%s event_id=%s",
+                               seen.order_id, seen.event_id))
+
+
+def test_an_event_for_an_order_decided_before_is_a_duplicate():
+    placed, fresh = batch_of(order_placed(), order_placed())
+    outcomes, lines = reserve(placed, fresh, {placed[0].order_id}, {"burger": ("Burger", 9)}, 1.0,
+                              TIMESTAMP)
+    assert [o.event for o in outcomes] == [placed[1]]
+    assert lines[0][1][0].startswith("Duplicate OrderPlaced detected")
+
+
+def test_a_second_copy_in_the_same_batch_is_a_duplicate():
+    first = order_placed(quantity=1)
+    same_id = order_placed(event_id=first.event_id, quantity=1)  # the id is what the inbox marks
+    outcomes, lines = reserve([first, first, same_id], {first.event_id}, set(),
+                              {"burger": ("Burger", 9)}, 1.0, TIMESTAMP)
+    assert [o.event for o in outcomes] == [first]
+    assert [line[1][0].split(":")[0] for line in lines] == [
+        "Inventory reserved", "Duplicate OrderPlaced detected, skipping",
+        "Duplicate OrderPlaced detected, skipping"]
+
+
+def test_a_second_event_for_one_order_in_the_same_batch_is_a_duplicate():
+    first = order_placed(quantity=1)
+    again = order_placed(order_id=first.order_id, quantity=1)
+    placed, fresh = batch_of(first, again)
+    outcomes, _ = reserve(placed, fresh, set(), {"burger": ("Burger", 9)}, 1.0, TIMESTAMP)
+    assert [o.event for o in outcomes] == [first]
+
+
+def test_reserve_logs_each_event_in_delivery_order_and_changes_no_argument():
+    ok, short = order_placed(quantity=2, item="burger"), order_placed(quantity=9)
+    placed, fresh = batch_of(ok, short)
+    decided, stock = set(), {"burger": ("Burger", 3)}
+    outcomes, lines = reserve(placed, fresh, decided, stock, 1.0, TIMESTAMP)
+    assert lines == [
+        (ok, ("Inventory reserved: order_id=%s event_id=%s item=%s quantity=%d",
+              ok.order_id, ok.event_id, "Burger", 2)),
+        (short, ("Inventory failed: order_id=%s event_id=%s item=%s reason=%s", short.order_id,
+                 short.event_id, "Burger", "insufficient stock: 1 Burger left, 9 requested"))]
+    assert outcomes[0].result.timestamp == TIMESTAMP
+    assert (fresh, decided, stock) == ({ok.event_id, short.event_id}, set(),
+                                       {"burger": ("Burger", 3)})
+
+
+def test_reserve_applies_the_simulated_check():
+    placed, fresh = batch_of(order_placed())
+    outcomes, _ = reserve(placed, fresh, set(), {"burger": ("Burger", 9)}, 0.0, TIMESTAMP)
+    assert outcomes[0].result.reason == "inventory check failed"

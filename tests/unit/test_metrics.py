@@ -11,12 +11,15 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, Histogram
 
+from inventory_service import own_metrics as inventory_metrics
 from messaging.amqp.confirms import InFlight
 from messaging.db.outbox import PendingMessage
 from messaging.events import Message
-from messaging.observability import exposition, health, metrics
+from messaging.observability import batch_meters, exposition, health, metrics
 from messaging.settings import ConfigError, StorageSettings, service_settings
+from notification_service import own_metrics as notification_metrics
 from order_service import config
+from order_service import own_metrics as order_metrics
 from order_service.app import create_app
 from order_service.store import OrderStore
 from stack.metrics import Samples
@@ -33,12 +36,17 @@ HTTP = {"http_requests_total", "http_request_duration_seconds"}
 @pytest.fixture
 def on() -> Iterator[metrics.Metrics]:
     """Metrics of a NotificationService-like process on a private registry; off afterwards."""
-    yield metrics.configure(True, "notification-service", registry=CollectorRegistry())
+    yield notification_metrics.configure(True, registry=CollectorRegistry())
     metrics.configure(False)
 
 
+OWN = {"order-service": order_metrics, "inventory-service": inventory_metrics,
+       "notification-service": notification_metrics}
+
+
 def make(service: str) -> metrics.Metrics:
-    return metrics.configure(True, service, registry=CollectorRegistry())
+    """The metrics `service` makes at start-up, on a private registry."""
+    return OWN[service].configure(True, registry=CollectorRegistry())
 
 
 def families(m: metrics.Metrics) -> set[str]:
@@ -142,10 +150,10 @@ def test_confirms_count_by_exchange_and_refusals_by_reason():
 def test_order_completion_is_timed_from_created_at():
     make("order-service")
     try:
-        metrics.order_placed()
+        order_metrics.order_placed()
         created = (datetime.now(UTC) - timedelta(seconds=2)).isoformat()[:-6] + "Z"
-        metrics.orders_completed([("failed", created)])
-        metrics.orders_completed([])
+        order_metrics.orders_completed([("failed", created)])
+        order_metrics.orders_completed([])
         s = scrape()
         assert s.value("orders_placed_total") == 1
         assert s.labelled("orders_completed_total", "status") == {"reserved": 0, "failed": 1}
@@ -160,8 +168,8 @@ def test_observe_many_equals_one_observe_per_amount():
                            buckets=metrics.LATENCY_BUCKETS) for n in (1, 2))
     for amount in amounts:
         one.observe(amount)
-    metrics.observe_many(many, amounts)
-    metrics.observe_many(many, [])
+    batch_meters.observe_many(many, amounts)
+    batch_meters.observe_many(many, [])
     samples = [[(s.name[2:], s.labels, s.value) for s in next(iter(h.collect())).samples
                 if not s.name.endswith("_created")] for h in (one, many)]
     assert samples[0] == samples[1]
@@ -187,13 +195,15 @@ class Outbox:
         return self.answer
 
     def stock_levels(self):
+        if isinstance(self.answer, Exception):
+            raise self.answer
         return [{"item": "Burger", "available": 7}]
 
 
 def test_outbox_and_stock_gauges_are_read_when_scraped(on):
     store = Outbox((0, None))
     exposition.watch(exposition.OutboxCollector(store))
-    exposition.watch(exposition.StockCollector(store))
+    inventory_metrics.watch_stock(store)
     s = scrape()
     assert (s.value("outbox_pending_messages"), s.value("outbox_oldest_message_age_seconds")) == (0, 0)
     assert s.value("stock_available", item="Burger") == 7
@@ -202,7 +212,9 @@ def test_outbox_and_stock_gauges_are_read_when_scraped(on):
     assert s.value("outbox_pending_messages") == 3
     assert 10 <= s.value("outbox_oldest_message_age_seconds") < 12
     store.answer = RuntimeError("database is locked")
-    assert "outbox_pending_messages" not in scrape().names(), "left out, the scrape still works"
+    names = scrape().names()
+    assert "outbox_pending_messages" not in names, "left out, the scrape still works"
+    assert "stock_available" not in names
 
 
 def test_the_consumers_http_server_serves_the_text_and_counts_routes(on):
@@ -270,9 +282,10 @@ def test_the_master_makes_a_private_directory_unless_one_is_given_and_forgets_de
         tmp_path: Path, monkeypatch):
     monkeypatch.setenv(exposition.MULTIPROC_ENV, "")  # restored to unset (or as it was) after
     monkeypatch.delenv(exposition.MULTIPROC_ENV)
-    private = exposition.prepare_multiprocess()
+    private = exposition.prepare_multiprocess("order-service")
     try:
         assert Path(private).is_dir() and exposition.os.environ[exposition.MULTIPROC_ENV] == private
+        assert Path(private).name.startswith("order-service-metrics-"), "named for the service"
         live = Path(private) / "gauge_livemin_4242.db"
         live.write_bytes(b"")
         exposition.worker_exited(4242)
@@ -282,5 +295,5 @@ def test_the_master_makes_a_private_directory_unless_one_is_given_and_forgets_de
     assert not Path(private).exists()
     given = tmp_path / "counts"
     monkeypatch.setenv(exposition.MULTIPROC_ENV, str(given))
-    assert exposition.prepare_multiprocess() is None, "the operator's directory is used"
+    assert exposition.prepare_multiprocess("order-service") is None, "the operator's directory is used"
     assert given.is_dir(), "and made if missing"

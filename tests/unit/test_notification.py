@@ -3,29 +3,30 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from types import SimpleNamespace
 
 import pytest
 
-from messaging import events
+from messaging import events, topology
 from messaging.events import INVENTORY_FAILED
-from notification_service.__main__ import _health
+from messaging.service import Lifecycle
+from messaging.settings import ServiceSettings
+from notification_service.__main__ import SERVICE, own_health
 from notification_service.handlers import notification_for
 from notification_service.store import NotificationStore
 from notification_service.unit_of_work import NotificationUnitOfWork
 from tests.unit.factories import delivery, inventory_result, payload_of, to_body
 
-CONSUMER_LOGGER = "notification_service.unit_of_work"
+UNIT_OF_WORK_LOGGER = "notification_service.unit_of_work"
 
 
 @pytest.fixture
-def consumer(notification_store: NotificationStore) -> NotificationUnitOfWork:
+def unit_of_work(notification_store: NotificationStore) -> NotificationUnitOfWork:
     return NotificationUnitOfWork(notification_store)
 
 
 def sent_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == CONSUMER_LOGGER and r.getMessage().startswith("Notification sent")]
+            if r.name == UNIT_OF_WORK_LOGGER and r.getMessage().startswith("Notification sent")]
 
 
 def test_notification_for_a_reservation():
@@ -39,12 +40,12 @@ def test_no_notification_for_a_failure():
     assert notification_for(inventory_result(event_type=INVENTORY_FAILED, reason="no")) is None
 
 
-def test_reserved_order_is_recorded_and_logged_once(consumer, notification_store, caplog):
-    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+def test_reserved_order_is_recorded_and_logged_once(unit_of_work, notification_store, caplog):
+    caplog.set_level(logging.INFO, logger=UNIT_OF_WORK_LOGGER)
     result = inventory_result()
     body = events.encode(result)
-    assert consumer.handle_batch([delivery(body), delivery(body)]) == []
-    assert consumer.handle_batch([delivery(body, redelivered=True)]) == []
+    assert unit_of_work.handle_batch([delivery(body), delivery(body)]) == []
+    assert unit_of_work.handle_batch([delivery(body, redelivered=True)]) == []
     assert notification_store.notified_orders() == [result.order_id]
     assert notification_store.count() == 1
     [line] = sent_lines(caplog)
@@ -52,23 +53,23 @@ def test_reserved_order_is_recorded_and_logged_once(consumer, notification_store
     assert f"event_id={result.event_id}" in line
 
 
-def test_one_notification_per_order_even_with_a_different_event_id(consumer, notification_store,
+def test_one_notification_per_order_even_with_a_different_event_id(unit_of_work, notification_store,
                                                                    caplog):
-    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+    caplog.set_level(logging.INFO, logger=UNIT_OF_WORK_LOGGER)
     first = inventory_result()
     again = inventory_result(order_id=first.order_id)
-    consumer.handle_batch([delivery(events.encode(first))])
-    consumer.handle_batch([delivery(events.encode(again))])
+    unit_of_work.handle_batch([delivery(events.encode(first))])
+    unit_of_work.handle_batch([delivery(events.encode(again))])
     assert notification_store.count() == 1
     assert len(sent_lines(caplog)) == 1
 
 
-def test_one_line_per_reserved_order_in_a_mixed_batch(consumer, notification_store, caplog):
-    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+def test_one_line_per_reserved_order_in_a_mixed_batch(unit_of_work, notification_store, caplog):
+    caplog.set_level(logging.INFO, logger=UNIT_OF_WORK_LOGGER)
     reserved = [inventory_result() for _ in range(3)]
     failed = [inventory_result(event_type=INVENTORY_FAILED, reason="no stock") for _ in range(2)]
     bodies = [events.encode(r) for r in reserved + failed]
-    consumer.handle_batch([delivery(b) for b in bodies + bodies])
+    unit_of_work.handle_batch([delivery(b) for b in bodies + bodies])
     assert sorted(notification_store.notified_orders()) == sorted(r.order_id for r in reserved)
     lines = sent_lines(caplog)
     assert len(lines) == 3
@@ -76,18 +77,18 @@ def test_one_line_per_reserved_order_in_a_mixed_batch(consumer, notification_sto
         assert sum(f"order_id={result.order_id}" in line for line in lines) == 1
 
 
-def test_never_notifies_for_inventory_failed(consumer, notification_store, caplog):
-    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+def test_never_notifies_for_inventory_failed(unit_of_work, notification_store, caplog):
+    caplog.set_level(logging.INFO, logger=UNIT_OF_WORK_LOGGER)
     failed = inventory_result(event_type=INVENTORY_FAILED, reason="insufficient stock")
-    assert consumer.handle_batch([delivery(events.encode(failed))] * 3) == []
+    assert unit_of_work.handle_batch([delivery(events.encode(failed))] * 3) == []
     assert notification_store.count() == 0
     assert sent_lines(caplog) == []
 
 
-def test_failed_then_reserved_for_the_same_order_notifies_once(consumer, notification_store):
+def test_failed_then_reserved_for_the_same_order_notifies_once(unit_of_work, notification_store):
     failed = inventory_result(event_type=INVENTORY_FAILED, reason="x")
     reserved = inventory_result(order_id=failed.order_id)
-    consumer.handle_batch([delivery(events.encode(failed)), delivery(events.encode(reserved))])
+    unit_of_work.handle_batch([delivery(events.encode(failed)), delivery(events.encode(reserved))])
     assert notification_store.notified_orders() == [failed.order_id]
 
 
@@ -98,20 +99,20 @@ def test_failed_then_reserved_for_the_same_order_notifies_once(consumer, notific
      "unknown-event-type"),
     (to_body({**payload_of(inventory_result()), "order_id": "x"}), "invalid-field"),
 ])
-def test_poison_is_rejected_and_sends_nothing(consumer, notification_store, caplog, body, reason):
-    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+def test_poison_is_rejected_and_sends_nothing(unit_of_work, notification_store, caplog, body, reason):
+    caplog.set_level(logging.INFO, logger=UNIT_OF_WORK_LOGGER)
     good = inventory_result()
     bad = delivery(body)
-    rejections = consumer.handle_batch([bad, delivery(events.encode(good))])
+    rejections = unit_of_work.handle_batch([bad, delivery(events.encode(good))])
     assert [(r.delivery, r.reason) for r in rejections] == [(bad, reason)]
     assert notification_store.notified_orders() == [good.order_id]
     assert len(sent_lines(caplog)) == 1
 
 
-def test_dedup_survives_reopening_the_store(consumer, notification_store, store_settings, caplog):
-    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+def test_dedup_survives_reopening_the_store(unit_of_work, notification_store, store_settings, caplog):
+    caplog.set_level(logging.INFO, logger=UNIT_OF_WORK_LOGGER)
     body = events.encode(inventory_result())
-    consumer.handle_batch([delivery(body)])
+    unit_of_work.handle_batch([delivery(body)])
     reopened = NotificationStore.open(store_settings("notifications.db"))
     NotificationUnitOfWork(reopened).handle_batch([delivery(body, redelivered=True)])
     assert reopened.count() == 1
@@ -123,21 +124,21 @@ def test_count_redelivery(notification_store):
     assert [notification_store.count_redelivery("sha256:x") for _ in range(2)] == [2, 3]
 
 
-def test_duplicates_count_reservations_of_orders_already_notified(consumer):
+def test_duplicates_count_reservations_of_orders_already_notified(unit_of_work):
     result = inventory_result()
-    consumer.handle_batch([delivery(events.encode(result))] * 3)
-    assert consumer.duplicates == 2
-    consumer.handle_batch([delivery(events.encode(inventory_result(order_id=result.order_id)))])
-    assert consumer.duplicates == 3, "another reservation event for a notified order"
+    unit_of_work.handle_batch([delivery(events.encode(result))] * 3)
+    assert unit_of_work.duplicates == 2
+    unit_of_work.handle_batch([delivery(events.encode(inventory_result(order_id=result.order_id)))])
+    assert unit_of_work.duplicates == 3, "another reservation event for a notified order"
     failed = inventory_result(event_type=INVENTORY_FAILED, reason="no")
-    consumer.handle_batch([delivery(events.encode(failed))] * 2 + [delivery(b"poison")])
-    assert consumer.duplicates == 3, "failures and poison are not duplicates"
+    unit_of_work.handle_batch([delivery(events.encode(failed))] * 2 + [delivery(b"poison")])
+    assert unit_of_work.duplicates == 3, "failures and poison are not duplicates"
 
 
-def test_duplicates_of_a_rolled_back_batch_are_not_counted(consumer, notification_store,
+def test_duplicates_of_a_rolled_back_batch_are_not_counted(unit_of_work, notification_store,
                                                            monkeypatch):
     notified, fresh = inventory_result(), inventory_result()
-    consumer.handle_batch([delivery(events.encode(notified))])
+    unit_of_work.handle_batch([delivery(events.encode(notified))])
     original = notification_store.record
 
     def fail_on_the_fresh_one(conn, result, message):
@@ -147,27 +148,29 @@ def test_duplicates_of_a_rolled_back_batch_are_not_counted(consumer, notificatio
 
     monkeypatch.setattr(notification_store, "record", fail_on_the_fresh_one)
     with pytest.raises(sqlite3.OperationalError):
-        consumer.handle_batch([delivery(events.encode(notified)), delivery(events.encode(fresh))])
-    assert consumer.duplicates == 0
+        unit_of_work.handle_batch([delivery(events.encode(notified)), delivery(events.encode(fresh))])
+    assert unit_of_work.duplicates == 0
 
 
-def test_health_reports_the_duplicates(consumer, notification_store):
+def test_health_reports_the_duplicates(unit_of_work, notification_store):
     body = events.encode(inventory_result())
-    consumer.handle_batch([delivery(body), delivery(body)])
-    status, health = _health(SimpleNamespace(loop=SimpleNamespace(consuming=True),
-                                             pruner=SimpleNamespace(pruned={})), notification_store,
-                             consumer)
+    unit_of_work.handle_batch([delivery(body), delivery(body)])
+    life = Lifecycle(SERVICE, ServiceSettings(), notification_store, topology.INVENTORY_EVENTS,
+                     unit_of_work.handle_batch)
+    life.loop.consuming = True
+    status, health = life.health(own_health(notification_store, unit_of_work))
     assert status == 200
     assert (health["notifications_sent"], health["duplicates"]) == (1, 1)
+    assert health["service"] == "notification-service"
 
 
-def test_what_the_notification_consumer_logs(consumer, caplog):
-    caplog.set_level(logging.INFO, logger=CONSUMER_LOGGER)
+def test_what_the_notification_unit_of_work_logs(unit_of_work, caplog):
+    caplog.set_level(logging.INFO, logger=UNIT_OF_WORK_LOGGER)
     reserved = inventory_result(item="Pizza", quantity=3, user_id="u7")
     failed = inventory_result(event_type=INVENTORY_FAILED, reason="no stock")
-    consumer.handle_batch([delivery(events.encode(reserved)), delivery(events.encode(failed))])
-    consumer.handle_batch([delivery(events.encode(reserved))])
-    assert [r.getMessage() for r in caplog.records if r.name == CONSUMER_LOGGER] == [
+    unit_of_work.handle_batch([delivery(events.encode(reserved)), delivery(events.encode(failed))])
+    unit_of_work.handle_batch([delivery(events.encode(reserved))])
+    assert [r.getMessage() for r in caplog.records if r.name == UNIT_OF_WORK_LOGGER] == [
         f"Not a reservation, no notification: order_id={failed.order_id} event_id={failed.event_id} "
         "type=InventoryFailed",
         f"Notification sent: order_id={reserved.order_id} event_id={reserved.event_id} user=u7 "

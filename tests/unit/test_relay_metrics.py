@@ -15,7 +15,7 @@ from tests.unit.test_relay import add, clock, make_relay, open_connection, run_r
 
 @pytest.fixture(autouse=True)
 def on() -> Iterator[None]:
-    metrics.configure(True, "order-service", registry=CollectorRegistry())
+    metrics.configure(True, outbox=True, registry=CollectorRegistry())
     yield
     metrics.configure(False)
 

@@ -69,10 +69,10 @@ def test_a_counted_redelivery_is_stamped_and_kept_inside_the_window(notification
 
 def test_reservations_and_orders_are_business_records_and_never_pruned(inventory_store,
                                                                         order_store):
-    consumer = InventoryUnitOfWork(inventory_store, 1.0, SimpleNamespace(
+    unit_of_work = InventoryUnitOfWork(inventory_store, 1.0, SimpleNamespace(
         claimant=lambda: "test-relay", hand_over=lambda rows: None))
     event = order_placed()
-    consumer.handle_batch([delivery(to_body(payload_of(event)))])
+    unit_of_work.handle_batch([delivery(to_body(payload_of(event)))])
     order_store.write(lambda conn: conn.execute(
         "INSERT INTO orders (order_id, user_id, item, quantity, status, created_at, updated_at)"
         " VALUES ('o1', 'u', 'Burger', 1, 'reserved', '2020-01-01T00:00:00Z',"
@@ -86,16 +86,16 @@ def test_reservations_and_orders_are_business_records_and_never_pruned(inventory
 
 def test_a_duplicate_inside_the_window_is_recognised_and_one_outside_it_is_not(notification_store):
     """The documented trade-off: past the window, a re-published result notifies again."""
-    consumer = NotificationUnitOfWork(notification_store)
+    unit_of_work = NotificationUnitOfWork(notification_store)
     body = to_body(payload_of(inventory_result()))
-    consumer.handle_batch([delivery(body)])
+    unit_of_work.handle_batch([delivery(body)])
     pruner(notification_store, days_later=6).prune_once()
-    consumer.handle_batch([delivery(body, redelivered=True)])
-    assert (notification_store.count(), consumer.duplicates) == (1, 1)
+    unit_of_work.handle_batch([delivery(body, redelivered=True)])
+    assert (notification_store.count(), unit_of_work.duplicates) == (1, 1)
     pruner(notification_store, days_later=8).prune_once()
     assert notification_store.count() == 0
-    consumer.handle_batch([delivery(body, redelivered=True)])
-    assert (notification_store.count(), consumer.duplicates) == (1, 1)  # notified a second time
+    unit_of_work.handle_batch([delivery(body, redelivered=True)])
+    assert (notification_store.count(), unit_of_work.duplicates) == (1, 1)  # notified a second time
 
 
 def test_an_inbox_entry_is_a_duplicate_only_inside_the_window(inventory_store):
@@ -108,13 +108,13 @@ def test_an_inbox_entry_is_a_duplicate_only_inside_the_window(inventory_store):
 
 def test_an_order_decided_before_the_window_is_still_decided_once(inventory_store):
     """InventoryService's reservations, which are kept, still catch a very late duplicate."""
-    consumer = InventoryUnitOfWork(inventory_store, 1.0, SimpleNamespace(
+    unit_of_work = InventoryUnitOfWork(inventory_store, 1.0, SimpleNamespace(
         claimant=lambda: "test-relay", hand_over=lambda rows: None))
     body = to_body(payload_of(order_placed()))
-    consumer.handle_batch([delivery(body)])
+    unit_of_work.handle_batch([delivery(body)])
     pruner(inventory_store, days_later=8).prune_once()
-    consumer.handle_batch([delivery(body, redelivered=True)])
-    assert consumer.duplicates == 1
+    unit_of_work.handle_batch([delivery(body, redelivered=True)])
+    assert unit_of_work.duplicates == 1
     assert outbox.backlog(inventory_store.conn) == 1
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gc
 
-from messaging.runtime import freeze_startup_objects
+from messaging.service import freeze_startup_objects
 
 
 def test_freezing_moves_what_exists_out_of_the_collectors_reach():

@@ -49,10 +49,10 @@ def test_a_final_order_is_not_moved_again(order_store, caplog):
     [order_id] = placed(order_store)
     first = inventory_result(order_id=order_id)
     again = inventory_result(order_id=order_id, event_type=INVENTORY_FAILED, reason="late")
-    consumer = StatusUnitOfWork(order_store)
-    consumer.handle_batch([delivery(events.encode(first))])
+    unit_of_work = StatusUnitOfWork(order_store)
+    unit_of_work.handle_batch([delivery(events.encode(first))])
     with caplog.at_level(logging.INFO):
-        assert consumer.handle_batch([delivery(events.encode(again))]) == []
+        assert unit_of_work.handle_batch([delivery(events.encode(again))]) == []
     assert order_store.get(order_id).status == "reserved"
     assert logged(caplog) == [
         f"Order already final, skipping: order_id={order_id} event_id={again.event_id}"]

@@ -78,12 +78,12 @@ def test_each_delivery_is_handled_in_a_child_of_the_trace_its_header_names(monke
 
 
 def test_an_inventory_result_continues_the_trace_of_the_order_it_answers(inventory_store):
-    consumer = InventoryUnitOfWork(inventory_store, 1.0, Wakes())
+    unit_of_work = InventoryUnitOfWork(inventory_store, 1.0, Wakes())
     event = order_placed()
     _, properties, body = deliver(1, encode(event), message_id=event.event_id,
                                   headers={"traceparent": PARENT})
     span = trace_context.continue_or_start(PARENT)
-    consumer.handle_batch([Delivery(1, "orders", "order.placed", False, properties, body,
+    unit_of_work.handle_batch([Delivery(1, "orders", "order.placed", False, properties, body,
                                     Span(span))])
     [result] = published(inventory_store)
     assert result.traceparent == span.header(), "the parent is the consumer's span"
