@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,12 @@ MAX_TEXT_LENGTH = 64
 MAX_QUANTITY = 100
 MAX_REASON_LENGTH = 200
 ORDER_FIELDS = ("user_id", "item", "quantity")
+# What no name needs and what forges log lines or disguises text: controls (Cc: newlines, escape
+# sequences), format characters (Cf: bidirectional overrides, zero-width spaces, the BOM) and the
+# line and paragraph separators. ZWNJ and ZWJ are format characters that Persian, the Indic scripts
+# and emoji sequences spell names with, so they stay.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+NAME_JOINERS = frozenset({"\u200c", "\u200d"})
 
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -46,6 +53,8 @@ def order_field_errors(payload: dict[str, Any]) -> dict[str, str]:
             errors[field] = f"must be at most {MAX_TEXT_LENGTH} characters"
         elif not storable_text(value):
             errors[field] = "must be valid Unicode text without NUL characters"
+        elif (hidden := first_hidden(value)) is not None:
+            errors[field] = f"must not contain control or format characters (found U+{ord(hidden):04X})"
     quantity = payload.get("quantity")
     if "quantity" not in payload:
         errors["quantity"] = "is required"
@@ -54,6 +63,18 @@ def order_field_errors(payload: dict[str, Any]) -> dict[str, str]:
     elif not 1 <= quantity <= MAX_QUANTITY:
         errors["quantity"] = f"must be between 1 and {MAX_QUANTITY}"
     return errors
+
+
+def is_hidden(char: str) -> bool:
+    """Whether `char` is a control, format or separator character no name needs."""
+    return unicodedata.category(char) in HIDDEN_CATEGORIES and char not in NAME_JOINERS
+
+
+def first_hidden(text: str) -> str | None:
+    """The first control, format or separator character in `text`; None when it has none."""
+    if text.isprintable():  # the common case: printable text holds none of them
+        return None
+    return next((char for char in text if is_hidden(char)), None)
 
 
 def storable_text(text: str) -> bool:

@@ -5,9 +5,10 @@ and on a documented limit the validator does not enforce), and `GET /openapi.jso
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from messaging.events import MAX_QUANTITY, MAX_REASON_LENGTH, MAX_TEXT_LENGTH
+from messaging.events import MAX_QUANTITY, MAX_REASON_LENGTH, MAX_TEXT_LENGTH, is_hidden
 from order_service import board, handlers
 
 JSON = "application/json"
@@ -15,8 +16,41 @@ JSON = "application/json"
 # whose meaning differs between Python, ECMA-262 and Rust regex engines.
 WHITESPACE = ((0x09, 0x0D), (0x1C, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680),
               (0x2000, 0x200A), (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000))
-_SPACE = "".join(f"\\u{low:04x}" + (f"-\\u{high:04x}" if high > low else "") for low, high in WHITESPACE)
-TEXT_PATTERN = f"^[^\\u0000]*[^\\u0000{_SPACE}][^\\u0000]*$"
+
+
+def _char(code: int) -> str:
+    """One character of a pattern's class: escaped in the BMP, itself beyond (no engine-specific
+    escape for astral code points)."""
+    return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+
+def _ranges(ranges: list[tuple[int, int]]) -> str:
+    return "".join(_char(low) + (f"-{_char(high)}" if high > low else "") for low, high in ranges)
+
+
+@functools.cache
+def _hidden() -> str:
+    """The characters order_field_errors refuses (events.is_hidden), as a pattern's class ranges."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(0x110000):
+        if not is_hidden(chr(code)):
+            continue
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    return _ranges(ranges)
+
+
+@functools.cache
+def text_pattern() -> str:
+    """Not only whitespace, and none of the hidden characters (NUL among them).
+
+    The look-ahead refuses a newline anywhere, as the class does: Python's `$` (which jsonschema
+    uses) also matches just before a final newline, so the class alone would let "a\\n" through.
+    """
+    hidden = _hidden()
+    return f"^(?!.*\\n)[^{hidden}]*[^{hidden}{_ranges(list(WHITESPACE))}][^{hidden}]*$"
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -28,8 +62,9 @@ def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, A
 
 
 def _text(description: str) -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH, "pattern": TEXT_PATTERN,
-            "description": f"{description}: not only whitespace, no NUL"}
+    return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH, "pattern": text_pattern(),
+            "description": f"{description}: not only whitespace; no control or format characters "
+                           "(Unicode Cc, Cf but ZWNJ and ZWJ, Zl, Zp), so no NUL"}
 
 
 def _schemas() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Logging set-up for a service's __main__: one line per record on stdout, pika kept quiet.
 
-LOG_FORMAT=text (the default) writes `time LEVEL logger: message`. LOG_FORMAT=json writes each
+LOG_FORMAT=text (the default) writes `time LEVEL logger: message`, with anything unprintable in it
+escaped. LOG_FORMAT=json writes each
 record as one JSON object (python-json-logger) with `timestamp`, `level`, `service`, `logger`,
 `message` and, where known, `order_id`, `event_id`, `trace_id` and `span_id`: those come from the
 scope of the request or message being handled (`trace_context`), so no log call has to pass them.
@@ -22,6 +23,24 @@ LOG_FORMATS = ("TEXT", "JSON")
 
 _json: JsonFormatter | None = None  # set in json mode, for handlers made later (gunicorn's)
 _scope_filter: ScopeFilter | None = None
+
+
+class TextFormatter(logging.Formatter):
+    """LOG_FORMAT=text: every character of a record's line that a terminal or a log reader would act on
+    (newlines, escape sequences, bidirectional overrides, ...) is written escaped, as `\\n` or `\\u202e`,
+    so text that came from a client or a publisher cannot forge or disguise a line. A traceback,
+    which the formatter appends itself, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escaped(super().formatMessage(record))
+
+
+def escaped(text: str) -> str:
+    """`text` with every unprintable character written as its Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+                   for char in text)
 
 
 class ScopeFilter(logging.Filter):
@@ -61,6 +80,9 @@ def configure(service: str = "service") -> None:
     fmt = log_format()
     logging.basicConfig(level=level, stream=sys.stdout, format=TEXT_FORMAT)
     logging.getLogger("pika").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
+    if fmt == "text":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(TextFormatter(TEXT_FORMAT))
     if fmt == "json":
         _json, _scope_filter = json_formatter(service), ScopeFilter()
         for handler in logging.getLogger().handlers:

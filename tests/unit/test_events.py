@@ -71,6 +71,33 @@ def test_text_no_store_can_hold_is_rejected(field, value):
         field: "must be valid Unicode text without NUL characters"}
 
 
+@pytest.mark.parametrize("field", ["user_id", "item"])
+@pytest.mark.parametrize(("value", "found"), [
+    ("user\nINFO forged line", "U+000A"), ("a\rb", "U+000D"), ("a\tb", "U+0009"),
+    ("\x1b[2Jx", "U+001B"), ("a\x7fb", "U+007F"), ("a\x85b", "U+0085"),  # controls (Cc)
+    ("evil\u202egnp.exe", "U+202E"), ("a\u2066b", "U+2066"), ("a\u200bb", "U+200B"),
+    ("\ufeffBurger", "U+FEFF"), ("a\u00adb", "U+00AD"), ("a\U000e0041b", "U+E0041"),  # format (Cf)
+    ("a\u2028b", "U+2028"), ("a\u2029b", "U+2029"),  # line and paragraph separators
+])
+def test_control_and_format_characters_are_refused_naming_the_first(field, value, found):
+    assert order_field_errors(with_(**{field: value})) == {
+        field: f"must not contain control or format characters (found {found})"}
+
+
+@pytest.mark.parametrize("value", [
+    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # ZWNJ in Persian
+    "\U0001f469\u200d\U0001f373", "caf\u00e9", "\u00a0Jos\u00e9", "\u5bff\u53f8"])
+def test_names_that_need_joiners_or_are_not_ascii_are_accepted(value):
+    assert order_field_errors(with_(user_id=value, item=value)) == {}
+
+
+def test_the_event_parser_refuses_the_same_characters():
+    body = events.encode(order_placed(item="Burger\nInventory reserved: order_id=forged"))
+    with pytest.raises(Poison, match="U\\+000A") as refused:
+        parse_order_placed(body)
+    assert refused.value.reason == "invalid-field"
+
+
 @pytest.mark.parametrize("quantity", [True, False, 2.0, 2.5, "2", None, [2]])
 def test_quantity_must_be_an_integer(quantity):
     assert order_field_errors(with_(quantity=quantity)) == {"quantity": "must be an integer"}

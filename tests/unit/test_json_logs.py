@@ -1,4 +1,4 @@
-"""LOG_FORMAT: text as it always was, or one JSON object per line with the order's scope."""
+"""LOG_FORMAT: text (anything unprintable escaped), or one JSON object per line with the order's scope."""
 from __future__ import annotations
 
 import json
@@ -29,6 +29,8 @@ try:
     1 / 0
 except ZeroDivisionError:
     log.exception("it broke")
+log.info("Order accepted: user=%s item=%s", "u1\\n2026-12-04 INFO forged: Order reserved",
+         "\\x1b[2J\\u202eBurger")
 """.replace("TRACE", TRACE).replace("SPAN", SPAN)
 
 
@@ -44,8 +46,8 @@ def test_json_lines_carry_the_fields_and_the_scope():
     result = run("json")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(records) == 3, result.stdout  # one line each, the traceback inside its record
-    first, about, broken = records
+    assert len(records) == 4, result.stdout  # one line each, the traceback inside its record
+    first, about, broken, forged = records
     assert set(first) == {"timestamp", "level", "service", "logger", "message"}
     assert (first["level"], first["service"], first["logger"], first["message"]) == \
         ("INFO", "test-service", "some.module", "before any order")
@@ -54,6 +56,8 @@ def test_json_lines_carry_the_fields_and_the_scope():
                      "order_id": "order-1", "event_id": "event-1", "trace_id": TRACE,
                      "span_id": SPAN}
     assert "ZeroDivisionError" in broken["exc_info"] and "order_id" not in broken
+    assert forged["message"] == ("Order accepted: user=u1\n2026-12-04 INFO forged: Order reserved "
+                                 "item=\x1b[2J\u202eBurger"), "JSON escapes the line breaks: one record"
 
 
 def test_text_is_the_default_and_unchanged():
@@ -62,6 +66,24 @@ def test_text_is_the_default_and_unchanged():
         lines = result.stdout.splitlines()
         assert len(lines) >= 3 and " INFO some.module: before any order" in lines[0]
         assert lines[1].endswith(" WARNING some.module: about the order: 7"), "no fields added"
+
+
+def test_text_lines_escape_what_would_forge_or_disguise_a_line_and_tracebacks_keep_theirs():
+    lines = run("text").stdout.splitlines()
+    assert lines[2].endswith(" ERROR some.module: it broke")
+    assert lines[3] == "Traceback (most recent call last):"
+    assert lines[-1].endswith(" INFO some.module: Order accepted: user=u1\\n2026-12-04 INFO forged: Order "
+                              "reserved item=\\x1b[2J\\u202eBurger"), "one line, escaped"
+    assert not any(line.startswith("2026-12-04 INFO forged") for line in lines)
+
+
+@pytest.mark.parametrize(("text", "written"), [
+    ("plain text, caf\u00e9 \u5bff\u53f8", "plain text, caf\u00e9 \u5bff\u53f8"),
+    ("a\nb\rc\td", "a\\nb\\rc\\td"), ("\x1b[31m", "\\x1b[31m"), ("x\u2028y\u202e", "x\\u2028y\\u202e"),
+    ("\U000e0001", "\\U000e0001"), ("\\n stays as typed", "\\n stays as typed"),
+])
+def test_escaped_writes_every_unprintable_character_as_its_escape(text, written):
+    assert logs.escaped(text) == written
 
 
 def test_a_bad_log_format_is_a_configuration_error():

@@ -100,7 +100,9 @@ def accepts(payload: Any) -> bool:
         return False
 
 
-TEXT = st.one_of(st.text(max_size=70), st.text(st.sampled_from(" \t\x1c\x85\u3000\x00a"), max_size=4),
+TEXT = st.one_of(st.text(max_size=70),
+                 st.text(st.sampled_from(" \t\x1c\x85\u3000\x00a\n\u202e\u200d\u200c\ufeff\U000e0001"),
+                         max_size=4),
                  st.integers(60, 70).map(lambda n: "x" * n))
 VALUES = st.one_of(TEXT, st.integers(-5, 105), st.floats(allow_nan=False), st.booleans(), st.none())
 BODIES = st.dictionaries(st.sampled_from(["user_id", "item", "quantity", "size"]), VALUES)
@@ -117,6 +119,16 @@ BODIES = st.dictionaries(st.sampled_from(["user_id", "item", "quantity", "size"]
 def test_the_documented_body_is_exactly_what_the_validator_accepts(body):
     doc = openapi.document(config.DEFAULTS.max_body_bytes)
     assert schema_of(doc, "NewOrder").is_valid(body) == accepts(body), body
+
+
+def test_the_documented_text_pattern_refuses_exactly_the_characters_the_validator_refuses():
+    pattern = re.compile(openapi.text_pattern())
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue  # no JSON text holds a lone surrogate
+        text = f"a{chr(code)}"
+        assert bool(pattern.match(text)) == accepts({"user_id": text, "item": "x", "quantity": 1}), \
+            f"U+{code:04X}"
 
 
 def test_the_documented_example_is_accepted(doc):
