@@ -29,7 +29,7 @@ def headers_of(*fields: bytes) -> pika.BasicProperties:
     (b"d", double(float("nan")), "double"),
     (b"d", double(float("inf")), "double"),
     (b"f", struct.pack(">f", float("-inf")), "float"),
-])
+], ids=["timestamp-2^63+5", "timestamp-2^64-1", "double-nan", "double-inf", "float-minus-inf"])
 def test_a_value_pika_cannot_decode_becomes_text_and_the_rest_is_read(kind, payload, name):
     properties = headers_of(field(b"bad", kind, payload), GOOD)
     bad = properties.headers["bad"]
