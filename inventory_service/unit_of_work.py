@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from inventory_service import handlers
 from inventory_service.store import InventoryStore, Outcome, nocase
@@ -10,6 +9,7 @@ from messaging import events, topology
 from messaging.amqp.delivery import Delivery, Rejection, parse_all, traces
 from messaging.amqp.relay import Relay
 from messaging.db import inbox, outbox
+from messaging.db.backend import Connection
 from messaging.db.outbox import PendingMessage
 from messaging.events import OrderPlaced
 from messaging.observability import metrics
@@ -37,7 +37,7 @@ class InventoryUnitOfWork:
         claimant = self._relay.claimant()
         skipped = 0
 
-        def settle(conn: sqlite3.Connection) -> None:
+        def settle(conn: Connection) -> None:
             nonlocal skipped
             log_lines.clear()
             results.clear()
@@ -60,7 +60,7 @@ class InventoryUnitOfWork:
             self._relay.hand_over(results if claimant else [])
         return rejections
 
-    def _reserve(self, conn: sqlite3.Connection, placed: list[OrderPlaced],
+    def _reserve(self, conn: Connection, placed: list[OrderPlaced],
                  log_lines: list[tuple[OrderPlaced, tuple]]) -> list[Outcome]:
         """Decide each new event in delivery order against the stock as the batch leaves it."""
         fresh = inbox.mark_processed_many(conn, [event.event_id for event in placed])

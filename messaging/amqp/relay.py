@@ -2,7 +2,7 @@
 
 One relay thread owns one pika SelectConnection: this module is its state machine. What is in
 flight lives in `confirms.InFlight`; the rows themselves are claimed, given back and deleted through
-the outbox's storage side (`outbox.SqliteOutbox`), with a lease, so several relays (one per gunicorn
+the outbox's storage side (`outbox.Outbox`), with a lease, so several relays (one per gunicorn
 worker, one per replica) can share an outbox. A row is deleted only when the broker confirms it,
 and given back when it is nacked or returned as unroutable, so nothing is lost across outages.
 """
@@ -43,7 +43,7 @@ DELETE_BATCH = 1000  # confirmed rows that are deleted at once without waiting
 
 
 class Outbox(Protocol):
-    """The storage side of the relay (see `outbox.SqliteOutbox`); raises OutboxUnavailable."""
+    """The storage side of the relay (see `outbox.Outbox`); raises OutboxUnavailable."""
 
     def claim(self, limit: int) -> list[PendingMessage]: ...
 
