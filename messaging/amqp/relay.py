@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import pika
+import pika.channel
 import pika.spec
 
 from messaging.amqp.confirms import InFlight
@@ -80,7 +81,7 @@ class Relay(threading.Thread):
         self._stopping, self._stopped = threading.Event(), threading.Event()
         self._flush_deadline = float("inf")
         self._connection: pika.SelectConnection | None = None
-        self._channel = None
+        self._channel: pika.channel.Channel | None = None
         self._inflight = InFlight(metrics.publish_meter())
         self._handed: deque[PendingMessage] = deque()
         self._confirmed: list[int] = []
@@ -176,7 +177,7 @@ class Relay(threading.Thread):
             logger.warning("%s lost its connection: %r", self.name, reason)
         connection.ioloop.stop()
 
-    def _on_channel_open(self, channel) -> None:
+    def _on_channel_open(self, channel: pika.channel.Channel) -> None:
         self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
@@ -282,8 +283,10 @@ class Relay(threading.Thread):
             message_id=message.message_id, correlation_id=message.correlation_id,
             type=message.type, timestamp=int(row.created_at),
             headers={HEADER: traceparent} if traceparent else None)
-        self._channel.basic_publish(message.exchange, message.routing_key, message.body,
-                                    properties, mandatory=True)
+        channel = self._channel
+        assert channel is not None  # rows are published only on an open channel (see _send)
+        channel.basic_publish(message.exchange, message.routing_key, message.body, properties,
+                              mandatory=True)
         if span is not None:
             span.end()
 
