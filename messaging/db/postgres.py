@@ -1,7 +1,8 @@
-"""PostgreSQL plumbing for the stores: a connection pool, one transaction per write, versioned schema.
+"""PostgreSQL plumbing for the stores: a connection pool, one transaction per write.
 
 `PostgresDatabase` offers what `sqlite.Database` offers the stores (a `backend.Backend`: `conn` for
-reads, `write(job)` for a committed transaction, `close`), so a store runs on either. There is no group
+reads, `write(job)` for a committed transaction, `close`), so a store runs on either; the schema
+is migrated through it like any write (`migrations.migrate`). There is no group
 commit, file lock or WAL checkpointer here: the server queues writers itself, and several
 replicas may share one database. `synchronous_commit` is left at the server's (safe) setting.
 """
