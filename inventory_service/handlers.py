@@ -93,7 +93,7 @@ def reserve(placed: list[OrderPlaced], fresh: set[str], decided: set[str],
         item, available = stock.get(key, (event.item, None))
         decision = decide(event, available, success_rate)
         outcomes.append(Outcome(event, item, result_for(event, decision, now)))
-        if decision.reserved:
+        if decision.reserved and available is not None:  # reserved only ever from known stock
             stock[key] = (item, available - event.quantity)
             lines.append((event, ("Inventory reserved: order_id=%s event_id=%s item=%s quantity=%d",
                                   event.order_id, event.event_id, item, event.quantity)))

@@ -1,12 +1,14 @@
 """InventoryService storage: stock levels, reservations, inbox and outbox in one database."""
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from messaging.db.backend import Backend, Connection
 from messaging.db.dialect import Dialect
-from messaging.db.messaging_store import Backend, MessagingStore
+from messaging.db.messaging_store import MessagingStore
+from messaging.db.migrations import migrate
 from messaging.db.sqlite import select_in
 from messaging.events import InventoryResult, OrderPlaced
 
@@ -59,7 +61,7 @@ class InventoryStore(MessagingStore):
 
     def __init__(self, db: Backend) -> None:
         super().__init__(db)
-        db.migrate("inventory", [_schema(db.dialect)])
+        migrate(db, "inventory", [_schema(db.dialect)])
         self._stock_query = ("SELECT item, available FROM stock WHERE " + self.dialect.fold("item")
                              + " IN ({})")
 
@@ -69,7 +71,7 @@ class InventoryStore(MessagingStore):
             "INSERT INTO stock (item, initial, available) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             [(item, initial, initial) for item in menu]))
 
-    def lock_ledger(self, conn: sqlite3.Connection) -> None:
+    def lock_ledger(self, conn: Connection) -> None:
         """Make this transaction the ledger's only writer until it ends.
 
         Deciding a batch reads the stock and the outcomes, then writes what follows from them, so
@@ -79,17 +81,17 @@ class InventoryStore(MessagingStore):
         if self.dialect.lock_writers:
             conn.execute(self.dialect.lock_writers, ("inventory-ledger",))
 
-    def stock_for(self, conn: sqlite3.Connection, items: set[str]) -> dict[str, tuple[str, int]]:
+    def stock_for(self, conn: Connection, items: set[str]) -> dict[str, tuple[str, int]]:
         """nocase(item) -> (menu name, units on hand) for those of `items` that are on the menu."""
         rows = select_in(conn, self._stock_query, {nocase(item) for item in items})
         return {nocase(row[0]): (row[0], row[1]) for row in rows}
 
-    def outcomes_among(self, conn: sqlite3.Connection, order_ids: set[str]) -> set[str]:
+    def outcomes_among(self, conn: Connection, order_ids: set[str]) -> set[str]:
         """Those of `order_ids` that already have a reservation outcome."""
         return {row[0] for row in select_in(
             conn, "SELECT order_id FROM reservations WHERE order_id IN ({})", order_ids)}
 
-    def record(self, conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
+    def record(self, conn: Connection, outcomes: list[Outcome]) -> None:
         """Apply outcomes: take the stock of the reserved ones, remember every outcome."""
         taken: dict[str, int] = {}
         for o in outcomes:
@@ -105,7 +107,7 @@ class InventoryStore(MessagingStore):
               "reserved" if o.result.reserved else "failed", o.result.reason, now)
              for o in outcomes])
 
-    def stock_levels(self) -> list[dict]:
+    def stock_levels(self) -> list[dict[str, Any]]:
         """Every item with its initial and available units and what is reserved."""
         rows = self.conn.execute(
             "SELECT s.item, s.initial, s.available,"

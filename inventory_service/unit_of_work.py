@@ -5,7 +5,6 @@ once this returns."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from inventory_service import handlers
 from inventory_service.store import InventoryStore, Outcome
@@ -13,6 +12,7 @@ from messaging import events, topology
 from messaging.amqp.delivery import Delivery, Rejection, parse_all, traces
 from messaging.amqp.relay import Relay
 from messaging.db import inbox, outbox
+from messaging.db.backend import Connection
 from messaging.db.outbox import PendingMessage
 from messaging.events import OrderPlaced
 from messaging.observability import metrics
@@ -40,7 +40,7 @@ class InventoryUnitOfWork:
         claimant = self._relay.claimant()
         skipped = 0
 
-        def settle(conn: sqlite3.Connection) -> None:
+        def settle(conn: Connection) -> None:
             nonlocal skipped
             outcomes, lines = self._reserve(conn, placed)
             log_lines[:] = lines
@@ -61,7 +61,7 @@ class InventoryUnitOfWork:
             self._relay.hand_over(results if claimant else [])
         return rejections
 
-    def _reserve(self, conn: sqlite3.Connection, placed: list[OrderPlaced],
+    def _reserve(self, conn: Connection, placed: list[OrderPlaced],
                  ) -> tuple[list[Outcome], list[handlers.LogLine]]:
         """Read what the decision needs (marking the new event ids processed), then decide."""
         self._store.lock_ledger(conn)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 import pika
 
@@ -291,7 +291,17 @@ class ServiceSettings:
     metrics: bool = True  # METRICS=off: no counting, and GET /metrics answers 404
 
 
-def service_settings(env: Mapping[str, str]) -> dict[str, object]:
+class ServiceFields(TypedDict):
+    """The fields every service's Settings shares (ServiceSettings), as `service_settings` reads them."""
+
+    broker: BrokerSettings
+    storage: StorageSettings
+    consumer: ConsumerSettings
+    retention: RetentionSettings
+    metrics: bool
+
+
+def service_settings(env: Mapping[str, str]) -> ServiceFields:
     """The ServiceSettings fields read from `env`, to pass on to a service's own Settings."""
     return {"broker": broker_settings(env), "storage": storage_settings(env),
             "consumer": consumer_settings(env), "retention": retention_settings(env),

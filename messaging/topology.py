@@ -180,7 +180,3 @@ def declare_queue(channel: BlockingChannel, queue: Queue, queue_type: str = CLAS
     for exchange, key in queue.bindings:
         channel.queue_bind(queue=name, exchange=exchange, routing_key=key)
 
-
-def dead_letter_queue_for(queue: Queue) -> Queue:
-    """Return the DLQ that `queue` dead-letters into."""
-    return next(q for q in DEAD_LETTER_QUEUES if q.name == queue.dead_letter_key)

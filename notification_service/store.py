@@ -5,10 +5,11 @@ a duplicate InventoryReserved older than the window is not recognised (docs/guar
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 
-from messaging.db.messaging_store import Backend, MessagingStore
+from messaging.db.backend import Backend, Connection
+from messaging.db.messaging_store import MessagingStore
+from messaging.db.migrations import migrate
 from messaging.events import InventoryResult
 
 SCHEMA = """
@@ -36,9 +37,9 @@ class NotificationStore(MessagingStore):
 
     def __init__(self, db: Backend) -> None:
         super().__init__(db)
-        db.migrate("notifications", [SCHEMA, RETENTION_SCHEMA])
+        migrate(db, "notifications", [SCHEMA, RETENTION_SCHEMA])
 
-    def record(self, conn: sqlite3.Connection, result: InventoryResult, message: str) -> bool:
+    def record(self, conn: Connection, result: InventoryResult, message: str) -> bool:
         """Record a notification for the order; False when it was already notified."""
         cursor = conn.execute(
             "INSERT INTO notifications (order_id, event_id, user_id, item, quantity,"
@@ -46,10 +47,6 @@ class NotificationStore(MessagingStore):
             (result.order_id, result.event_id, result.user_id, result.item, result.quantity,
              message, time.time()))
         return cursor.rowcount == 1
-
-    def notified_orders(self) -> list[str]:
-        """Every order notified so far."""
-        return [row[0] for row in self.conn.execute("SELECT order_id FROM notifications")]
 
     def result_events(self) -> dict[str, str]:
         """order_id -> event_id of the InventoryReserved event each notification was sent for."""

@@ -4,10 +4,10 @@ touches pika and never acks: the shared consume loop acks the batch once this re
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from messaging import events, topology
 from messaging.amqp.delivery import Delivery, Rejection, parse_all, traces
+from messaging.db.backend import Connection
 from messaging.observability import metrics
 from messaging.observability.trace_context import about
 from notification_service import handlers, own_metrics
@@ -34,7 +34,7 @@ class NotificationUnitOfWork:
         sent: list[tuple] = []
         skipped = 0
 
-        def settle(conn: sqlite3.Connection) -> None:
+        def settle(conn: Connection) -> None:
             nonlocal skipped
             sent.clear()
             skipped = 0

@@ -64,13 +64,22 @@ class OrderServiceApplication(BaseApplication):
         app.extensions["lifecycle"] = lifecycle
         return app
 
+
+
+class OrderService:
+    """OrderService as service.main runs it: gunicorn's master, with the metrics directory its
+    workers share."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+
     def run(self) -> int:
         """Serve until gunicorn's master stops (it exits 3 itself when a worker cannot boot)."""
         logger.info("OrderService starting on %s:%d with %d worker(s)", self.settings.host,
                     self.settings.port, self.settings.workers)
         private_dir = exposition.prepare_multiprocess(SERVICE) if self.settings.metrics else None
         try:
-            super().run()
+            OrderServiceApplication(self.settings).run()
         finally:
             exposition.remove(private_dir)
         return 0
@@ -86,7 +95,7 @@ def _stop_lifecycle(_server, worker) -> None:
         lifecycle.stop(timeout=max(1.0, worker.cfg.graceful_timeout / 2))
 
 
-def build(settings: config.Settings) -> OrderServiceApplication:
+def build(settings: config.Settings) -> OrderService:
     """Check the broker's queues before the fork (a refusal stops the master, not just a worker),
     create or migrate the schema once, release the claims a crash left."""
     if not check_topology(settings.broker):
@@ -95,7 +104,7 @@ def build(settings: config.Settings) -> OrderServiceApplication:
     store = OrderStore.open(settings.storage)  # creates or migrates the schema once
     store.release_claims()  # no relay runs yet: claims left by a crash are stale
     store.close()
-    return OrderServiceApplication(settings)
+    return OrderService(settings)
 
 
 if __name__ == "__main__":

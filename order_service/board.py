@@ -70,6 +70,7 @@ class CachedCounts:
         if kept is not None and self._clock() - kept[0] < self._max_age:
             return kept[1]
         if not self._lock.acquire(blocking=kept is None):
+            assert kept is not None  # only an acquire that does not block can fail
             return kept[1]
         try:
             now = self._clock()

@@ -1,10 +1,10 @@
 """OrderService storage: orders and their outbox in one database (SQLite file or PostgreSQL)."""
 from __future__ import annotations
 
-import sqlite3
-
 from messaging.db import outbox
-from messaging.db.messaging_store import Backend, MessagingStore
+from messaging.db.backend import Backend, Connection, Row
+from messaging.db.messaging_store import MessagingStore
+from messaging.db.migrations import migrate
 from messaging.db.outbox import PendingMessage
 from messaging.db.sqlite import chunks, select_in
 from messaging.events import Message
@@ -28,7 +28,7 @@ CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, seq);
 COLUMNS = "order_id, user_id, item, quantity, status, created_at, updated_at, reason"
 
 
-def _order(row: sqlite3.Row) -> Order:
+def _order(row: Row) -> Order:
     return Order(**dict(row))
 
 
@@ -39,10 +39,14 @@ class OrderStore(MessagingStore):
 
     def __init__(self, db: Backend) -> None:
         super().__init__(db)
-        db.migrate("orders", [SCHEMA])
+        migrate(db, "orders", [SCHEMA])
 
-    def add(self, order: Order, message: Message, claimant: str | None = None) -> PendingMessage:
-        """Store a new order and its OrderPlaced event in one transaction; return the outbox row."""
+    def add(self, order: Order, message: Message,
+            claimant: str | None = None) -> PendingMessage | None:
+        """Store a new order and its OrderPlaced event in one transaction; return the outbox row.
+
+        None when the outbox already holds a message with this message_id (see `outbox.add_with`).
+        """
         return outbox.add_with(
             self.db, f"INSERT INTO orders ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (order.order_id, order.user_id, order.item, order.quantity, order.status,
@@ -56,7 +60,8 @@ class OrderStore(MessagingStore):
 
     def find(self, query: ListQuery) -> tuple[list[Order], int]:
         """A page of orders matching the filters, newest first, and the total that match."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | None] = []
         for column in ("status", "user_id"):
             if getattr(query, column) is not None:
                 where.append(f"{column} = ?")
@@ -68,12 +73,7 @@ class OrderStore(MessagingStore):
             [*params, query.limit, query.offset]).fetchall()
         return [_order(row) for row in rows], total
 
-    def finish(self, conn: sqlite3.Connection, order_id: str, status: str, reason: str | None,
-               now: str) -> str:
-        """Move an accepted order to its final status: 'updated', 'duplicate' or 'unknown'."""
-        return self.finish_many(conn, [(order_id, status, reason)], now)[0]
-
-    def finish_many(self, conn: sqlite3.Connection, changes: list[tuple[str, str, str | None]],
+    def finish_many(self, conn: Connection, changes: list[tuple[str, str, str | None]],
                     now: str, created: dict[str, str] | None = None) -> list[str]:
         """Apply (order_id, status, reason) changes with one UPDATE per chunk; outcome per change.
 

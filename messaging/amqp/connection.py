@@ -62,8 +62,9 @@ class CoalescingSelectConnection(pika.SelectConnection):
 
     def _emit_unsent(self) -> None:
         data, self._unsent = b"".join(self._unsent), []
-        if data and self._transport is not None:  # None once the stream is gone: nothing to send
-            super()._adapter_emit_data(data)
+        # pika's stubs lack the adapter's transport and its emit method, which this class overrides.
+        if data and self._transport is not None:  # type: ignore[attr-defined]  # None once the stream is gone
+            super()._adapter_emit_data(data)  # type: ignore[misc]
 
 
 class NodeRotation:

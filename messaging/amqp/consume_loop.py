@@ -103,8 +103,10 @@ class ConsumeLoop:
                 logger.info("%s consuming %s (prefetch %d)", self._service, self._queue.name,
                             self._settings.prefetch)
             if method is not None:
-                batch.append(Delivery(method.delivery_tag, method.exchange, method.routing_key,
-                                      method.redelivered, properties, body,
+                # pika's stubs type every field of a delivery Optional; with a method, all are set.
+                batch.append(Delivery(method.delivery_tag, method.exchange,  # type: ignore[arg-type]
+                                      method.routing_key, method.redelivered,  # type: ignore[arg-type]
+                                      properties, body,  # type: ignore[arg-type]
                                       consume_span(self._queue.name, properties)))
                 if len(batch) < self._settings.max_batch and channel.get_waiting_message_count():
                     continue
@@ -168,7 +170,9 @@ class ConsumeLoop:
         if not delivery.redelivered or key in self._requeued:
             self._requeued.discard(key)
             return 1
-        outcome = self._attempt(connection, lambda: self._count_redelivery(key),
+        count = self._count_redelivery
+        assert count is not None  # redeliveries are counted only where there is a counter
+        outcome = self._attempt(connection, lambda: count(key),
                                 f"counting a redelivery of {key}")
         if isinstance(outcome, BaseException):
             raise outcome  # unsettled: it comes back after the reconnect, and is counted then

@@ -70,6 +70,7 @@ def dead_letter(publisher: BlockingChannel, queue: topology.Queue, rejection: Re
         logger.warning("%s: dead-lettering message %s from %s: %s (%s)", service,
                        source.message_id or f"tag {delivery.tag}", queue.name, rejection.reason,
                        rejection.error)
+        assert queue.dead_letter_key is not None  # only a work queue's deliveries are dead-lettered
         try:
             publisher.basic_publish(topology.DEAD_LETTER_EXCHANGE, queue.dead_letter_key,
                                     delivery.body, properties, mandatory=True)

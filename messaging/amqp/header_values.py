@@ -48,7 +48,7 @@ def install() -> None:
     """Make pika's header decoding tolerant (idempotent; affects every connection in the process)."""
     pika.data.decode_value = decode_value
     pika.data.decode_table = decode_table
-    pika.spec.BasicProperties.decode = _decode_properties
+    pika.spec.BasicProperties.decode = _decode_properties  # type: ignore[method-assign]
 
 
 def decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
@@ -113,7 +113,7 @@ def _decode_properties(self: pika.spec.BasicProperties, encoded: bytes, offset: 
     finally:
         _notes.current = None
         if notes:
-            self.unreadable = tuple(notes)
+            self.unreadable = tuple(notes)  # type: ignore[attr-defined]
 
 
 def unreadable(properties: pika.spec.BasicProperties) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 One relay thread owns one pika SelectConnection: this module is its state machine. What is in
 flight lives in `confirms.InFlight`; the rows themselves are claimed, given back and deleted through
-the outbox's storage side (`outbox.SqliteOutbox`), with a lease, so several relays (one per gunicorn
+the outbox's storage side (`outbox.Outbox`), with a lease, so several relays (one per gunicorn
 worker, one per replica) can share an outbox. A row is deleted only when the broker confirms it,
 and given back when it is nacked or returned as unroutable, so nothing is lost across outages.
 """
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import pika
+import pika.channel
 import pika.spec
 
 from messaging.amqp.confirms import InFlight
@@ -43,7 +44,7 @@ DELETE_BATCH = 1000  # confirmed rows that are deleted at once without waiting
 
 
 class Outbox(Protocol):
-    """The storage side of the relay (see `outbox.SqliteOutbox`); raises OutboxUnavailable."""
+    """The storage side of the relay (see `outbox.Outbox`); raises OutboxUnavailable."""
 
     def claim(self, limit: int) -> list[PendingMessage]: ...
 
@@ -80,7 +81,7 @@ class Relay(threading.Thread):
         self._stopping, self._stopped = threading.Event(), threading.Event()
         self._flush_deadline = float("inf")
         self._connection: pika.SelectConnection | None = None
-        self._channel = None
+        self._channel: pika.channel.Channel | None = None
         self._inflight = InFlight(metrics.publish_meter())
         self._handed: deque[PendingMessage] = deque()
         self._confirmed: list[int] = []
@@ -176,7 +177,7 @@ class Relay(threading.Thread):
             logger.warning("%s lost its connection: %r", self.name, reason)
         connection.ioloop.stop()
 
-    def _on_channel_open(self, channel) -> None:
+    def _on_channel_open(self, channel: pika.channel.Channel) -> None:
         self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
@@ -282,8 +283,10 @@ class Relay(threading.Thread):
             message_id=message.message_id, correlation_id=message.correlation_id,
             type=message.type, timestamp=int(row.created_at),
             headers={HEADER: traceparent} if traceparent else None)
-        self._channel.basic_publish(message.exchange, message.routing_key, message.body,
-                                    properties, mandatory=True)
+        channel = self._channel
+        assert channel is not None  # rows are published only on an open channel (see _send)
+        channel.basic_publish(message.exchange, message.routing_key, message.body, properties,
+                              mandatory=True)
         if span is not None:
             span.end()
 

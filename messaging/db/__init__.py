@@ -1,1 +1,2 @@
-"""The database plumbing: SQLite, PostgreSQL, their dialect, the shared store, outbox, inbox, retention."""
+"""The database plumbing: the stores' seam (backend), SQLite, PostgreSQL, their dialect, migrations,
+the shared store, outbox, inbox, retention."""

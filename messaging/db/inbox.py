@@ -6,10 +6,9 @@ event is recognised as a duplicate however often it comes within the deduplicati
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 
-from messaging.db import dialect
+from messaging.db.backend import Connection
 from messaging.db.sqlite import chunks
 
 SCHEMA = """
@@ -35,17 +34,7 @@ CREATE INDEX IF NOT EXISTS deliveries_by_last_seen ON deliveries (last_seen);
 RETAINED = (("inbox", "event_id", "processed_at"), ("deliveries", "message_key", "last_seen"))
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the inbox tables on a bare, empty connection (stores use `migrate`)."""
-    conn.executescript(dialect.of(conn).ddl(SCHEMA + RETENTION_SCHEMA))
-
-
-def mark_processed(conn: sqlite3.Connection, event_id: str) -> bool:
-    """Record `event_id` as handled; False when it already was (a duplicate)."""
-    return event_id in mark_processed_many(conn, [event_id])
-
-
-def mark_processed_many(conn: sqlite3.Connection, event_ids: list[str]) -> set[str]:
+def mark_processed_many(conn: Connection, event_ids: list[str]) -> set[str]:
     """Record several event ids as handled in one statement; return those not seen before."""
     now = time.time()
     fresh: set[str] = set()
@@ -57,7 +46,7 @@ def mark_processed_many(conn: sqlite3.Connection, event_ids: list[str]) -> set[s
     return fresh
 
 
-def count_delivery(conn: sqlite3.Connection, message_key: str) -> int:
+def count_delivery(conn: Connection, message_key: str) -> int:
     """Count one more delivery of a redelivered message and return the total so far."""
     conn.execute(
         "INSERT INTO deliveries (message_key, attempts, last_seen) VALUES (?, 2, ?)"

@@ -1,37 +1,19 @@
 """The part of a service's store that every service has: its database with outbox and inbox.
 
-A store runs on either backend: `storage.Database` (a SQLite file, the default) or
-`postgres.PostgresDatabase` (when DATABASE_URL is set). `open_database` picks one.
+A store runs on either backend (a `backend.Backend`): `sqlite.Database` (a SQLite file, the
+default) or `postgres.PostgresDatabase` (when DATABASE_URL is set). `open_database` picks one.
 """
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from messaging.db import inbox, outbox
-from messaging.db.dialect import Dialect
+from messaging.db.backend import Backend, Connection
+from messaging.db.migrations import migrate
 from messaging.db.sqlite import Database
 from messaging.settings import StorageSettings
 
 S = TypeVar("S", bound="MessagingStore")
-
-
-class Backend(Protocol):
-    """What a store needs of its database (see storage.Database, postgres.PostgresDatabase)."""
-
-    dialect: Dialect
-
-    @property
-    def conn(self): ...
-
-    def write(self, job): ...
-
-    def migrate(self, component: str, steps: list[str]) -> None: ...
-
-    def start_checkpoints(self) -> None: ...
-
-    def stop_checkpoints(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def open_database(storage: StorageSettings, filename: str) -> Backend:
@@ -47,13 +29,14 @@ class MessagingStore:
     """A service's database with the outbox, inbox and delivery-count tables."""
 
     FILENAME = "messaging.db"  # each service's store names its SQLite file
-    RETAINED = inbox.RETAINED  # tables pruned past the deduplication window (messaging.db.retention)
+    # Tables pruned past the deduplication window (messaging.db.retention).
+    RETAINED: tuple[tuple[str, str, str], ...] = inbox.RETAINED
 
     def __init__(self, db: Backend) -> None:
         self.db, self.dialect = db, db.dialect
         self.write = db.write  # the hot path: no extra call in between
-        db.migrate("messaging", [outbox.SCHEMA, inbox.SCHEMA, inbox.RETENTION_SCHEMA,
-                                 outbox.TRACE_SCHEMA])
+        migrate(db, "messaging", [outbox.SCHEMA, inbox.SCHEMA, inbox.RETENTION_SCHEMA,
+                                  outbox.TRACE_SCHEMA])
 
     @classmethod
     def open(cls: type[S], storage: StorageSettings) -> S:
@@ -61,7 +44,7 @@ class MessagingStore:
         return cls(open_database(storage, cls.FILENAME))
 
     @property
-    def conn(self):
+    def conn(self) -> Connection:
         """A connection for reads (this thread's, on SQLite; pooled, on PostgreSQL)."""
         return self.db.conn
 
@@ -80,11 +63,9 @@ class MessagingStore:
         """Close this thread's SQLite connection, or the PostgreSQL pool."""
         self.db.close()
 
-    def outbox_for(self, owner: str) -> outbox.SqliteOutbox | outbox.PostgresOutbox:
+    def outbox_for(self, owner: str) -> outbox.Outbox:
         """The outbox as the relay named `owner` sees it."""
-        if self.dialect.name == "sqlite":
-            return outbox.SqliteOutbox(self.db, owner)
-        return outbox.PostgresOutbox(self.db, owner)
+        return outbox.Outbox(self.db, owner)
 
     def outbox_backlog(self) -> int:
         """Messages still in the outbox (see `outbox.backlog`)."""

@@ -1,19 +1,21 @@
 """The outbox: events committed with the change that caused them, waiting to be published.
 
-Its SQL lives here, and so do `SqliteOutbox` and `PostgresOutbox`, the storage side of the relay
-(`relay.py`): claiming rows for one relay, giving them back, deleting the confirmed ones.
+Its SQL lives here, and so does `Outbox`, the storage side of the relay (`relay.py`): claiming
+rows for one relay, giving them back, deleting the confirmed ones, on either backend.
 """
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from messaging.db import dialect
-from messaging.db.sqlite import Database, chunks
+from messaging.db.backend import Backend, Connection
+from messaging.db.sqlite import chunks
 from messaging.events import Message
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -44,11 +46,6 @@ class PendingMessage:
     message: Message
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the outbox table if missing (stores use `migrate`; this is for a bare connection)."""
-    conn.executescript(dialect.of(conn).ddl(SCHEMA + TRACE_SCHEMA))
-
-
 CLAIM_LEASE = 10.0  # seconds a claimed row is left to its relay before another may take it
 RENEW_EVERY = CLAIM_LEASE / 4  # a connected relay renews its claims this often (see `renew`)
 
@@ -66,19 +63,19 @@ def _values(messages: list[Message], now: float, claimant: str | None) -> list[A
                                                   m.traceparent)]
 
 
-def add_many(conn: sqlite3.Connection, messages: list[Message],
+def add_many(conn: Connection, messages: list[Message],
              claimant: str | None = None) -> list[PendingMessage]:
     """Queue several messages in one statement; return the rows that were new, in order."""
     now = time.time()
     by_id = {m.message_id: m for m in messages}
-    rows = []
+    rows: list[Any] = []
     for chunk in chunks(messages):
         rows += conn.execute(INSERT.format(rows=", ".join([ROW] * len(chunk))),
                              _values(chunk, now, claimant)).fetchall()
     return sorted((PendingMessage(row[0], now, by_id[row[1]]) for row in rows), key=lambda r: r.id)
 
 
-def add_with(db: Any, change: str, params: Sequence[Any], message: Message,
+def add_with(db: Backend, change: str, params: Sequence[Any], message: Message,
              claimant: str | None = None) -> PendingMessage | None:
     """Run `change` (one INSERT) and queue `message` in one transaction; return the outbox row.
 
@@ -91,7 +88,7 @@ def add_with(db: Any, change: str, params: Sequence[Any], message: Message,
     if db.dialect.modifying_cte:
         rows = db.write_statement(f"WITH change AS ({change}) {insert}", [*params, *values])
     else:
-        def both(conn: sqlite3.Connection) -> list[Any]:
+        def both(conn: Connection) -> list[Any]:
             conn.execute(change, params)
             return conn.execute(insert, values).fetchall()
 
@@ -99,7 +96,7 @@ def add_with(db: Any, change: str, params: Sequence[Any], message: Message,
     return PendingMessage(rows[0][0], now, message) if rows else None
 
 
-def claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float) -> list[PendingMessage]:
+def claim(conn: Connection, owner: str, limit: int, lease: float) -> list[PendingMessage]:
     """Claim up to `limit` unclaimed (or lease-expired) rows for `owner`, oldest first.
 
     On PostgreSQL, rows another relay is claiming at this moment are skipped, not waited for.
@@ -122,12 +119,12 @@ def claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float) -> lis
     ]
 
 
-def delete(conn: sqlite3.Connection, ids: list[int]) -> None:
+def delete(conn: Connection, ids: list[int]) -> None:
     """Remove rows whose publication the broker confirmed."""
     conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
 
-def renew(conn: sqlite3.Connection, owner: str, lease: float) -> int:
+def renew(conn: Connection, owner: str, lease: float) -> int:
     """Extend every claim `owner` holds to `lease` seconds from now; return how many.
 
     A relay that is alive keeps its rows this way, so the lease can be short: the rows of a relay
@@ -137,14 +134,14 @@ def renew(conn: sqlite3.Connection, owner: str, lease: float) -> int:
                         (time.time() + lease, owner)).rowcount
 
 
-def release(conn: sqlite3.Connection, ids: list[int], delay: float = 0.0) -> None:
+def release(conn: Connection, ids: list[int], delay: float = 0.0) -> None:
     """Give rows back so they are published again after `delay` seconds."""
     until = time.time() + delay if delay else None
     conn.executemany("UPDATE outbox SET claimed_by = NULL, claimed_until = ? WHERE id = ?",
                      [(until, i) for i in ids])
 
 
-def release_all(conn: sqlite3.Connection, owner: str | None = None) -> None:
+def release_all(conn: Connection, owner: str | None = None) -> None:
     """Release the claims of `owner` (or of everybody, at start-up before any relay runs)."""
     if owner is None:
         conn.execute("UPDATE outbox SET claimed_by = NULL, claimed_until = NULL")
@@ -153,12 +150,12 @@ def release_all(conn: sqlite3.Connection, owner: str | None = None) -> None:
                      (owner,))
 
 
-def backlog(conn: sqlite3.Connection) -> int:
+def backlog(conn: Connection) -> int:
     """Count messages still in the outbox (unconfirmed, or confirmed and about to be deleted)."""
     return conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
 
-def pending(conn: sqlite3.Connection) -> tuple[int, float | None]:
+def pending(conn: Connection) -> tuple[int, float | None]:
     """Count the messages in the outbox, and when the oldest was committed (None when empty)."""
     row = conn.execute("SELECT COUNT(*), MIN(created_at) FROM outbox").fetchone()
     return row[0], row[1]
@@ -168,14 +165,18 @@ class OutboxUnavailable(Exception):
     """The outbox could not be read or written just now; the rows are safe, try again later."""
 
 
-class SqliteOutbox:
-    """The relay's view of one SQLite outbox: claim, give back and delete rows for `owner`.
+class Outbox:
+    """The relay's view of one outbox: claim, give back and delete rows for `owner`.
 
-    Every call is its own committed write (through the database's group commit) and raises
-    OutboxUnavailable instead of the backend's own error, so the relay knows no SQL dialect.
+    Every call is its own committed write (on SQLite through the database's group commit, on
+    PostgreSQL a transaction on a pooled connection) and raises OutboxUnavailable instead of the
+    backend's own error, so the relay knows no SQL dialect. A PostgreSQL outbox may be shared by
+    several services' relays: a claim skips the rows another relay is claiming (FOR UPDATE SKIP
+    LOCKED), so a row is published by one relay at a time; the rows of a relay that died are
+    claimed by another once their lease has run out.
     """
 
-    def __init__(self, db: Database, owner: str, lease: float = CLAIM_LEASE) -> None:
+    def __init__(self, db: Backend, owner: str, lease: float = CLAIM_LEASE) -> None:
         self._db, self.owner, self._lease = db, owner, lease
 
     def claim(self, limit: int) -> list[PendingMessage]:
@@ -199,28 +200,11 @@ class SqliteOutbox:
         self._write(lambda conn: delete(conn, ids))
 
     def close(self) -> None:
-        """Close the calling thread's connection."""
-        self._db.close()
+        """Close the calling thread's connection (a PostgreSQL pool belongs to the store)."""
+        if self._db.dialect.thread_connections:
+            self._db.close()
 
-    def _write(self, job):
-        try:
-            return self._db.write(job)
-        except sqlite3.Error as exc:
-            raise OutboxUnavailable(str(exc)) from exc
-
-
-class PostgresOutbox(SqliteOutbox):
-    """The relay's view of an outbox in PostgreSQL, which several services' relays may share.
-
-    Each call is its own transaction on a pooled connection. A claim skips the rows another relay
-    is claiming (FOR UPDATE SKIP LOCKED), so a row is published by one relay at a time; the rows
-    of a relay that died are claimed by another once their lease has run out.
-    """
-
-    def close(self) -> None:
-        """Nothing to close: the pool belongs to the store."""
-
-    def _write(self, job):
+    def _write(self, job: Callable[[Connection], T]) -> T:
         try:
             return self._db.write(job)
         except self._db.dialect.errors as exc:

@@ -1,7 +1,8 @@
-"""PostgreSQL plumbing for the stores: a connection pool, one transaction per write, versioned schema.
+"""PostgreSQL plumbing for the stores: a connection pool, one transaction per write.
 
-`PostgresDatabase` offers what `storage.Database` offers the stores (`conn` for reads, `write(job)`
-for a committed transaction, `migrate`, `close`), so a store runs on either. There is no group
+`PostgresDatabase` offers what `sqlite.Database` offers the stores (a `backend.Backend`: `conn` for
+reads, `write(job)` for a committed transaction, `close`), so a store runs on either; the schema
+is migrated through it like any write (`migrations.migrate`). There is no group
 commit, file lock or WAL checkpointer here: the server queues writers itself, and several
 replicas may share one database. `synchronous_commit` is left at the server's (safe) setting.
 """
@@ -24,7 +25,6 @@ logger = logging.getLogger(__name__)
 POOL_MIN, POOL_MAX = 1, 16  # connections per process: request threads, relay, consumer, health
 POOL_TIMEOUT = 1.0  # seconds a caller waits for a connection before it is told "unavailable"
 CONNECT_TIMEOUT = 5  # seconds to open one connection
-SHARED_COMPONENT = "messaging"  # the outbox and inbox tables, which every service's store has
 
 
 def redact(url: str) -> str:
@@ -53,7 +53,7 @@ class Row:
         return list(self._index)
 
 
-def _rows(cursor: psycopg.Cursor) -> Callable[[Sequence[Any]], Row]:
+def _rows(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Row]:
     index = {column.name: i for i, column in enumerate(cursor.description or ())}
     return lambda values: Row(values, index)
 
@@ -61,33 +61,30 @@ def _rows(cursor: psycopg.Cursor) -> Callable[[Sequence[Any]], Row]:
 class PgConnection:
     """A psycopg connection speaking the stores' SQL (`?` placeholders, sqlite3-like calls)."""
 
-    def __init__(self, conn: psycopg.Connection, dialect: Dialect) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], dialect: Dialect) -> None:
         self._conn, self.dialect = conn, dialect
 
-    def execute(self, statement: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         return self._conn.execute(self.dialect.sql(statement), params)
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:  # psycopg pipelines the statements: one round trip
             self._conn.cursor().executemany(self.dialect.sql(statement), rows)
 
-    def executescript(self, script: str) -> None:
-        self._conn.execute(script)
-
 
 class _Result:
     """Rows read on a pooled connection that is already back in the pool."""
 
-    def __init__(self, rows: list[Row], rowcount: int) -> None:
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
         self._rows, self.rowcount = rows, rowcount
 
-    def fetchone(self) -> Row | None:
+    def fetchone(self) -> Any:
         return self._rows[0] if self._rows else None
 
-    def fetchall(self) -> list[Row]:
+    def fetchall(self) -> list[Any]:
         return self._rows
 
-    def __iter__(self) -> Iterator[Row]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(self._rows)
 
 
@@ -104,12 +101,18 @@ class _Reader:
             rows = cursor.fetchall() if cursor.description else []
             return _Result(rows, cursor.rowcount)
 
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with self._db.pool.connection() as conn:
+                conn.cursor().executemany(self.dialect.sql(statement), rows)
+
 
 class PostgresDatabase:
     """One service's PostgreSQL database, reached through a pool of connections."""
 
     def __init__(self, url: str, name: str = "store") -> None:
         self.url, self.dialect = url, postgres()
+        self.location = f"DATABASE_URL {redact(url)}"
         _check_reachable(url)
         self.pool = ConnectionPool(
             url, min_size=POOL_MIN, max_size=POOL_MAX, timeout=POOL_TIMEOUT, open=True,
@@ -122,7 +125,7 @@ class PostgresDatabase:
         with self.pool.connection() as conn, conn.transaction():
             return job(PgConnection(conn, self.dialect))
 
-    def write_statement(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+    def write_statement(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement as its own transaction, in one round trip; return its rows.
 
         No BEGIN or COMMIT of ours: in autocommit the server commits the statement (durably, at
@@ -131,37 +134,6 @@ class PostgresDatabase:
         with self.pool.connection() as conn:
             cursor = conn.execute(self.dialect.sql(statement), params)
             return cursor.fetchall() if cursor.description else []
-
-    def migrate(self, component: str, steps: list[str]) -> None:
-        """Bring `component`'s tables to the last of `steps`, recording the version reached.
-
-        Replicas starting together queue on an advisory lock, so each step runs once.
-        """
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('schema_version'))")
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY,"
-                         " version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-            if component != SHARED_COMPONENT:
-                self._refuse_another_service(conn, component)
-            row = conn.execute("SELECT version FROM schema_version WHERE component = %s",
-                               (component,)).fetchone()
-            current = row[0] if row else 0
-            for step in steps[current:]:
-                conn.execute(self.dialect.ddl(step))
-            if len(steps) > current:
-                conn.execute("INSERT INTO schema_version (component, version) VALUES (%s, %s)"
-                             " ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version,"
-                             " applied_at = now()", (component, len(steps)))
-                logger.info("schema %s migrated from version %d to %d", component, current,
-                            len(steps))
-
-    def _refuse_another_service(self, conn: psycopg.Connection, component: str) -> None:
-        """Stop at start when the database already holds another service's store."""
-        other = conn.execute("SELECT component FROM schema_version WHERE component NOT IN (%s, %s)",
-                             (SHARED_COMPONENT, component)).fetchone()
-        if other is not None:
-            raise ConfigError(f"DATABASE_URL {redact(self.url)} holds the {other[0]} store; each "
-                              f"service needs a database of its own")
 
     def start_checkpoints(self) -> None:
         """Nothing to do: checkpoints are the server's business."""

@@ -9,13 +9,18 @@ reservations) are never listed here.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from messaging.db.backend import Connection
+from messaging.db.dialect import Dialect
 from messaging.settings import RetentionSettings
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +32,14 @@ class Retained(Protocol):
     """A store whose tables have a deduplication window (see MessagingStore.RETAINED)."""
 
     RETAINED: tuple[tuple[str, str, str], ...]
-    dialect: object
 
-    def write(self, job): ...
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def write(self, job: Callable[[Connection], T]) -> T: ...
 
 
-def delete_batch(conn, table: str, key: str, column: str, cutoff: float, limit: int) -> int:
+def delete_batch(conn: Connection, table: str, key: str, column: str, cutoff: float, limit: int) -> int:
     """Delete up to `limit` rows of `table` whose `column` is older than `cutoff`; return how many."""
     return conn.execute(
         f"DELETE FROM {table} WHERE {key} IN"
@@ -50,8 +57,8 @@ def prune(store: Retained, cutoff: float, batch: int = BATCH,
     for table, key, column in store.RETAINED:
         deleted[table] = 0
         while not stopping.is_set():
-            count = store.write(lambda conn, t=table, k=key, c=column:
-                                delete_batch(conn, t, k, c, cutoff, batch))
+            count = store.write(functools.partial(delete_batch, table=table, key=key,
+                                                  column=column, cutoff=cutoff, limit=batch))
             deleted[table] += count
             if count < batch:
                 break

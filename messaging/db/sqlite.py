@@ -6,10 +6,10 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from messaging.db.backend import Connection
 from messaging.db.dialect import SQLITE
 from messaging.settings import StorageSettings
 
@@ -39,50 +39,22 @@ def open_db(path: str, settings: StorageSettings, autocheckpoint: bool = True) -
     return conn
 
 
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Run the block in one write transaction (BEGIN IMMEDIATE), rolling back on any error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def lock_path(path: str) -> str:
     """The file whose flock queues the writers of the SQLite file `path`, across processes."""
     return path + ".lock"
 
 
-def chunks(items: list, size: int = 500) -> list[list]:
+def chunks(items: list[T], size: int = 500) -> list[list[T]]:
     """Split a multi-row statement's rows so it stays far below SQLite's limit of variables."""
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def statements(script: str) -> Iterator[str]:
-    """The statements of a script, one by one (executescript would commit the transaction)."""
-    statement = ""
-    for piece in script.split(";"):
-        statement += piece + ";"
-        if sqlite3.complete_statement(statement):
-            if statement.strip(" \n;"):
-                yield statement.strip()
-            statement = ""
-
-
-def select_in(conn: sqlite3.Connection, query: str, values: set[str]) -> list[sqlite3.Row]:
+def select_in(conn: Connection, query: str, values: set[str]) -> list[Any]:
     """Rows of `query`, whose `{}` is an IN list, for all `values`, in chunks."""
-    rows: list[sqlite3.Row] = []
+    rows: list[Any] = []
     for chunk in chunks(sorted(values)):
         rows += conn.execute(query.format(", ".join("?" * len(chunk))), chunk).fetchall()
     return rows
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Tell whether a database error may pass on retry (locked, busy, I/O)."""
-    return isinstance(exc, sqlite3.OperationalError)
 
 
 class _Job:
@@ -169,7 +141,8 @@ class Database:
     dialect = SQLITE
 
     def __init__(self, path: str, settings: StorageSettings) -> None:
-        self.path, self._settings = path, settings
+        self.path = self.location = path
+        self._settings = settings
         self._local = threading.local()
         self._lock = threading.Lock()
         self._queue: list[_Job] = []
@@ -185,33 +158,6 @@ class Database:
             conn = self._local.conn = open_db(self.path, self._settings,
                                               autocheckpoint=self._checkpointer is None)
         return conn
-
-    def migrate(self, component: str, steps: list[str]) -> None:
-        """Bring `component`'s tables to the last of `steps`, recording the version reached.
-
-        As on PostgreSQL, each step runs once per file, so a later step may ALTER a table. A file
-        from before versions were recorded is at version 0: its first steps (CREATE ... IF NOT
-        EXISTS) find their tables and change nothing. Writers of other processes wait meanwhile.
-        """
-        conn, fd = self.conn, self._exclusive()
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            with transaction(conn):
-                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY,"
-                             " version INTEGER NOT NULL, applied_at REAL NOT NULL)")
-                row = conn.execute("SELECT version FROM schema_version WHERE component = ?",
-                                   (component,)).fetchone()
-                current = row[0] if row else 0
-                for step in steps[current:]:
-                    for statement in statements(self.dialect.ddl(step)):
-                        conn.execute(statement)
-                if len(steps) > current:
-                    conn.execute("INSERT INTO schema_version (component, version, applied_at)"
-                                 " VALUES (?, ?, julianday('now')) ON CONFLICT (component) DO UPDATE"
-                                 " SET version = excluded.version, applied_at = excluded.applied_at",
-                                 (component, len(steps)))
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def start_checkpoints(self, interval: float = CHECKPOINT_INTERVAL) -> None:
         """Copy the WAL into the database file from a background thread, not inside commits.
@@ -233,9 +179,9 @@ class Database:
         if checkpointer is not None:
             checkpointer.stop()
 
-    def connect(self) -> sqlite3.Connection:
-        """Open a separate connection (for a caller that manages its own)."""
-        return open_db(self.path, self._settings)
+    def write_statement(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement as its own committed write (through the group commit); return its rows."""
+        return self.write(lambda conn: conn.execute(statement, params).fetchall())
 
     def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run `job(conn)` in a committed write transaction and return its result (or raise)."""
@@ -246,7 +192,7 @@ class Database:
             self._leading = True
             if follower:
                 item.done = threading.Event()
-        if follower:
+        if item.done is not None:  # a follower
             item.done.wait()
             if not item.lead:
                 return item.outcome()
@@ -255,8 +201,10 @@ class Database:
         self._commit(batch)
         with self._lock:
             if self._queue:  # hand the lead to the oldest waiter
-                self._queue[0].lead = True
-                self._queue[0].done.set()
+                waiter = self._queue[0]
+                waiter.lead = True
+                assert waiter.done is not None  # queued while we led: a follower
+                waiter.done.set()
             else:
                 self._leading = False
         return item.outcome()

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -98,7 +99,7 @@ def use_json(handler: logging.Handler) -> None:
         handler.addFilter(_scope_filter)
 
 
-def output_lock() -> object | None:
+def output_lock() -> AbstractContextManager[object] | None:
     """The lock that keeps other writers (the console span exporter) from splitting a log line."""
     handlers = logging.getLogger().handlers
     return handlers[0].lock if handlers else None

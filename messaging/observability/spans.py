@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any, cast
 
 from messaging.observability import logs
 from messaging.observability.trace_context import HEADER, TraceContext, continue_or_start, parse
@@ -57,13 +57,14 @@ def configure(service: str, env: Mapping[str, str] | None = None) -> bool:
         return False
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or service})
     _provider = TracerProvider(resource=resource)
     for name in names:
         if name == "console":  # one compact JSON object per line, never inside a log line
-            exporter = ConsoleSpanExporter(out=_LockedStdout(),
+            # ConsoleSpanExporter only writes and flushes its `out`, which is all _LockedStdout has.
+            exporter: SpanExporter = ConsoleSpanExporter(out=cast("IO[str]", _LockedStdout()),
                                            formatter=lambda span: span.to_json(indent=None) + "\n")
         else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -16,7 +16,7 @@ import pika.exceptions
 import requests
 
 from messaging import events, topology
-from messaging.db.dialect import is_transient
+from messaging.db.dialect import SQLITE, postgres
 from ops import audit
 from stack.broker import Broker
 from stack.processes import ROOT, Stack
@@ -105,7 +105,8 @@ def _settling(exc: BaseException) -> bool:
         return True  # the broker is not accepting connections yet (it is starting after a fault)
     # A store is being written (or its WAL recovered by a restarted service) as we read it.
     return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc)) or is_transient(exc)
+        "locked" in str(exc) or "busy" in str(exc)) or any(
+        dialect.is_transient(exc) for dialect in (SQLITE, postgres()))
 
 
 def settled(stack: Stack, broker: Broker, accepted: list[str]) -> bool:

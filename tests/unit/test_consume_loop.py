@@ -15,8 +15,9 @@ from messaging.amqp import connection as connection_module
 from messaging.amqp import consume_loop, dead_lettering
 from messaging.amqp.consume_loop import ConsumeLoop
 from messaging.amqp.delivery import Delivery, Rejection
+from messaging.db.dialect import SQLITE
 from messaging.db.messaging_store import MessagingStore
-from messaging.db.sqlite import Database, is_transient
+from messaging.db.sqlite import Database
 from messaging.settings import BrokerSettings, ConsumerSettings
 from tests.amqp_frames import decoded, double, field, properties_bytes, table, timestamp
 from tests.unit.fake_pika import (
@@ -85,7 +86,7 @@ def clock(monkeypatch) -> FakeClock:
 
 
 def make_loop(handler: Handler, settings: ConsumerSettings = SETTINGS, **kwargs) -> ConsumeLoop:
-    kwargs.setdefault("is_transient", is_transient)
+    kwargs.setdefault("is_transient", SQLITE.is_transient)
     loop = ConsumeLoop(BrokerSettings(), QUEUE, handler, "svc", settings, **kwargs)
     loop._stopping = FakeEvent()  # waits return at once, and are recorded
     return loop
@@ -318,7 +319,7 @@ def test_on_quorum_queues_the_broker_counts_deliveries_and_the_loop_does_not(mon
     keys: list[str] = []
     handler = Handler()
     loop = ConsumeLoop(BrokerSettings(queue_type=topology.QUORUM), QUEUE, handler, "svc", SETTINGS,
-                       is_transient=is_transient,
+                       is_transient=SQLITE.is_transient,
                        count_redelivery=lambda key: keys.append(key) or SETTINGS.redelivery_limit + 5)
     loop._stopping = FakeEvent()
     [connection] = run(loop, monkeypatch, Script([deliver(1, redelivered=True, message_id="m1")]))

@@ -9,6 +9,7 @@ import pytest
 from messaging.db.sqlite import Database
 from messaging.settings import StorageSettings
 from tests.client import wait_for
+from tests.unit.factories import connect
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def count(db: Database) -> int:
 
 def test_write_returns_the_jobs_result_and_commits(db):
     assert db.write(lambda conn: conn.execute("INSERT INTO t (k) VALUES (1)").rowcount) == 1
-    other = db.connect()
+    other = connect(db)
     assert other.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1, "visible to another connection"
 
 
@@ -92,7 +93,7 @@ def test_a_failing_job_is_rolled_back_alone_and_its_error_raised_in_its_thread(d
 
 
 def test_a_locked_database_fails_every_job_with_the_transient_error(db):
-    holder = db.connect()
+    holder = connect(db)
     holder.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(sqlite3.OperationalError, match="locked"):

@@ -14,7 +14,7 @@ from notification_service.__main__ import SERVICE, own_health
 from notification_service.handlers import notification_for
 from notification_service.store import NotificationStore
 from notification_service.unit_of_work import NotificationUnitOfWork
-from tests.unit.factories import delivery, inventory_result, payload_of, to_body
+from tests.unit.factories import delivery, inventory_result, notified_orders, payload_of, to_body
 
 UNIT_OF_WORK_LOGGER = "notification_service.unit_of_work"
 
@@ -46,7 +46,7 @@ def test_reserved_order_is_recorded_and_logged_once(unit_of_work, notification_s
     body = events.encode(result)
     assert unit_of_work.handle_batch([delivery(body), delivery(body)]) == []
     assert unit_of_work.handle_batch([delivery(body, redelivered=True)]) == []
-    assert notification_store.notified_orders() == [result.order_id]
+    assert notified_orders(notification_store) == [result.order_id]
     assert notification_store.count() == 1
     [line] = sent_lines(caplog)
     assert f"order_id={result.order_id}" in line
@@ -70,7 +70,7 @@ def test_one_line_per_reserved_order_in_a_mixed_batch(unit_of_work, notification
     failed = [inventory_result(event_type=INVENTORY_FAILED, reason="no stock") for _ in range(2)]
     bodies = [events.encode(r) for r in reserved + failed]
     unit_of_work.handle_batch([delivery(b) for b in bodies + bodies])
-    assert sorted(notification_store.notified_orders()) == sorted(r.order_id for r in reserved)
+    assert sorted(notified_orders(notification_store)) == sorted(r.order_id for r in reserved)
     lines = sent_lines(caplog)
     assert len(lines) == 3
     for result in reserved:
@@ -89,7 +89,7 @@ def test_failed_then_reserved_for_the_same_order_notifies_once(unit_of_work, not
     failed = inventory_result(event_type=INVENTORY_FAILED, reason="x")
     reserved = inventory_result(order_id=failed.order_id)
     unit_of_work.handle_batch([delivery(events.encode(failed)), delivery(events.encode(reserved))])
-    assert notification_store.notified_orders() == [failed.order_id]
+    assert notified_orders(notification_store) == [failed.order_id]
 
 
 @pytest.mark.parametrize("body, reason", [
@@ -105,7 +105,7 @@ def test_poison_is_rejected_and_sends_nothing(unit_of_work, notification_store, 
     bad = delivery(body)
     rejections = unit_of_work.handle_batch([bad, delivery(events.encode(good))])
     assert [(r.delivery, r.reason) for r in rejections] == [(bad, reason)]
-    assert notification_store.notified_orders() == [good.order_id]
+    assert notified_orders(notification_store) == [good.order_id]
     assert len(sent_lines(caplog)) == 1
 
 

@@ -17,6 +17,7 @@ from order_service import config
 from order_service.app import create_app
 from order_service.handlers import ListQuery
 from order_service.store import OrderStore
+from tests.unit.factories import connect, finish
 
 VALID = {"user_id": "user123", "item": "Burger", "quantity": 2}
 
@@ -263,7 +264,7 @@ def test_get_order(client):
 
 def test_get_failed_order_shows_the_reason(client, store):
     order_id = post(client).get_json()["order_id"]
-    store.write(lambda conn: store.finish(conn, order_id, "failed", "unknown item: Burger",
+    store.write(lambda conn: finish(store, conn, order_id, "failed", "unknown item: Burger",
                                           "2030-01-01T00:00:00Z"))
     body = client.get(f"/orders/{order_id}").get_json()
     assert (body["status"], body["reason"]) == ("failed", "unknown item: Burger")
@@ -332,7 +333,7 @@ def test_list_orders_limit_and_offset(client):
 def test_list_orders_filters(client, store):
     alice = [post(client, {**VALID, "user_id": "alice"}).get_json()["order_id"] for _ in range(2)]
     bob = post(client, {**VALID, "user_id": "bob"}).get_json()["order_id"]
-    store.write(lambda conn: store.finish(conn, alice[0], "reserved", None, "2030-01-01T00:00:00Z"))
+    store.write(lambda conn: finish(store, conn, alice[0], "reserved", None, "2030-01-01T00:00:00Z"))
     by_user = client.get("/orders?user_id=alice").get_json()
     assert (by_user["count"], [o["order_id"] for o in by_user["orders"]]) == (2, alice[::-1])
     reserved = client.get("/orders?status=reserved").get_json()
@@ -393,7 +394,7 @@ def test_health_is_503_when_the_database_cannot_be_written(client, store):
 
 
 def test_post_while_the_database_is_locked_is_a_503_json_and_stores_nothing(client, store):
-    holder = store.db.connect()
+    holder = connect(store.db)
     holder.execute("BEGIN IMMEDIATE")
     try:
         response = post(client)

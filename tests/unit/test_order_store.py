@@ -9,6 +9,7 @@ from messaging.db import outbox
 from order_service import handlers
 from order_service.handlers import ListQuery
 from order_service.store import OrderStore
+from tests.unit import factories
 from tests.unit.factories import TIMESTAMP
 
 
@@ -20,7 +21,7 @@ def place(store: OrderStore, user_id: str = "user123", item: str = "Burger", qua
 
 
 def finish(store: OrderStore, order_id: str, status: str, reason: str | None = None) -> str:
-    return store.write(lambda conn: store.finish(conn, order_id, status, reason,
+    return store.write(lambda conn: factories.finish(store, conn, order_id, status, reason,
                                                  "2026-02-11T00:00:01.000000Z"))
 
 

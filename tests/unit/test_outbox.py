@@ -9,18 +9,20 @@ import psycopg
 import pytest
 
 from messaging.db import inbox, outbox
+from messaging.db.dialect import SQLITE
 from messaging.db.messaging_store import MessagingStore
-from messaging.db.sqlite import Database, is_transient, open_db, transaction
+from messaging.db.sqlite import Database, open_db
 from messaging.events import Message
 from messaging.settings import StorageSettings
 from tests.client import wait_for
+from tests.unit.factories import connect, create_inbox, create_outbox, mark_processed, transaction
 
 
 @pytest.fixture
 def db(storage: StorageSettings) -> Iterator[sqlite3.Connection]:
     conn = open_db(storage.path("outbox.db"), storage)
-    outbox.create_schema(conn)
-    inbox.create_schema(conn)
+    create_outbox(conn)
+    create_inbox(conn)
     yield conn
     conn.close()
 
@@ -155,13 +157,13 @@ def test_backlog_counts_claimed_and_unclaimed_rows(db):
 
 
 def test_mark_processed_is_true_once_then_false(db):
-    assert inbox.mark_processed(db, "event-1") is True
-    assert inbox.mark_processed(db, "event-1") is False
-    assert inbox.mark_processed(db, "event-2") is True
+    assert mark_processed(db, "event-1") is True
+    assert mark_processed(db, "event-1") is False
+    assert mark_processed(db, "event-2") is True
 
 
 def test_mark_processed_many_returns_only_the_new_ids_across_statement_chunks(db):
-    assert inbox.mark_processed(db, "event-3") is True
+    assert mark_processed(db, "event-3") is True
     ids = [f"event-{n}" for n in range(1200)] + ["event-5"]  # 1,200 rows: three statements
     with transaction(db):
         fresh = inbox.mark_processed_many(db, ids)
@@ -200,30 +202,30 @@ def test_transaction_commits(db):
 def test_transaction_rolls_back_on_an_exception(db):
     with pytest.raises(RuntimeError, match="boom"), transaction(db):
         outbox.add_many(db, [message(1)])
-        assert inbox.mark_processed(db, "event-1")
+        assert mark_processed(db, "event-1")
         raise RuntimeError("boom")
     assert not db.in_transaction
     assert outbox.backlog(db) == 0
-    assert inbox.mark_processed(db, "event-1") is True
+    assert mark_processed(db, "event-1") is True
 
 
 def test_transaction_holds_the_write_lock(storage):
     path = storage.path("lock.db")
     busy = StorageSettings(data_dir=storage.data_dir, busy_timeout_ms=50)
     first, second = open_db(path, busy), open_db(path, busy)
-    outbox.create_schema(first)
+    create_outbox(first)
     with transaction(first):
         with pytest.raises(sqlite3.OperationalError) as caught:
             second.execute("BEGIN IMMEDIATE")
-        assert is_transient(caught.value)
+        assert SQLITE.is_transient(caught.value)
     first.close()
     second.close()
 
 
 def test_is_transient_only_for_operational_errors():
-    assert is_transient(sqlite3.OperationalError("database is locked"))
-    assert not is_transient(sqlite3.IntegrityError("UNIQUE constraint failed"))
-    assert not is_transient(ValueError("x"))
+    assert SQLITE.is_transient(sqlite3.OperationalError("database is locked"))
+    assert not SQLITE.is_transient(sqlite3.IntegrityError("UNIQUE constraint failed"))
+    assert not SQLITE.is_transient(ValueError("x"))
 
 
 def test_database_keeps_one_connection_per_thread(storage):
@@ -236,7 +238,7 @@ def test_database_keeps_one_connection_per_thread(storage):
     thread.join()
     assert seen[0] is not mine
     seen[0].close()
-    other = database.connect()
+    other = connect(database)
     assert other is not mine
     other.close()
     database.close()
@@ -265,7 +267,7 @@ def test_sqlite_outbox_reports_a_database_error_as_outbox_unavailable(storage):
 def test_postgres_outbox_reports_a_database_error_as_outbox_unavailable(store_settings):
     store = MessagingStore.open(store_settings("gone.db"))
     view = store.outbox_for("relay-a")
-    assert isinstance(view, outbox.PostgresOutbox)
+    assert isinstance(view, outbox.Outbox)
     store.write(lambda conn: conn.execute("DROP TABLE outbox"))
     with pytest.raises(outbox.OutboxUnavailable, match='relation "outbox" does not exist') as raised:
         view.claim(10)

@@ -14,6 +14,7 @@ from messaging.events import utc_now
 from order_service import config
 from order_service.app import create_app
 from order_service.store import OrderStore
+from tests.unit import factories
 
 
 class Relay:
@@ -43,7 +44,8 @@ def place(client: FlaskClient, user: str = "ann", item: str = "Burger") -> str:
 
 
 def finish(store: OrderStore, order_id: str, status: str, reason: str | None = None) -> None:
-    assert store.write(lambda conn: store.finish(conn, order_id, status, reason, utc_now())) == (
+    assert store.write(lambda conn: factories.finish(store, conn, order_id, status, reason,
+                                                     utc_now())) == (
         "updated")
 
 

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from messaging.db.migrations import migrate
 from messaging.settings import StorageSettings
 from order_service.store import SCHEMA, OrderStore
 
@@ -40,8 +41,8 @@ def test_replicas_starting_together_create_the_schema_once(store_settings):
 def test_a_later_step_migrates_an_existing_database_once(store_settings):
     store = OrderStore.open(store_settings("orders.db"))
     steps = [SCHEMA, "ALTER TABLE orders ADD COLUMN note TEXT"]  # fails if run twice
-    store.db.migrate("orders", steps)
-    store.db.migrate("orders", steps)
+    migrate(store.db, "orders", steps)
+    migrate(store.db, "orders", steps)
     assert versions(store)["orders"] == 2
     assert store.conn.execute("SELECT note FROM orders").fetchall() == []
     store.close()

@@ -11,11 +11,19 @@ import pytest
 from inventory_service.unit_of_work import InventoryUnitOfWork
 from messaging.db import inbox, outbox, retention
 from messaging.db.messaging_store import MessagingStore, open_database
+from messaging.db.migrations import migrate
 from messaging.settings import RetentionSettings
 from notification_service.store import NotificationStore
 from notification_service.unit_of_work import NotificationUnitOfWork
-from order_service.store import OrderStore
-from tests.unit.factories import delivery, inventory_result, order_placed, payload_of, to_body
+from order_service.store import SCHEMA, OrderStore
+from tests.unit.factories import (
+    delivery,
+    inventory_result,
+    mark_processed,
+    order_placed,
+    payload_of,
+    to_body,
+)
 
 DAY = 86400.0
 WEEK = RetentionSettings(window=7 * DAY)
@@ -99,11 +107,11 @@ def test_a_duplicate_inside_the_window_is_recognised_and_one_outside_it_is_not(n
 
 
 def test_an_inbox_entry_is_a_duplicate_only_inside_the_window(inventory_store):
-    inventory_store.write(lambda conn: inbox.mark_processed(conn, "event-1"))
+    inventory_store.write(lambda conn: mark_processed(conn, "event-1"))
     pruner(inventory_store, days_later=6).prune_once()
-    assert inventory_store.write(lambda conn: inbox.mark_processed(conn, "event-1")) is False
+    assert inventory_store.write(lambda conn: mark_processed(conn, "event-1")) is False
     pruner(inventory_store, days_later=8).prune_once()
-    assert inventory_store.write(lambda conn: inbox.mark_processed(conn, "event-1")) is True
+    assert inventory_store.write(lambda conn: mark_processed(conn, "event-1")) is True
 
 
 def test_an_order_decided_before_the_window_is_still_decided_once(inventory_store):
@@ -137,7 +145,7 @@ def test_pruning_deletes_in_batches_and_lets_a_concurrent_write_through(notifica
         i = 0
         while not done.is_set():
             started = time.monotonic()
-            write(lambda conn, i=i: inbox.mark_processed(conn, f"fresh-{i}"))
+            write(lambda conn, i=i: mark_processed(conn, f"fresh-{i}"))
             latencies.append((time.monotonic() - started, done.is_set()))
             writing.set()
             i += 1
@@ -211,7 +219,7 @@ def test_a_store_from_before_pruning_is_migrated_once(store_settings):
         for step in old_steps:
             db.conn.executescript(db.dialect.ddl(step))
     else:
-        db.migrate("messaging", old_steps)
+        migrate(db, "messaging", old_steps)
     db.write(lambda conn: conn.execute(
         "INSERT INTO deliveries (message_key, attempts) VALUES ('id:old', 4)"))
     db.close()
@@ -230,7 +238,8 @@ def test_a_store_from_before_pruning_is_migrated_once(store_settings):
 def test_a_failed_sqlite_migration_step_leaves_no_trace(store_settings):
     store = OrderStore.open(store_settings("orders.db"))
     with pytest.raises(sqlite3.OperationalError):
-        store.db.migrate("orders-extra", ["CREATE TABLE t (a INTEGER); SELECT * FROM missing;"])
+        migrate(store.db, "orders", [SCHEMA, "CREATE TABLE t (a INTEGER); SELECT * FROM missing;"])
     tables = {row[0] for row in store.conn.execute("SELECT name FROM sqlite_master")}
     assert "t" not in tables
+    assert dict(store.conn.execute("SELECT component, version FROM schema_version"))["orders"] == 1
     store.close()

@@ -54,7 +54,7 @@ def test_relays_claiming_at_once_never_claim_the_same_row(shared, store_settings
 
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_a_dead_relays_rows_are_taken_over_after_the_lease(shared):
-    dead = outbox.PostgresOutbox(shared.db, "dead-instance", lease=0.0)
+    dead = outbox.Outbox(shared.db, "dead-instance", lease=0.0)
     taken = dead.claim(ROWS)
     assert len(taken) == ROWS
     live = shared.outbox_for("live-instance")
@@ -64,7 +64,7 @@ def test_a_dead_relays_rows_are_taken_over_after_the_lease(shared):
 
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_a_live_relay_that_renews_keeps_its_rows(shared):
-    taken = outbox.PostgresOutbox(shared.db, "live-instance", lease=0.0).claim(ROWS)
+    taken = outbox.Outbox(shared.db, "live-instance", lease=0.0).claim(ROWS)
     assert shared.outbox_for("live-instance").renew() == ROWS  # before another relay's tick
     assert len(taken) == ROWS
     assert shared.outbox_for("other").claim(ROWS) == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from messaging import topology
+from tests.unit.factories import dead_letter_queue_for
 
 
 def queue(name: str) -> topology.Queue:
@@ -37,7 +38,7 @@ def test_order_events_dlq():
     dlq = queue("order-events-dlq")
     assert dlq.bindings == (("dlx", "order-events-dlq"),)
     assert dlq.arguments() == {}
-    assert topology.dead_letter_queue_for(queue("order-events")) is dlq
+    assert dead_letter_queue_for(queue("order-events")) is dlq
 
 
 def test_every_work_queue_has_a_dead_letter_queue_bound_on_dlx():
@@ -46,7 +47,7 @@ def test_every_work_queue_has_a_dead_letter_queue_bound_on_dlx():
             continue
         dlq = queue(work.dead_letter_key)
         assert ("dlx", work.dead_letter_key) in dlq.bindings
-        assert topology.dead_letter_queue_for(work) is dlq
+        assert dead_letter_queue_for(work) is dlq
         assert dlq.dead_letter_key is None, "a DLQ must not dead-letter further"
 
 

@@ -13,6 +13,7 @@ from inventory_service.unit_of_work import InventoryUnitOfWork
 from messaging.amqp.delivery import Delivery
 from messaging.db import inbox, outbox
 from messaging.db.messaging_store import MessagingStore, open_database
+from messaging.db.migrations import migrate
 from messaging.db.sqlite import Database
 from messaging.events import encode
 from messaging.observability import trace_context
@@ -92,7 +93,7 @@ def test_an_inventory_result_continues_the_trace_of_the_order_it_answers(invento
 def test_an_outbox_from_version_3_gains_the_traceparent_column_once(store_settings):
     settings = store_settings("orders.db")
     db = open_database(settings, OrderStore.FILENAME)
-    db.migrate("messaging", OLD_STEPS)
+    migrate(db, "messaging", OLD_STEPS)
     db.write(lambda conn: conn.execute(
         "INSERT INTO outbox (message_id, exchange, routing_key, body, correlation_id, type,"
         " created_at) VALUES ('old', 'orders', 'order.placed', ?, 'o', 'OrderPlaced', 1.0)",
