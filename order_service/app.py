@@ -42,6 +42,13 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     request_spans.install(app)
     app.register_blueprint(page)
 
+    @app.after_request
+    def secure(response: Response) -> Response:
+        """The shared security headers on every response; the page's own policy stays on the page."""
+        for name, value in health.SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
     @app.post("/order")
     def place_order() -> tuple[Response, int, dict[str, str]]:
         fields = handlers.validate(_json_body())

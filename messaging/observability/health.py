@@ -20,6 +20,18 @@ logger = logging.getLogger(__name__)
 
 Route = Callable[[], tuple[int, Any]]
 
+# On every response of every service: JSON and metrics are data, never a document to render, sniff
+# or frame (OrderService's page sends its own, wider, policy).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# How long a connection may take to send its request (or its next one): an idle or trickling client
+# holds one of the server's threads for at most this long.
+REQUEST_TIMEOUT_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class Text:
@@ -39,6 +51,13 @@ def serve(port: int, routes: dict[str, Route], host: str = "0.0.0.0") -> Threadi
     """Serve `routes` (path -> (status, body)) on a daemon thread; returns the server."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT_SECONDS
+
+        def end_headers(self) -> None:  # every answer, the error pages BaseHTTPRequestHandler makes too
+            for name, value in SECURITY_HEADERS.items():
+                self.send_header(name, value)
+            super().end_headers()
+
         def do_GET(self) -> None:
             started = time.perf_counter()
             path = self.path.split("?", 1)[0]

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from messaging.db import outbox
 from messaging.events import parse_order_placed
 from messaging.settings import StorageSettings
-from order_service import config
+from order_service import config, page
 from order_service.app import create_app
 from order_service.handlers import ListQuery
 from order_service.store import OrderStore
@@ -404,3 +404,33 @@ def test_post_while_the_database_is_locked_is_a_503_json_and_stores_nothing(clie
     assert response.headers["Retry-After"] == "1"
     assert "retry" in response.get_json()["error"]
     assert_nothing_stored(store)
+
+
+# --- security headers ---
+
+API_HEADERS = {"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+               "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+               "Cross-Origin-Opener-Policy": "same-origin"}
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), [
+    ("POST", "/order", VALID, 202), ("POST", "/order", {"user_id": ""}, 400),
+    ("POST", "/order", "[]", 415), ("GET", "/orders", None, 200), ("GET", "/orders?limit=0", None, 400),
+    ("GET", f"/orders/{uuid.uuid4()}", None, 404), ("GET", "/health", None, 200),
+    ("GET", "/openapi.json", None, 200), ("GET", "/metrics", None, 404),  # metrics not configured here
+    ("DELETE", "/order", None, 405),
+    ("GET", "/no/such/route", None, 404),
+])
+def test_every_api_answer_carries_the_security_headers(client, method, path, body, status):
+    kwargs = {"json": body} if isinstance(body, dict) else {"data": body} if body else {}
+    response = client.open(path, method=method, **kwargs)
+    assert response.status_code == status
+    assert {name: response.headers.get(name) for name in API_HEADERS} == API_HEADERS
+
+
+@pytest.mark.parametrize("path", ["/", "/orders/board", "/static/page.js"])
+def test_the_page_keeps_its_own_policy(client, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.headers["Content-Security-Policy"] == page.CONTENT_SECURITY_POLICY
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
