@@ -18,7 +18,7 @@ class OrderApi:
         self._http = requests.Session()
 
     def pending(self) -> int:
-        """Orders not yet final (status accepted)."""
+        """Orders not yet final (status accepted), as GET /orders counts them (up to its limit)."""
         page = self._http.get(f"{self.url}/orders", params={"status": "accepted", "limit": 1},
                               timeout=30)
         page.raise_for_status()
@@ -44,16 +44,17 @@ class OrderApi:
             time.sleep(poll)
 
     def all_orders(self) -> list[dict[str, Any]]:
-        """Every order, newest first, paging through GET /orders (limit 500)."""
+        """Every order, newest first, paging through GET /orders with its cursor (limit 500)."""
         found: list[dict[str, Any]] = []
+        params: dict[str, int | str] = {"limit": PAGE}
         while True:
-            page = self._http.get(f"{self.url}/orders",
-                                  params={"limit": PAGE, "offset": len(found)}, timeout=60)
+            page = self._http.get(f"{self.url}/orders", params=params, timeout=60)
             page.raise_for_status()
             body = page.json()
             found.extend(body["orders"])
-            if len(found) >= body["count"] or not body["orders"]:
+            if body["next"] is None:
                 return found
+            params["before"] = body["next"]
 
     def close(self) -> None:
         self._http.close()

@@ -66,8 +66,7 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
 
     @app.get("/orders")
     def list_orders() -> Response:
-        found, total = store.find(handlers.list_query(request.args))
-        return jsonify({"orders": [order.view() for order in found], "count": total})
+        return jsonify(store.find(handlers.list_query(request.args)).body())
 
     @app.get("/orders/<order_id>")
     def get_order(order_id: str) -> Response | tuple[Response, int]:

@@ -2,11 +2,13 @@
 
 Orders are never deleted, and a status only moves from `accepted` to `reserved` or `failed`. So
 every committed change raises the newest order's seq or lowers the number of accepted orders (two
-index lookups: the change marks). Counting orders per status takes a scan of every order (of
-the user), so the counts are recounted at most once a second per process and user, however many
-pages ask; the marks are read on every poll. The validator holds both, so a change shows at the
-next poll, and the counts within a second. The list itself is read only when the validator
-differs from the page's ETag.
+index lookups: the change marks). The accepted orders are counted up to CHANGE_MARK_LIMIT, so a poll
+costs the same when tens of thousands wait (InventoryService away at lunchtime); past the limit a
+status change shows through the counts instead, within a second. Counting orders per status takes a
+scan of every order (of the user), so the counts are recounted at most once a second per process and
+user, however many pages ask; the marks are read on every poll. The validator holds both, so a
+change shows at the next poll, and the counts within a second. The list itself is read only when the
+validator differs from the page's ETag.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from order_service.handlers import STATUSES, InvalidRequest, Order, user_filter,
 
 DEFAULT_ROWS, MAX_ROWS = 20, 100
 COUNTS_MAX_AGE = 1.0  # seconds everyone's counts per status may be reused
+CHANGE_MARK_LIMIT = 1000  # accepted orders counted on a poll, at the most
 PARAMETERS = ("user_id", "limit")
 
 

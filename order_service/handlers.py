@@ -20,7 +20,12 @@ from messaging.events import (
 ACCEPTED, RESERVED, FAILED = "accepted", "reserved", "failed"
 STATUSES = (ACCEPTED, RESERVED, FAILED)
 ACCEPTED_MESSAGE = "Order received and being processed"
-DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET = 50, 500, 10**9
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+# GET /orders pages with a cursor (`before`: where the last page ended), which costs an index seek
+# however deep it goes. An offset is read and thrown away row by row, and a count walks every
+# match, so both are bounded: a request costs at most about this many index entries.
+MAX_OFFSET = COUNT_LIMIT = 10_000
+MAX_CURSOR = 2**63 - 1  # the largest seq either backend stores
 
 
 class InvalidRequest(ValueError):
@@ -101,6 +106,25 @@ class ListQuery:
     user_id: str | None = None
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    before: int | None = None  # the cursor: only orders older than the one this names
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    """What GET /orders answers: a page, the cursor of the next one, how many orders match."""
+
+    orders: list[Order]
+    next: int | None  # None: this is the last page
+    count: int  # at most COUNT_LIMIT
+    count_capped: bool  # more than COUNT_LIMIT orders match
+
+    def body(self) -> dict[str, Any]:
+        return {"orders": [order.view() for order in self.orders],
+                "next": None if self.next is None else str(self.next),
+                "count": self.count, "count_capped": self.count_capped}
+
+
+LIST_PARAMETERS = ("status", "user_id", "limit", "offset", "before")
 
 
 def whole_number(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -123,7 +147,7 @@ def user_filter(args: Mapping[str, str]) -> str | None:
 
 def list_query(args: Mapping[str, str]) -> ListQuery:
     """Parse GET /orders query parameters or raise InvalidRequest."""
-    unknown = [name for name in args if name not in ("status", "user_id", "limit", "offset")]
+    unknown = [name for name in args if name not in LIST_PARAMETERS]
     if unknown:
         raise InvalidRequest({unknown[0]: "is not a known query parameter"})
     status = args.get("status")
@@ -131,4 +155,5 @@ def list_query(args: Mapping[str, str]) -> ListQuery:
         raise InvalidRequest({"status": f"must be one of {', '.join(STATUSES)}"})
     return ListQuery(status=status, user_id=user_filter(args),
                      limit=whole_number(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-                     offset=whole_number(args, "offset", 0, 0, MAX_OFFSET))
+                     offset=whole_number(args, "offset", 0, 0, MAX_OFFSET),
+                     before=whole_number(args, "before", 0, 1, MAX_CURSOR) if "before" in args else None)

@@ -95,11 +95,17 @@ def _schemas() -> dict[str, Any]:
                            "reason": {"type": "string", "maxLength": MAX_REASON_LENGTH,
                                       "description": "why the order failed (failed only)"}}},
         "OrderPage": {
-            "type": "object", "additionalProperties": False, "required": ["orders", "count"],
+            "type": "object", "additionalProperties": False,
+            "required": ["orders", "next", "count", "count_capped"],
             "properties": {"orders": {"type": "array", "items": _ref("schemas", "Order"),
                                       "maxItems": handlers.MAX_LIMIT},
-                           "count": {"type": "integer", "minimum": 0,
-                                     "description": "orders matching the filters, all pages"}}},
+                           "next": {"type": ["string", "null"], "pattern": "^[1-9][0-9]*$",
+                                    "description": "the next page's `before`; null on the last page"},
+                           "count": {"type": "integer", "minimum": 0, "maximum": handlers.COUNT_LIMIT,
+                                     "description": "orders matching the filters, all pages, counted "
+                                                    f"up to {handlers.COUNT_LIMIT}"},
+                           "count_capped": {"type": "boolean",
+                                            "description": f"more than {handlers.COUNT_LIMIT} match"}}},
         "Health": {
             "type": "object", "additionalProperties": False,
             "required": ["status", "service", "database", "broker", "outbox_backlog"],
@@ -185,7 +191,9 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
             _query("limit", {"type": "integer", "minimum": 1, "maximum": handlers.MAX_LIMIT,
                              "default": handlers.DEFAULT_LIMIT}, "page size"),
             _query("offset", {"type": "integer", "minimum": 0, "maximum": handlers.MAX_OFFSET,
-                              "default": 0}, "orders to skip")]
+                              "default": 0}, "orders to skip (bounded: page deeper with `before`)"),
+            _query("before", {"type": "integer", "minimum": 1, "maximum": handlers.MAX_CURSOR},
+                   "the cursor: `next` of the previous page; only orders older than it")]
     order_id = {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
     etag = {"ETag": {"schema": {"type": "string"}, "required": True,
                      "description": "send it back in If-None-Match"}}

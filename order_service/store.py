@@ -8,7 +8,8 @@ from messaging.db.migrations import migrate
 from messaging.db.outbox import PendingMessage
 from messaging.db.sqlite import chunks, select_in
 from messaging.events import Message
-from order_service.handlers import ACCEPTED, ListQuery, Order
+from order_service.board import CHANGE_MARK_LIMIT
+from order_service.handlers import ACCEPTED, COUNT_LIMIT, ListQuery, Order, OrderPage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -25,11 +26,16 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, seq);
 CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, seq);
 """
-COLUMNS = "order_id, user_id, item, quantity, status, created_at, updated_at, reason"
+ORDER_COLUMNS = ("order_id", "user_id", "item", "quantity", "status", "created_at", "updated_at", "reason")
+COLUMNS = ", ".join(ORDER_COLUMNS)
+# Step 2: a user's accepted orders are an index range, so the board's change mark for one user is
+# bounded by the mark's limit, not by how many orders the user ever placed.
+BY_USER_AND_STATUS = "CREATE INDEX IF NOT EXISTS orders_by_user_status ON orders (user_id, status);"
+STEPS = (SCHEMA, BY_USER_AND_STATUS)
 
 
 def _order(row: Row) -> Order:
-    return Order(**dict(row))
+    return Order(**{name: row[name] for name in ORDER_COLUMNS})
 
 
 class OrderStore(MessagingStore):
@@ -39,7 +45,7 @@ class OrderStore(MessagingStore):
 
     def __init__(self, db: Backend) -> None:
         super().__init__(db)
-        migrate(db, "orders", [SCHEMA])
+        migrate(db, "orders", STEPS)
 
     def add(self, order: Order, message: Message,
             claimant: str | None = None) -> PendingMessage | None:
@@ -58,20 +64,29 @@ class OrderStore(MessagingStore):
                                 (order_id,)).fetchone()
         return None if row is None else _order(row)
 
-    def find(self, query: ListQuery) -> tuple[list[Order], int]:
-        """A page of orders matching the filters, newest first, and the total that match."""
+    def find(self, query: ListQuery) -> OrderPage:
+        """A page of orders matching the filters, newest first, where the cursor says; the cursor of
+        the next page; how many orders match (counted up to COUNT_LIMIT)."""
         where: list[str] = []
-        params: list[str | None] = []
+        params: list[str | int] = []
         for column in ("status", "user_id"):
             if getattr(query, column) is not None:
                 where.append(f"{column} = ?")
                 params.append(getattr(query, column))
+        matching = f" WHERE {' AND '.join(where)}" if where else ""
+        count = self.conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM orders{matching} LIMIT ?) AS m",
+                                  [*params, COUNT_LIMIT + 1]).fetchone()[0]
+        if query.before is not None:
+            where.append("seq < ?")
+            params.append(query.before)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        total = self.conn.execute(f"SELECT COUNT(*) FROM orders{clause}", params).fetchone()[0]
         rows = self.conn.execute(
-            f"SELECT {COLUMNS} FROM orders{clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
-            [*params, query.limit, query.offset]).fetchall()
-        return [_order(row) for row in rows], total
+            f"SELECT seq, {COLUMNS} FROM orders{clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            [*params, query.limit + 1, query.offset]).fetchall()  # one more: is there a next page?
+        page = rows[:query.limit]
+        return OrderPage([_order(row) for row in page],
+                         page[-1]["seq"] if len(rows) > query.limit else None,
+                         min(count, COUNT_LIMIT), count > COUNT_LIMIT)
 
     def finish_many(self, conn: Connection, changes: list[tuple[str, str, str | None]],
                     now: str, created: dict[str, str] | None = None) -> list[str]:
@@ -125,21 +140,25 @@ class OrderStore(MessagingStore):
         return [_order(row) for row in rows]
 
     def change_marks(self, user_id: str | None = None) -> tuple[int, int]:
-        """The newest order's seq and the number of accepted orders (of one user, if given).
+        """The newest order's seq and the number of accepted orders, counted up to CHANGE_MARK_LIMIT
+        (of one user, if given).
 
         A new order raises the first, a final status lowers the second, so together they tell
-        that something changed, from two index lookups instead of counting every order.
+        that something changed, from two index lookups instead of counting every order. Past the
+        limit (InventoryService away at lunchtime), the second stays put and the board's counts,
+        at most a second old, tell the change instead.
         """
+        accepted = "SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE {} LIMIT ?) AS waiting"
         if user_id is None:
-            newest, accepted = self.conn.execute(
-                "SELECT (SELECT MAX(seq) FROM orders),"
-                " (SELECT COUNT(*) FROM orders WHERE status = ?)", (ACCEPTED,)).fetchone()
-        else:  # `|| ''` keeps the count on the few accepted rows, not on all of the user's
-            newest, accepted = self.conn.execute(
+            newest, waiting = self.conn.execute(
+                f"SELECT (SELECT MAX(seq) FROM orders), ({accepted.format('status = ?')})",
+                (ACCEPTED, CHANGE_MARK_LIMIT)).fetchone()
+        else:
+            newest, waiting = self.conn.execute(
                 "SELECT (SELECT MAX(seq) FROM orders WHERE user_id = ?),"
-                " (SELECT COUNT(*) FROM orders WHERE status = ? AND user_id || '' = ?)",
-                (user_id, ACCEPTED, user_id)).fetchone()
-        return newest or 0, accepted
+                f" ({accepted.format('user_id = ? AND status = ?')})",
+                (user_id, user_id, ACCEPTED, CHANGE_MARK_LIMIT)).fetchone()
+        return newest or 0, waiting
 
     def status_counts_of(self, user_id: str) -> dict[str, int]:
         """How many of one user's orders are in each status."""

@@ -41,16 +41,15 @@ def get_order(base_url: str, order_id: str) -> dict:
 
 
 def statuses(base_url: str) -> dict[str, str]:
-    """order_id -> status for every order, paging through GET /orders."""
+    """order_id -> status for every order, paging through GET /orders with its cursor."""
     found: dict[str, str] = {}
-    offset = 0
+    params: dict[str, int | str] = {"limit": 500}
     while True:
-        page = requests.get(f"{base_url}/orders", params={"limit": 500, "offset": offset},
-                            timeout=10).json()
+        page = requests.get(f"{base_url}/orders", params=params, timeout=10).json()
         found.update({o["order_id"]: o["status"] for o in page["orders"]})
-        offset += len(page["orders"])
-        if offset >= page["count"] or not page["orders"]:
+        if page["next"] is None:
             return found
+        params["before"] = page["next"]
 
 
 def all_final(base_url: str, order_ids: list[str]) -> bool:

@@ -27,7 +27,7 @@ def test_the_shared_tables_are_not_another_services_store(store_settings):
     OrderStore.open(settings).close()
     store = OrderStore.open(settings)  # "messaging" and "orders" are both this store's own
     assert dict(store.conn.execute("SELECT component, version FROM schema_version")) == {
-        "messaging": 4, "orders": 1}
+        "messaging": 4, "orders": 2}
     store.close()
 
 

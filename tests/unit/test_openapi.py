@@ -156,8 +156,12 @@ def test_the_documented_page_bounds_are_the_parsers(doc, name):
 
 def test_the_documented_query_parameters_are_the_parsers(doc):
     parameters = {p["name"]: p["schema"] for p in doc["paths"]["/orders"]["get"]["parameters"]}
-    assert set(parameters) == {"status", "user_id", "limit", "offset"}
+    assert set(parameters) == {"status", "user_id", "limit", "offset", "before"}
+    assert set(handlers.LIST_PARAMETERS) == set(parameters)
     assert not accepts_query({"page": "1"})
+    low, high = parameters["before"]["minimum"], parameters["before"]["maximum"]
+    assert accepts_query({"before": str(low)}) and accepts_query({"before": str(high)})
+    assert not accepts_query({"before": str(low - 1)}) and not accepts_query({"before": str(high + 1)})
     assert parameters["status"]["enum"] == list(handlers.STATUSES)
     assert all(accepts_query({"status": status}) for status in handlers.STATUSES)
     assert not accepts_query({"user_id": "a\x00"}) and accepts_query({"user_id": ""})

@@ -67,7 +67,7 @@ def post(client: FlaskClient, payload=VALID, **kwargs):
 
 
 def assert_nothing_stored(store: OrderStore) -> None:
-    assert store.find(ListQuery())[1] == 0
+    assert store.find(ListQuery()).count == 0
     assert store.outbox_backlog() == 0
 
 
@@ -313,7 +313,7 @@ def test_wrong_method_is_a_405_json(client, store, method, path):
 def test_list_orders_empty(client):
     response = client.get("/orders")
     assert response.status_code == 200
-    assert response.get_json() == {"orders": [], "count": 0}
+    assert response.get_json() == {"orders": [], "next": None, "count": 0, "count_capped": False}
 
 
 def test_list_orders_newest_first_with_count(client):
@@ -330,6 +330,16 @@ def test_list_orders_limit_and_offset(client):
     assert [o["order_id"] for o in body["orders"]] == ids[1:3]
 
 
+def test_list_orders_pages_with_the_cursor_it_answers(client):
+    ids = [post(client, {**VALID, "user_id": f"u{n}"}).get_json()["order_id"] for n in range(5)][::-1]
+    first = client.get("/orders?limit=2").get_json()
+    assert [o["order_id"] for o in first["orders"]] == ids[:2] and isinstance(first["next"], str)
+    second = client.get(f"/orders?limit=2&before={first['next']}").get_json()
+    third = client.get(f"/orders?limit=2&before={second['next']}").get_json()
+    assert [o["order_id"] for o in second["orders"] + third["orders"]] == ids[2:]
+    assert third["next"] is None and third["count"] == 5
+
+
 def test_list_orders_filters(client, store):
     alice = [post(client, {**VALID, "user_id": "alice"}).get_json()["order_id"] for _ in range(2)]
     bob = post(client, {**VALID, "user_id": "bob"}).get_json()["order_id"]
@@ -340,11 +350,14 @@ def test_list_orders_filters(client, store):
     assert [o["order_id"] for o in reserved["orders"]] == [alice[0]]
     accepted = client.get("/orders?status=accepted&user_id=bob").get_json()
     assert [o["order_id"] for o in accepted["orders"]] == [bob]
-    assert client.get("/orders?status=failed").get_json() == {"orders": [], "count": 0}
+    assert client.get("/orders?status=failed").get_json() == {"orders": [], "next": None, "count": 0,
+                                                              "count_capped": False}
 
 
 @pytest.mark.parametrize("query, field", [("limit=0", "limit"), ("limit=501", "limit"),
                                           ("limit=abc", "limit"), ("offset=-1", "offset"),
+                                          ("offset=10001", "offset"), ("before=0", "before"),
+                                          ("before=x", "before"), ("before=", "before"),
                                           ("status=done", "status"), ("sort=asc", "sort"),
                                           ("user_id=a%00", "user_id")])
 def test_list_orders_bad_query_is_a_400(client, query, field):

@@ -152,7 +152,7 @@ def test_list_query_bad_limit(limit):
     assert set(query_error({"limit": limit})) == {"limit"}
 
 
-@pytest.mark.parametrize("offset", ["-1", "x", "1e3", str(10**9 + 1)])
+@pytest.mark.parametrize("offset", ["-1", "x", "1e3", "10001", str(10**9)])
 def test_list_query_bad_offset(offset):
     assert set(query_error({"offset": offset})) == {"offset"}
 
@@ -161,7 +161,15 @@ def test_list_query_limit_edges():
     assert handlers.list_query({"limit": "1"}).limit == 1
     assert handlers.list_query({"limit": "500"}).limit == 500
     assert handlers.list_query({"offset": "0"}).offset == 0
-    assert handlers.list_query({"offset": str(10**9)}).offset == 10**9
+    assert handlers.list_query({"offset": "10000"}).offset == 10_000
+    assert handlers.list_query({"before": "1"}).before == 1
+    assert handlers.list_query({"before": str(2**63 - 1)}).before == 2**63 - 1
+    assert handlers.list_query({}).before is None
+
+
+@pytest.mark.parametrize("before", ["0", "-1", "x", "", str(2**63), "²"])
+def test_list_query_bad_cursor(before):
+    assert set(query_error({"before": before})) == {"before"}
 
 
 def test_list_query_refuses_unknown_parameters():

@@ -7,6 +7,7 @@ import pytest
 
 from messaging.db import outbox
 from order_service import handlers
+from order_service import store as store_module
 from order_service.handlers import ListQuery
 from order_service.store import OrderStore
 from tests.unit import factories
@@ -57,21 +58,47 @@ def test_get_unknown_order(order_store):
 
 def test_find_newest_first_with_total(order_store):
     placed = [place(order_store, user_id=f"u{n}")[0].order_id for n in range(5)]
-    found, total = order_store.find(ListQuery())
-    assert total == 5
-    assert [o.order_id for o in found] == list(reversed(placed))
+    page = order_store.find(ListQuery())
+    assert (page.count, page.count_capped, page.next) == (5, False, None)
+    assert [o.order_id for o in page.orders] == list(reversed(placed))
 
 
 def test_find_pages_with_limit_and_offset(order_store):
     placed = [place(order_store)[0].order_id for _ in range(7)]
     newest_first = list(reversed(placed))
-    found, total = order_store.find(ListQuery(limit=3, offset=2))
-    assert total == 7
-    assert [o.order_id for o in found] == newest_first[2:5]
-    found, total = order_store.find(ListQuery(limit=3, offset=6))
-    assert [o.order_id for o in found] == newest_first[6:]
-    found, total = order_store.find(ListQuery(limit=3, offset=100))
-    assert (found, total) == ([], 7)
+    page = order_store.find(ListQuery(limit=3, offset=2))
+    assert page.count == 7
+    assert [o.order_id for o in page.orders] == newest_first[2:5]
+    page = order_store.find(ListQuery(limit=3, offset=6))
+    assert ([o.order_id for o in page.orders], page.next) == (newest_first[6:], None)
+    page = order_store.find(ListQuery(limit=3, offset=100))
+    assert (page.orders, page.count, page.next) == ([], 7, None)
+
+
+def test_the_cursor_walks_every_order_once_newest_first_however_the_filters(order_store):
+    placed = [place(order_store, user_id=f"u{n % 2}")[0].order_id for n in range(7)]
+    for filters, expected in [({}, placed[::-1]), ({"user_id": "u1"}, placed[1::2][::-1])]:
+        seen: list[str] = []
+        before = None
+        while True:
+            page = order_store.find(ListQuery(limit=2, before=before, **filters))
+            seen += [o.order_id for o in page.orders]
+            assert page.count == len(expected), "the count ignores the cursor"
+            if page.next is None:
+                break
+            before = page.next
+        assert seen == expected
+    last = order_store.find(ListQuery(limit=7))
+    assert (len(last.orders), last.next) == (7, None), "a page that ends exactly at the last order"
+
+
+def test_the_count_stops_at_its_limit(order_store, monkeypatch):
+    monkeypatch.setattr(store_module, "COUNT_LIMIT", 3)
+    for _ in range(5):
+        place(order_store)
+    page = order_store.find(ListQuery(limit=1))
+    assert (page.count, page.count_capped) == (3, True)
+    assert (order_store.find(ListQuery(limit=1, status="failed")).count_capped) is False
 
 
 def test_find_filters_by_status_and_user(order_store):
@@ -82,9 +109,9 @@ def test_find_filters_by_status_and_user(order_store):
     finish(order_store, b1, "failed", "no stock")
 
     def ids(**filters):
-        found, total = order_store.find(ListQuery(**filters))
-        assert total == len(found)
-        return [o.order_id for o in found]
+        page = order_store.find(ListQuery(**filters))
+        assert page.count == len(page.orders)
+        return [o.order_id for o in page.orders]
 
     assert ids(user_id="alice") == [a2, a1]
     assert ids(status="accepted") == [a2]
@@ -114,7 +141,7 @@ def test_finish_never_moves_a_final_order(order_store):
 
 def test_finish_unknown_order(order_store):
     assert finish(order_store, "no-such-order", "reserved") == "unknown"
-    assert order_store.find(ListQuery())[1] == 0
+    assert order_store.find(ListQuery()).count == 0
 
 
 def test_writable(order_store):
@@ -180,3 +207,26 @@ def test_add_with_a_known_message_id_stores_the_order_and_returns_no_row(order_s
     assert order_store.add(other, message) is None
     assert order_store.get(other.order_id) == other
     assert order_store.outbox_backlog() == 1
+
+
+def test_change_marks_move_with_every_change_and_count_at_most_their_limit(order_store, monkeypatch):
+    assert order_store.change_marks() == (0, 0) and order_store.change_marks("alice") == (0, 0)
+    alice = [place(order_store, user_id="alice")[0].order_id for _ in range(2)]
+    place(order_store, user_id="bob")
+    newest, accepted = order_store.change_marks()
+    assert accepted == 3 and order_store.change_marks("alice") == (newest - 1, 2)
+    finish(order_store, alice[0], "reserved")
+    assert order_store.change_marks() == (newest, 2), "a final status lowers the count"
+    assert order_store.change_marks("alice") == (newest - 1, 1)
+    monkeypatch.setattr(store_module, "CHANGE_MARK_LIMIT", 1)
+    assert order_store.change_marks() == (newest, 1), "counted up to the limit, no further"
+    assert order_store.change_marks("alice") == (newest - 1, 1)
+
+
+def test_a_users_change_marks_read_an_index_range_not_their_history(order_store):
+    if order_store.dialect.name != "sqlite":
+        pytest.skip("the query plan checked is SQLite's")
+    plan = " ".join(str(tuple(row)) for row in order_store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT 1 FROM orders WHERE user_id = ? AND status = ? LIMIT 1000",
+        ("alice", "accepted")))
+    assert "orders_by_user_status" in plan, plan

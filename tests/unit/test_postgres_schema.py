@@ -7,7 +7,7 @@ import pytest
 
 from messaging.db.migrations import migrate
 from messaging.settings import StorageSettings
-from order_service.store import SCHEMA, OrderStore
+from order_service.store import STEPS, OrderStore
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"])
 
@@ -33,16 +33,16 @@ def test_replicas_starting_together_create_the_schema_once(store_settings):
     for thread in threads:
         thread.join(timeout=60)
     assert not errors, errors
-    assert versions(stores[0]) == {"messaging": 4, "orders": 1}
+    assert versions(stores[0]) == {"messaging": 4, "orders": 2}
     for store in stores:
         store.close()
 
 
 def test_a_later_step_migrates_an_existing_database_once(store_settings):
     store = OrderStore.open(store_settings("orders.db"))
-    steps = [SCHEMA, "ALTER TABLE orders ADD COLUMN note TEXT"]  # fails if run twice
+    steps = [*STEPS, "ALTER TABLE orders ADD COLUMN note TEXT"]  # fails if run twice
     migrate(store.db, "orders", steps)
     migrate(store.db, "orders", steps)
-    assert versions(store)["orders"] == 2
+    assert versions(store)["orders"] == len(STEPS) + 1
     assert store.conn.execute("SELECT note FROM orders").fetchall() == []
     store.close()

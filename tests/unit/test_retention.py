@@ -15,7 +15,7 @@ from messaging.db.migrations import migrate
 from messaging.settings import RetentionSettings
 from notification_service.store import NotificationStore
 from notification_service.unit_of_work import NotificationUnitOfWork
-from order_service.store import SCHEMA, OrderStore
+from order_service.store import STEPS, OrderStore
 from tests.unit.factories import (
     delivery,
     inventory_result,
@@ -238,8 +238,8 @@ def test_a_store_from_before_pruning_is_migrated_once(store_settings):
 def test_a_failed_sqlite_migration_step_leaves_no_trace(store_settings):
     store = OrderStore.open(store_settings("orders.db"))
     with pytest.raises(sqlite3.OperationalError):
-        migrate(store.db, "orders", [SCHEMA, "CREATE TABLE t (a INTEGER); SELECT * FROM missing;"])
+        migrate(store.db, "orders", [*STEPS, "CREATE TABLE t (a INTEGER); SELECT * FROM missing;"])
     tables = {row[0] for row in store.conn.execute("SELECT name FROM sqlite_master")}
     assert "t" not in tables
-    assert dict(store.conn.execute("SELECT component, version FROM schema_version"))["orders"] == 1
+    assert dict(store.conn.execute("SELECT component, version FROM schema_version"))["orders"] == len(STEPS)
     store.close()
