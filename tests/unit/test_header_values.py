@@ -123,3 +123,26 @@ def test_a_timestamp_header_pika_decoded_is_written_back_unchanged():
     when = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
     properties = headers_of(field(b"t", b"T", timestamp(calendar.timegm(when.utctimetuple()))))
     assert writable(properties.headers) == ({"t": when}, [])
+
+
+def test_what_rabbitmq_passes_on_and_pika_decodes_oddly_is_written_back_as_it_came():
+    """Values that reach a consumer (tried against RabbitMQ 3.10) and decode without an error: a
+    key and a long string that are not UTF-8 stay bytes, a decimal with 255 places, a short-short
+    int; pika writes each back, so none needs rewriting."""
+    properties = headers_of(field(b"\xff\xfe", b"t", b"\x01"),
+                            field(b"raw", b"S", struct.pack(">I", 2) + b"\xff\xfe"),
+                            field(b"dec", b"D", b"\xff" + struct.pack(">i", -1)),
+                            field(b"tiny", b"b", b"\x80"))
+    assert properties.headers == {b"\xff\xfe": True, "raw": b"\xff\xfe",
+                                  "dec": decimal.Decimal("-1E-255"), "tiny": -128}
+    assert writable(properties.headers) == (properties.headers, [])
+    again = decoded(b"".join(pika.BasicProperties(headers=properties.headers).encode()))
+    assert again.headers == properties.headers
+
+
+def test_a_message_id_that_is_not_utf8_is_kept_as_bytes_and_can_be_written_back():
+    encoded = properties_bytes(table(), message_id=b"\xff" * 255)  # the longest short string
+    properties = decoded(encoded)
+    assert properties.message_id == b"\xff" * 255 and unreadable(properties) == ()
+    copy = pika.BasicProperties(message_id=properties.message_id)
+    assert decoded(b"".join(copy.encode())).message_id == b"\xff" * 255
