@@ -1,6 +1,7 @@
 """Shared fixtures: a private vhost per test, services started as real processes, polling waits."""
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,17 @@ if str(ROOT) not in sys.path:
 from stack.broker import Broker  # noqa: E402
 from stack.processes import Stack  # noqa: E402
 from tests.client import wait_for  # noqa: E402,F401 - re-exported for tests
+
+UUID = re.compile(r"\w{8}-\w{4}-\w{4}-\w{4}-\w{12}")  # a UUID, or one made bad by a letter
+
+
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    """Ids without the fresh UUIDs some parameters carry, so that every collection (each xdist
+    worker's) names the same tests; pytest numbers the ids this makes alike."""
+    text = val.decode("ascii", "backslashreplace") if isinstance(val, bytes) else val
+    if isinstance(text, str) and UUID.search(text):
+        return UUID.sub("uuid", text)
+    return None
 
 
 @pytest.fixture(scope="session")
