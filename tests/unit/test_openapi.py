@@ -120,7 +120,9 @@ def test_the_documented_body_is_exactly_what_the_validator_accepts(body):
 
 
 def test_the_documented_example_is_accepted(doc):
-    for body in doc["components"]["schemas"]["NewOrder"]["examples"]:
+    examples = doc["components"]["schemas"]["NewOrder"]["examples"]
+    assert examples
+    for body in examples:
         assert schema_of(doc, "NewOrder").is_valid(body) and accepts(body)
 
 
@@ -138,7 +140,7 @@ def test_the_documented_page_bounds_are_the_parsers(doc, name):
     low, high = parameter["schema"]["minimum"], parameter["schema"]["maximum"]
     assert accepts_query({name: str(low)}) and accepts_query({name: str(high)})
     assert not accepts_query({name: str(high + 1)})
-    assert low == 0 or not accepts_query({name: str(low - 1)})
+    assert not accepts_query({name: str(low - 1)})
     assert getattr(handlers.ListQuery(), name) == parameter["schema"]["default"]
 
 
