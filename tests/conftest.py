@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 from stack.broker import Broker  # noqa: E402
 from stack.private_broker import PrivateBroker  # noqa: E402
 from stack.processes import Stack  # noqa: E402
+from tests import figures  # noqa: E402
 from tests.client import wait_for  # noqa: E402,F401 - re-exported for tests
 
 UUID = re.compile(r"\w{8}-\w{4}-\w{4}-\w{4}-\w{12}")  # a UUID, or one made bad by a letter
@@ -53,6 +54,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = xdist_group_of(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand the scenarios' figures to the controller
+        workeroutput["figures"] = figures.as_json()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    figures.add_json(getattr(node, "workeroutput", {}).get("figures", {}))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    figures.report(terminalreporter)
 
 
 @pytest.fixture(scope="session")
