@@ -7,6 +7,7 @@ the modules that stop the broker (on a node of their own), and modules with modu
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,6 +97,9 @@ def shared_broker() -> Iterator[Broker]:
 @pytest.fixture(scope="session")
 def private_broker() -> Iterator[PrivateBroker]:
     """A RabbitMQ node of this session's own (management API included), stopped and removed after."""
+    if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
+        pytest.fail("the tests that stop the broker start a RabbitMQ node of their own: "
+                    "they need rabbitmq-server and rabbitmqctl (run as root or rabbitmq)")
     broker = PrivateBroker.start()
     try:
         yield broker
