@@ -133,7 +133,7 @@ def make_stack(broker: Broker, vhost: str, tmp_path: Path) -> Iterator[Callable[
     stacks: list[Stack] = []
 
     def make(backend: str | None = None, **env: str) -> Stack:
-        env = {"RABBITMQ_HOST": f"{broker.host}:{broker.port}", **env}
+        env = {"RABBITMQ_HOST": broker.host, "RABBITMQ_PORT": str(broker.port), **env}
         stack = Stack(vhost, tmp_path / f"stack{len(stacks)}", backend, **env)
         stacks.append(stack)
         return stack
