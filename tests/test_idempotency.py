@@ -10,12 +10,15 @@ if __name__ == "__main__":  # `python tests/test_idempotency.py`, as the spec's 
 
     sys.exit(pytest.main([__file__, "-v", "--rootdir", str(Path(__file__).resolve().parents[1])]))
 
+import pytest
 import requests
 
 from tests.chaos.harness import memory_alarm
 from tests.client import drain, order_placed_body, publish, wait_for
 from tests.integration.test_dead_letter_tool import lock
 from tests.test_dlq import POISON
+
+pytestmark = pytest.mark.private_broker  # raises the memory alarm: on a broker of its own
 
 
 def stock_of(inventory, item: str) -> dict:
@@ -94,7 +97,7 @@ def test_crash_between_commit_and_ack_does_not_reserve_twice(make_stack, broker)
                  what="every message to be delivered to the service")
         delivered = retries()
         wait_for(lambda: retries() >= delivered + 2, what="a retry to read them off the socket")
-        with memory_alarm():
+        with memory_alarm(broker):
             holder.rollback()
             wait_for(lambda: reserved_units(inventory, "Coffee") == count, timeout=30,
                      what=f"all {count} reservations to be committed")

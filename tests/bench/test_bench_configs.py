@@ -102,7 +102,7 @@ def test_sqlite_and_postgres_side_by_side_end_to_end(tmp_path, capsys):
         assert run["verify"]["accepted"] > 0
         figures = results["side_by_side"]["figures"][name]
         assert figures["post_rps"] > 0 and figures["bare_rps"] > 0
-        assert figures["e2e_orders_per_s"] > 0 and figures["e2e_p99_ms"] is not None
+        assert figures["e2e_orders_per_s"] > 0 and figures["e2e_p99_ms"] > 0
     ratios = results["side_by_side"]["ratios"]["postgres/sqlite"]
     assert ratios["e2e_orders_per_s"] > 0
     assert "Backends side by side" in capsys.readouterr().out

@@ -19,6 +19,7 @@ from messaging import events, topology
 from messaging.db.dialect import SQLITE, postgres
 from ops import audit
 from stack.broker import Broker
+from stack.private_broker import PrivateBroker
 from stack.processes import ROOT, Stack
 from tests.client import drain, wait_for
 
@@ -57,42 +58,35 @@ class OrderStream(threading.Thread):
         return self.accepted
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
-
-
 @contextlib.contextmanager
-def broker_stopped() -> Iterator[None]:
-    """Stop the RabbitMQ application for the block; always start it again."""
-    rabbitmqctl("stop_app")
+def broker_stopped(broker: PrivateBroker) -> Iterator[None]:
+    """Stop the (private) broker's RabbitMQ application for the block; always start it again."""
+    broker.stop_app()
     try:
         yield
     finally:
-        rabbitmqctl("start_app")
-        rabbitmqctl("await_startup")
+        broker.start_app()
 
 
-def current_watermark() -> str:
+def current_watermark(broker: PrivateBroker) -> str:
     """The broker's memory high watermark as rabbitmqctl takes it back (0.4 when it cannot say)."""
-    out = subprocess.run(["rabbitmqctl", "-q", "eval",
-                          "vm_memory_monitor:get_vm_memory_high_watermark()."],
-                         capture_output=True, text=True, timeout=60).stdout.strip()
     try:
-        value = float(out)
-    except ValueError:
+        value = float(broker.memory_watermark())
+    except (RuntimeError, ValueError):
         return "0.4"
     return str(value) if value > 0 else "0.4"  # 0 is an alarm someone left raised, not a setting
 
 
 @contextlib.contextmanager
-def memory_alarm() -> Iterator[None]:
-    """Raise the broker's memory alarm for the block (publishers block); always restore the watermark."""
-    watermark = current_watermark()
-    rabbitmqctl("set_vm_memory_high_watermark", "0")
+def memory_alarm(broker: PrivateBroker) -> Iterator[None]:
+    """Raise the (private) broker's memory alarm for the block (publishers block); always restore
+    the watermark."""
+    watermark = current_watermark(broker)
+    broker.set_memory_watermark("0")
     try:
         yield
     finally:
-        rabbitmqctl("set_vm_memory_high_watermark", watermark)
+        broker.set_memory_watermark(watermark)
 
 
 def snapshot(stack: Stack) -> audit.Snapshot:

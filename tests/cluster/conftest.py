@@ -1,8 +1,6 @@
 """A three-node RabbitMQ cluster of local nodes, started once for the cluster tests and removed."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,9 +9,8 @@ import pytest
 
 from stack.cluster import ClusterBroker, LocalCluster
 from stack.processes import Stack
+from tests import figures
 from tests.chaos.harness import Figures
-
-RESULTS: list[Figures] = []
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -62,20 +59,4 @@ def cluster_stack(cluster: LocalCluster, cluster_vhost: str, tmp_path: Path) -> 
 @pytest.fixture
 def record_figures() -> Callable[[Figures], None]:
     """Report a scenario's figures at the end of the run (also when it failed)."""
-    return RESULTS.append
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    if not RESULTS:
-        return
-    terminalreporter.section("cluster figures")
-    for f in RESULTS:
-        terminalreporter.write_line(f"{f.scenario}: orders {f.accepted}, refused {f.refused}, "
-                                    f"lost {f.lost}, doubled {f.duplicated}, settled in "
-                                    f"{f.recovery_seconds} s after the stream stopped")
-        for key, value in f.notes.items():
-            terminalreporter.write_line(f"  {key}: {value}")
-    path = os.environ.get("CLUSTER_FIGURES")
-    if path:
-        with open(path, "w") as out:
-            json.dump([f.summary() for f in RESULTS], out, indent=2)
+    return figures.RESULTS["cluster"].append

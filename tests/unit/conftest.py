@@ -1,4 +1,10 @@
-"""Fixtures for broker-free unit tests: temporary stores on SQLite and on PostgreSQL."""
+"""Fixtures for server-free unit tests: temporary stores on SQLite.
+
+The store fixtures take a `backend` (each test is generated for SQLite and for PostgreSQL), but
+tests/unit keeps only the SQLite runs: the PostgreSQL runs of the same test functions are
+collected in tests/integration/stores_on_postgres/, which imports these fixtures, so that
+`pytest tests/unit` (and mutmut, which runs it) needs no database server and no broker.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -13,6 +19,31 @@ from order_service.store import OrderStore
 from stack import postgres
 
 BACKENDS = ("sqlite", "postgres")
+UNIT = Path(__file__).resolve().parent
+ON_POSTGRES = UNIT.parent / "integration" / "stores_on_postgres"
+
+
+def backend_of(item: pytest.Item) -> str | None:
+    """The backend a collected test runs its stores on, or None when it takes no `backend`."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("backend") if callspec else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave the PostgreSQL runs of unit tests to tests/integration/stores_on_postgres/."""
+    on_postgres = [item for item in items
+                   if UNIT in item.path.parents and backend_of(item) == "postgres"]
+    if not on_postgres:
+        return
+    twins = {path.name for path in ON_POSTGRES.glob("test_*.py")}
+    missing = sorted({item.path.name for item in on_postgres} - twins)
+    if missing:
+        raise pytest.UsageError(
+            f"{', '.join(missing)}: tests on backend=postgres with no module in {ON_POSTGRES} "
+            f"that runs them (add one that star-imports the unit module)")
+    dropped = set(map(id, on_postgres))
+    items[:] = [item for item in items if id(item) not in dropped]
+    config.hook.pytest_deselected(items=on_postgres)
 
 
 @pytest.fixture
@@ -23,7 +54,7 @@ def storage(tmp_path: Path) -> StorageSettings:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """Each backend in turn: the test runs once on SQLite and once on PostgreSQL."""
+    """Each backend in turn: SQLite here, PostgreSQL in tests/integration/stores_on_postgres/."""
     return request.param
 
 

@@ -132,7 +132,9 @@ def test_the_documented_text_pattern_refuses_exactly_the_characters_the_validato
 
 
 def test_the_documented_example_is_accepted(doc):
-    for body in doc["components"]["schemas"]["NewOrder"]["examples"]:
+    examples = doc["components"]["schemas"]["NewOrder"]["examples"]
+    assert examples
+    for body in examples:
         assert schema_of(doc, "NewOrder").is_valid(body) and accepts(body)
 
 
@@ -150,7 +152,7 @@ def test_the_documented_page_bounds_are_the_parsers(doc, name):
     low, high = parameter["schema"]["minimum"], parameter["schema"]["maximum"]
     assert accepts_query({name: str(low)}) and accepts_query({name: str(high)})
     assert not accepts_query({name: str(high + 1)})
-    assert low == 0 or not accepts_query({name: str(low - 1)})
+    assert not accepts_query({name: str(low - 1)})
     assert getattr(handlers.ListQuery(), name) == parameter["schema"]["default"]
 
 

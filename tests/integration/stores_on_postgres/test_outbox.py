@@ -1,0 +1,5 @@
+"""The tests of tests/unit/test_outbox.py that take a backend, on PostgreSQL.
+
+See conftest.py: this module runs their PostgreSQL runs, tests/unit their SQLite runs.
+"""
+from tests.unit.test_outbox import *  # noqa: F403
