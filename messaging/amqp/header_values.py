@@ -75,7 +75,7 @@ def decode_table(encoded: bytes, offset: int) -> tuple[dict, int]:
     notes = getattr(_notes, "current", None)
     while offset < limit:
         key, offset = pika.data.decode_short_string(encoded, offset)
-        noted = len(notes) if notes is not None else 0
+        noted = len(notes or ())
         try:
             table[key], offset = pika.data.decode_value(encoded, offset)
         except Exception as exc:  # whatever it is, the table's length is known: skip to its end

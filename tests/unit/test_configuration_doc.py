@@ -21,6 +21,10 @@ import pytest
 from messaging.settings import env_duration
 
 ROOT = Path(__file__).resolve().parents[2]
+if "from mutmut." in (ROOT / "messaging" / "settings.py").read_text():
+    # mutmut's copy of the code: every function is rewritten into trampolines and mutants, so the
+    # settings cannot be read from it as written. The check runs on the code itself in the suite.
+    pytest.skip("the code is mutmut's rewritten copy", allow_module_level=True)
 DOC = ROOT / "docs" / "configuration.md"
 PACKAGES = ("messaging", "order_service", "inventory_service", "notification_service", "ops")
 SERVICES = {"order_service": "OrderService", "inventory_service": "InventoryService",

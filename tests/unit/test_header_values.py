@@ -4,6 +4,7 @@ from __future__ import annotations
 import calendar
 import decimal
 import struct
+import threading
 from datetime import UTC, datetime
 
 import pika
@@ -12,6 +13,7 @@ import pytest
 
 import messaging.amqp  # noqa: F401 - importing the room installs the tolerant decoding
 from messaging.amqp import header_values
+from messaging.amqp.delivery import Delivery, split_unfit
 from messaging.amqp.header_values import Unreadable, unreadable, writable
 from tests.amqp_frames import array, decoded, double, field, properties_bytes, table, timestamp
 
@@ -23,21 +25,32 @@ def headers_of(*fields: bytes) -> pika.BasicProperties:
     return decoded(properties_bytes(table(*fields)))
 
 
-@pytest.mark.parametrize(("kind", "payload", "name"), [
-    (b"T", timestamp(PAST_9999), "timestamp"),
-    (b"T", timestamp(2**64 - 1), "timestamp"),
-    (b"d", double(float("nan")), "double"),
-    (b"d", double(float("inf")), "double"),
-    (b"f", struct.pack(">f", float("-inf")), "float"),
+@pytest.mark.parametrize(("kind", "payload", "name", "error"), [
+    (b"T", timestamp(PAST_9999), "timestamp", "OverflowError"),
+    (b"T", timestamp(2**64 - 1), "timestamp", "OverflowError"),
+    (b"d", double(float("nan")), "double", "ValueError"),
+    (b"d", double(float("inf")), "double", "OverflowError"),
+    (b"f", struct.pack(">f", float("-inf")), "float", "OverflowError"),
 ], ids=["timestamp-2^63+5", "timestamp-2^64-1", "double-nan", "double-inf", "float-minus-inf"])
-def test_a_value_pika_cannot_decode_becomes_text_and_the_rest_is_read(kind, payload, name):
+def test_a_value_pika_cannot_decode_becomes_text_and_the_rest_is_read(kind, payload, name, error):
     properties = headers_of(field(b"bad", kind, payload), GOOD)
     bad = properties.headers["bad"]
     assert isinstance(bad, Unreadable) and bad == f"unreadable {name} 0x{payload.hex()}"
     assert properties.headers["good"] == "ok", "the headers after it are read"
     assert properties.message_id == "m-1" and properties.delivery_mode == 2, "so are the properties"
     [note] = unreadable(properties)
-    assert note.startswith(f"header 'bad': {name} unreadable (")
+    assert note.startswith(f"header 'bad': {name} unreadable ({error}: ")
+
+
+def test_a_truncated_value_of_a_type_that_has_no_name_is_named_by_its_type_octet():
+    assert header_values.decode_value(b"I\x00\x01", 0) == ("unreadable type b'I' 0x0001", 5)
+
+
+def test_properties_are_decoded_from_the_offset_given():
+    encoded = properties_bytes(table(field(b"bad", b"T", timestamp(PAST_9999))))
+    properties = pika.BasicProperties()
+    properties.decode(b"junk" + encoded, 4)
+    assert properties.message_id == "m-1" and len(unreadable(properties)) == 1
 
 
 def test_one_bad_value_inside_an_array_or_a_nested_table_spoils_only_itself():
@@ -90,8 +103,28 @@ def test_properties_pika_can_decode_are_decoded_as_before_and_carry_no_note():
 
 
 def test_a_decoding_failure_outside_properties_is_read_around_without_a_note():
-    value, end = pika.data.decode_table(table(field(b"t", b"T", timestamp(PAST_9999))), 0)
-    assert isinstance(value["t"], Unreadable) and end == len(table(field(b"t", b"T", timestamp(0))))
+    encoded = table(field(b"t", b"T", timestamp(PAST_9999)))
+    results: list = []
+
+    def decode() -> None:  # in a thread that never decoded properties, then after it did
+        results.append(pika.data.decode_table(encoded, 0))
+        headers_of(field(b"t", b"T", timestamp(PAST_9999)))
+        results.append(pika.data.decode_table(encoded, 0))
+
+    thread = threading.Thread(target=decode)
+    thread.start()
+    thread.join(timeout=10)
+    assert len(results) == 2, "decoding raised in the thread"
+    for value, end in results:
+        assert isinstance(value["t"], Unreadable) and end == len(encoded)
+
+
+def test_every_note_of_a_message_is_in_its_rejection():
+    bad = field(b"a", b"T", timestamp(PAST_9999))
+    properties = headers_of(bad, field(b"b", b"T", timestamp(PAST_9999)))
+    first, second = unreadable(properties)
+    [rejection] = split_unfit([Delivery(1, "orders", "order.placed", False, properties, b"{}")], 1024)[1]
+    assert (rejection.reason, rejection.error) == ("undecodable-properties", f"{first}; {second}")
 
 
 def test_install_is_idempotent_and_replaces_pikas_decoders():
@@ -99,6 +132,7 @@ def test_install_is_idempotent_and_replaces_pikas_decoders():
     header_values.install()
     assert pika.data.decode_value is header_values.decode_value
     assert pika.data.decode_table is header_values.decode_table
+    assert pika.spec.BasicProperties.decode is header_values._decode_properties
 
 
 def test_writable_leaves_what_pika_can_encode_alone():
