@@ -26,11 +26,14 @@ def url_for(name: str, base: str | None = None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
 
 
-def create_database(prefix: str = "test") -> str:
-    """Create an empty database with a unique name; return its URL."""
+def create_database(prefix: str = "test", encoding: str | None = None) -> str:
+    """Create an empty database with a unique name (in `encoding`, if given); return its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if encoding is not None:
+        statement += sql.SQL(" ENCODING {} TEMPLATE template0").format(sql.Literal(encoding))
     with psycopg.connect(admin_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(statement)
     return url_for(name)
 
 

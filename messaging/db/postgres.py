@@ -147,9 +147,21 @@ class PostgresDatabase:
 
 
 def _check_reachable(url: str) -> None:
-    """Connect once, so that a bad URL, a refused login or a missing database is told at start."""
+    """Connect once, so that a bad URL, a refused login, a missing database or one that is not
+    UTF-8 is told at start.
+
+    A SQL_ASCII database (what `initdb` makes without a locale) hands every text column back as
+    bytes: the service would start, say it is healthy, and fail on every order.
+    """
     try:
-        psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT).close()
+        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT) as conn:
+            encoding = conn.execute("SHOW server_encoding").fetchone()
     except psycopg.Error as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ConfigError(f"DATABASE_URL {redact(url)} is not usable: {reason}") from None
+    found = encoding[0] if encoding else "unknown"
+    if isinstance(found, bytes):  # what such a database hands back
+        found = found.decode("ascii", "replace")
+    if found.upper() not in ("UTF8", "UTF-8"):
+        raise ConfigError(f"DATABASE_URL {redact(url)} is not usable: its encoding is {found}, and "
+                          "the stores need UTF8 (CREATE DATABASE ... ENCODING 'UTF8')")

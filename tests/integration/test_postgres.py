@@ -45,6 +45,14 @@ def missing_database() -> str:
 
 
 @pytest.fixture
+def sql_ascii_database() -> Iterator[str]:
+    """A database in SQL_ASCII, as `initdb` without a locale makes them."""
+    url = postgres.create_database("ascii", encoding="SQL_ASCII")
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture
 def another_services_database(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
     """Factory: a database holding the store of a service other than `module`'s."""
     urls: list[str] = []
@@ -63,11 +71,14 @@ def another_services_database(request: pytest.FixtureRequest) -> Iterator[Callab
 
 @pytest.mark.parametrize("module", sorted(MODULES.values()))
 @pytest.mark.parametrize("case", ["missing database", "refused login", "not postgresql",
-                                  "another service's database"])
+                                  "another service's database", "not UTF-8"])
 def test_an_unusable_database_url_stops_the_service_with_one_line(module, case, missing_database,
-                                                                  another_services_database):
+                                                                  another_services_database,
+                                                                  sql_ascii_database):
     if case == "another service's database":
         url = another_services_database(module)
+    elif case == "not UTF-8":
+        url = sql_ascii_database
     else:
         url = {"missing database": missing_database,
                "refused login": postgres.url_for("postgres").replace("postgres@", "no_such_role@"),
@@ -81,6 +92,9 @@ def test_an_unusable_database_url_stops_the_service_with_one_line(module, case, 
     assert len(lines) == 1, result.stderr
     assert "configuration error: DATABASE_URL" in lines[0]
     assert "secret" not in lines[0]
+    if case == "not UTF-8":  # it would hand every text column back as bytes, and fail every order
+        assert lines[0].endswith("its encoding is SQL_ASCII, and the stores need UTF8 "
+                                 "(CREATE DATABASE ... ENCODING 'UTF8')"), lines[0]
 
 
 def test_order_service_answers_503_while_its_database_is_gone_and_recovers(make_stack):
