@@ -1,12 +1,14 @@
 """What both backends offer the stores alike: one migration path, single statements, the outbox."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from inventory_service.store import SCHEMA as INVENTORY_SCHEMA
 from messaging.db.migrations import migrate, statements
 from messaging.settings import ConfigError
-from order_service.store import OrderStore
+from order_service.store import STEPS, OrderStore
 
 
 def test_a_database_holding_another_services_store_is_refused(order_store, backend):
@@ -60,3 +62,18 @@ def test_the_read_connection_runs_a_statement_for_each_row(order_store):
     order_store.conn.executemany("INSERT INTO inbox (event_id, processed_at) VALUES (?, ?)", [])
     rows = order_store.conn.execute("SELECT event_id, processed_at FROM inbox ORDER BY event_id")
     assert [tuple(row) for row in rows] == [("e-1", 1.0), ("e-2", 2.0)]
+
+
+def test_a_migration_logs_the_versions_it_went_between_and_a_current_schema_is_left_alone(storage, caplog):
+    caplog.set_level(logging.INFO, logger="messaging.db.migrations")
+    store = OrderStore.open(storage)
+    try:
+        assert "schema orders migrated from version 0 to 2" in caplog.messages
+        store.write(lambda conn: conn.execute("UPDATE schema_version SET applied_at = 1"))
+        caplog.clear()
+        migrate(store.db, "orders", STEPS)
+        assert caplog.messages == [], "nothing to apply, nothing said"
+        assert dict(store.conn.execute("SELECT component, applied_at FROM schema_version")) == \
+            {"messaging": 1, "orders": 1}, "and nothing recorded again"
+    finally:
+        store.close()
