@@ -34,6 +34,14 @@ class Broker:
                        timeout=10).raise_for_status()
         return name
 
+    def limit_connections(self, vhost: str, limit: int | None) -> None:
+        """Allow at most `limit` connections into `vhost` (0: none get in); None lifts the limit."""
+        url = f"{self.api}/vhost-limits/{quote(vhost, safe='')}/max-connections"
+        if limit is None:
+            self._http.delete(url, timeout=10).raise_for_status()
+        else:
+            self._http.put(url, json={"value": limit}, timeout=10).raise_for_status()
+
     def delete_vhost(self, name: str) -> None:
         """Delete a vhost and everything in it (missing is fine)."""
         response = self._http.delete(f"{self.api}/vhosts/{quote(name, safe='')}", timeout=30)

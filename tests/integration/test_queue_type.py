@@ -52,15 +52,22 @@ def test_queues_of_another_type_stop_the_service_with_one_line(broker, vhost, tm
 
 
 def test_order_service_master_exits_when_a_worker_meets_the_refusal_later(broker, tmp_path):
-    """The vhost is not there at start-up (nothing to check before the fork); once it is, with
-    classic queues, the worker's connections are refused and the whole service stops with 3."""
+    """The vhost lets nobody in at start-up (nothing to check before the fork); once it does, its
+    classic queues refuse the worker's connections and the whole service stops with 3.
+
+    The classic queues are declared before the service starts: declared after, they would race
+    the worker's own reconnects, which declare quorum queues the moment the vhost lets them in.
+    """
     name = f"late-{uuid.uuid4().hex[:10]}"
+    broker.create_vhost(name=name)
+    declare_topology(broker, name, "classic")
+    broker.limit_connections(name, 0)
     service = ServiceProcess("order", {"RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_VHOST": name,
                                        "RABBITMQ_QUEUE_TYPE": "quorum"}, tmp_path)
     try:
         service.start().wait_healthy()  # accepts orders while the broker cannot be used
-        broker.create_vhost(name=name)
-        declare_topology(broker, name, "classic")
+        assert "RabbitMQ unreachable at start-up" in service.log(), "the check before the fork saw nothing"
+        broker.limit_connections(name, None)
         wait_for(lambda: not service.running, timeout=30, what="OrderService to stop")
         assert service.process.returncode == 3, service.tail()
         assert "is a classic queue on the broker but RABBITMQ_QUEUE_TYPE=quorum" in service.log(), \
