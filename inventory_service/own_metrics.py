@@ -1,5 +1,5 @@
 """InventoryService's own metric (stock_available{item}, read from the stock table when scraped)
-beside the shared ones; the name is part of the metrics contract (README, "Metrics")."""
+beside the shared ones; the name is part of the metrics contract (docs/operations.md, "Metrics")."""
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -105,14 +105,14 @@ class QueueMismatch(Exception):
             return (f"quorum queue {self.queue!r} was declared without at-least-once "
                     f"dead-lettering (x-dead-letter-strategy, x-overflow), which RabbitMQ cannot "
                     f"add to an existing queue; stop every service and run `python -m "
-                    f"ops.migrate_queues --to quorum` (README: Switching the queue type)")
+                    f"ops.migrate_queues --to quorum` (docs/operations.md: Switching the queue type)")
         existing = QUORUM if self.earlier_quorum else self.existing_type
         if existing is not None and existing != self.wanted_type:
             return (f"queue {self.queue!r} is a {existing} queue on the broker but "
                     f"RABBITMQ_QUEUE_TYPE={self.wanted_type} asks for a {self.wanted_type} queue; "
                     f"set RABBITMQ_QUEUE_TYPE={existing}, or stop every service and run "
-                    f"`python -m ops.migrate_queues --to {self.wanted_type}` (README: Switching "
-                    f"the queue type)")
+                    f"`python -m ops.migrate_queues --to {self.wanted_type}` (docs/operations.md: "
+                    f"Switching the queue type)")
         return f"RabbitMQ refused to declare queue {self.queue!r}: {self.reply_text}"
 
 

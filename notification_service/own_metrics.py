@@ -1,5 +1,5 @@
 """NotificationService's own metric (notifications sent) beside the shared ones; the name is part
-of the metrics contract (README, "Metrics")."""
+of the metrics contract (docs/operations.md, "Metrics")."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter

@@ -1,5 +1,5 @@
 """OrderService's own metrics (orders placed, completed, and how long they took) beside the shared
-ones; the names are part of the metrics contract (README, "Metrics")."""
+ones; the names are part of the metrics contract (docs/operations.md, "Metrics")."""
 from __future__ import annotations
 
 import time

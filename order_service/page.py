@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from messaging.observability import health
 from order_service import board
 
 # Everything from this origin only, and nothing inline: no inline script, style or handler.
@@ -16,12 +17,8 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'none'", "script-src 'self'", "style-src 'self'", "img-src 'self'",
     "connect-src 'self'", "form-action 'self'", "base-uri 'none'", "frame-ancestors 'none'",
 ])
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
+# Every response's headers (messaging.observability.health), with the page's own, wider policy.
+SECURITY_HEADERS = {**health.SECURITY_HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
 
 page = Blueprint("page", __name__, static_folder="static", static_url_path="/static")
 
