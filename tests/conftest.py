@@ -39,10 +39,12 @@ def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str)
 
 def xdist_group_of(item: pytest.Item) -> str | None:
     """The worker group a test must share, if any: one per costly thing set up once and shared."""
-    if item.get_closest_marker("private_broker"):
-        return "private_broker"  # one private node per session, not one per worker
-    if "cluster" in item.fixturenames:
-        return "cluster"  # three nodes per session
+    # The private node (one per session) and the clusters (three nodes per session) share one worker:
+    # each scenario stops brokers, kills services and waits for recovery against deadlines, and the
+    # two together on 2 cores starved a chaos scenario past its deadline. One after the other,
+    # their recovery figures are also each their own.
+    if item.get_closest_marker("private_broker") or "cluster" in item.fixturenames:
+        return "fault_scenarios"
     definitions = getattr(item, "_fixtureinfo", None)
     shared = definitions and [name for name, defs in definitions.name2fixturedefs.items()
                               if defs[-1].scope == "module" and name != "broker"]
