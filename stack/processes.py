@@ -1,6 +1,7 @@
 """Start, stop and kill the services as real processes through their `python -m` entrypoints."""
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -28,11 +29,30 @@ def test_backend() -> str:
     return backend
 
 
+PORTS_PER_WORKER = 1000
+FIRST_PORT = 20000  # the slices end below 32768, where Linux's ephemeral range starts
+_handed_out = itertools.count()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody listens on right now, and that nobody else will be handed.
+
+    A port the kernel picks (bind to 0) comes from the ephemeral range, where any outgoing
+    connection - a service's own to the broker - may take it before the service binds it. So
+    each xdist worker hands out ports from its own slice below that range, in turn, skipping
+    any that something holds.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = FIRST_PORT + (int(worker) if worker.isdigit() else 0) % 12 * PORTS_PER_WORKER
+    for _ in range(PORTS_PER_WORKER):
+        port = first + next(_handed_out) % PORTS_PER_WORKER
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {first}-{first + PORTS_PER_WORKER - 1}")
 
 
 def service_of(instance: str) -> str:

@@ -34,6 +34,7 @@ from inventory_service import config as inventory_config
 from messaging.settings import ConsumerSettings
 from notification_service import config as notification_config
 from order_service import config as order_config
+from stack.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = {  # compose service -> (module, port, database, config loader); none has a container_name
@@ -629,14 +630,6 @@ class StubHealth(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
-
-
-def free_port() -> int:
-    """A port nothing listens on."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubHealth)
-    port = server.server_address[1]
-    server.server_close()
-    return port
 
 
 @pytest.fixture
