@@ -41,7 +41,7 @@ class OrderServiceApplication(BaseApplication):
     def load_config(self) -> None:
         s = self.settings
         options = {
-            "bind": f"{s.host}:{s.port}", "workers": s.workers, "threads": s.threads,
+            "bind": _binds(s), "workers": s.workers, "threads": s.threads,
             "worker_class": "gthread", "graceful_timeout": s.graceful_timeout, "timeout": 30,
             "keepalive": 5, "preload_app": False, "accesslog": None, "loglevel": "info",
             "post_worker_init": _start_lifecycle, "worker_exit": _stop_lifecycle,
@@ -75,14 +75,23 @@ class OrderService:
 
     def run(self) -> int:
         """Serve until gunicorn's master stops (it exits 3 itself when a worker cannot boot)."""
-        logger.info("OrderService starting on %s:%d with %d worker(s)", self.settings.host,
-                    self.settings.port, self.settings.workers)
+        logger.info("OrderService starting on %s:%d with %d worker(s)%s", self.settings.host,
+                    self.settings.port, self.settings.workers,
+                    f", /metrics on port {self.settings.metrics_port} only"
+                    if self.settings.metrics_port else "")
         private_dir = exposition.prepare_multiprocess(SERVICE) if self.settings.metrics else None
         try:
             OrderServiceApplication(self.settings).run()
         finally:
             exposition.remove(private_dir)
         return 0
+
+
+def _binds(settings: config.Settings) -> list[str]:
+    """The API's address, and the metrics port's when METRICS_PORT is set (the same workers
+    serve both; the app tells them apart by the listening socket)."""
+    ports = [settings.port] + ([settings.metrics_port] if settings.metrics_port else [])
+    return [f"{settings.host}:{port}" for port in ports]
 
 
 def _start_lifecycle(worker) -> None:

@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 from messaging import events
 from messaging.db.outbox import PendingMessage
 from messaging.observability import exposition, health, trace_context
-from order_service import config, handlers, openapi, own_metrics, request_spans
+from order_service import config, handlers, openapi, own_metrics, rate_limits, request_spans
 from order_service.handlers import InvalidRequest
 from order_service.page import page
 from order_service.store import OrderStore
@@ -49,7 +49,10 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
             response.headers.setdefault(name, value)
         return response
 
+    limit_orders = rate_limits.install(app, settings)  # a no-op unless RATE_LIMIT_ORDERS is set
+
     @app.post("/order")
+    @limit_orders
     def place_order() -> tuple[Response, int, dict[str, str]]:
         fields = handlers.validate(_json_body())
         order, message = handlers.place(fields, events.utc_now(), request_spans.current_traceparent())
@@ -83,7 +86,7 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     def description() -> Response:
         return jsonify(openapi.document(settings.max_body_bytes))
 
-    exposition.instrument_flask(app)
+    exposition.instrument_flask(app, settings.metrics_port)
 
     @app.errorhandler(InvalidRequest)
     def invalid(exc: InvalidRequest) -> tuple[Response, int]:

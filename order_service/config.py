@@ -1,16 +1,23 @@
 """OrderService settings, read from the environment once."""
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import limits
+
 from messaging.settings import (
+    ConfigError,
     ServiceSettings,
     env_int,
     env_str,
     service_settings,
 )
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,11 @@ class Settings(ServiceSettings):
     threads: int = 8
     graceful_timeout: int = 20
     max_body_bytes: int = 16 * 1024
+    metrics_port: int | None = None  # None: GET /metrics on `port`, beside the API
+    rate_limit_orders: str | None = None  # None: POST /order is not limited
+    redis_url: str | None = None  # None: each process counts its own budget, in memory
+    rate_limit_prefix: str = "order-service"
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 DEFAULTS = Settings()
@@ -34,11 +46,64 @@ DEFAULTS = Settings()
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment; raises ConfigError on a bad value."""
     env = os.environ if env is None else env
+    port = env_int(env, "PORT", DEFAULTS.port, 1, 65535)
     return Settings(
         **service_settings(env),
         host=env_str(env, "HOST", DEFAULTS.host),
-        port=env_int(env, "PORT", DEFAULTS.port, 1, 65535),
+        port=port,
         workers=env_int(env, "WEB_CONCURRENCY", DEFAULTS.workers, 1, 64),
         threads=env_int(env, "WEB_THREADS", DEFAULTS.threads, 1, 256),
         graceful_timeout=env_int(env, "GRACEFUL_TIMEOUT", DEFAULTS.graceful_timeout, 1, 600),
+        metrics_port=metrics_port(env, port),
+        rate_limit_orders=rate_limit(env_str(env, "RATE_LIMIT_ORDERS", "", allow_empty=True)),
+        redis_url=redis_url(env_str(env, "REDIS_URL", "", allow_empty=True)),
+        rate_limit_prefix=env_str(env, "RATE_LIMIT_PREFIX", DEFAULTS.rate_limit_prefix),
+        trusted_proxies=networks(env_str(env, "TRUSTED_PROXIES", "", allow_empty=True)),
     )
+
+
+def metrics_port(env: Mapping[str, str], port: int) -> int | None:
+    """METRICS_PORT: None (0, the default) or a port other than PORT."""
+    value = env_int(env, "METRICS_PORT", 0, 0, 65535)
+    if value == port:
+        raise ConfigError(f"METRICS_PORT must differ from PORT ({port}): the metrics port is the "
+                          "one the public door does not reach")
+    return value or None
+
+
+def rate_limit(text: str) -> str | None:
+    """RATE_LIMIT_ORDERS in the limits package's notation (`30/minute`, `5 per second; 100/hour`),
+    checked with its own parser; None when empty."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        limits.parse_many(text)
+    except ValueError:
+        raise ConfigError("RATE_LIMIT_ORDERS must be a rate such as 30/minute or "
+                          f"`5/second; 100/hour`, got {text!r}") from None
+    return text
+
+
+def redis_url(url: str) -> str | None:
+    """REDIS_URL: None when empty, else a redis://, rediss:// or redis+unix:// URL."""
+    url = url.strip()
+    if not url:
+        return None
+    if not url.startswith(REDIS_SCHEMES):
+        scheme = url.split("://", 1)[0] if "://" in url else url[:20]
+        raise ConfigError(f"REDIS_URL must look like redis://host:port/db (or rediss://, "
+                          f"redis+unix://), got a URL starting {scheme!r}")
+    return url
+
+
+def networks(text: str) -> tuple[Network, ...]:
+    """TRUSTED_PROXIES: comma-separated addresses or CIDR networks (`10.0.0.5, 172.28.0.0/24`)."""
+    found = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            found.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError("TRUSTED_PROXIES must be comma-separated IP addresses or networks "
+                              f"(CIDR), got {entry!r}") from None
+    return tuple(found)

@@ -153,13 +153,19 @@ def _responses() -> dict[str, Any]:
         "UnsupportedMediaType": _json(error, f"The Content-Type is not {JSON}"),
         "Unavailable": _json(error, "The order database is busy or unavailable; retry shortly",
                              headers={"Retry-After": {**header, "description": "seconds"}}),
+        "TooManyRequests": _json(
+            error, "Over the rate limit (RATE_LIMIT_ORDERS; per signed-in user, else per client "
+                   "address); nothing was placed",
+            headers={"Retry-After": {"schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+                                     "required": True,
+                                     "description": "whole seconds until the budget has room"}}),
     }
 
 
 def _operation(operation_id: str, summary: str, answers: dict[str, Any], *errors: str,
                **extra: Any) -> dict[str, Any]:
     codes = {"400": "InvalidRequest", "404": "NotFound", "413": "TooLarge",
-             "415": "UnsupportedMediaType", "503": "Unavailable"}
+             "415": "UnsupportedMediaType", "429": "TooManyRequests", "503": "Unavailable"}
     responses = {**answers, **{code: _ref("responses", codes[code]) for code in errors},
                  "405": _ref("responses", "MethodNotAllowed")}
     return {"operationId": operation_id, "summary": summary, **extra, "responses": responses}
@@ -204,7 +210,7 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
               "503": _json(_ref("schemas", "Health"), "The database is not writable")}
     return {
         "/order": {"post": _operation("placeOrder", "Place an order", {"202": _accepted()},
-                                      "400", "413", "415", "503", requestBody=body,
+                                      "400", "413", "415", "429", "503", requestBody=body,
                                       parameters=[traceparent])},
         "/orders": {"get": _operation(
             "listOrders", "List orders, newest first",

@@ -14,7 +14,8 @@ STATUSES = ("reserved", "failed")
 
 
 class OrderMetrics:
-    """orders_placed, orders_completed{status} and order_completion_seconds."""
+    """orders_placed, orders_completed{status}, order_completion_seconds and
+    orders_rate_limited{key}."""
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.placed = Counter("orders_placed", "Orders accepted with a 202", registry=registry)
@@ -24,6 +25,9 @@ class OrderMetrics:
                                     "From the 202 to the final status being committed",
                                     buckets=metrics.LATENCY_BUCKETS, registry=registry)
         self.by_status = {status: self.completed.labels(status) for status in STATUSES}
+        self.rate_limited = Counter("orders_rate_limited", "POST /order refused with a 429 by "
+                                    "RATE_LIMIT_ORDERS, by what the budget was keyed on",
+                                    ["key"], registry=registry)
 
 
 def configure(enabled: bool, multiprocess: bool = False,
@@ -37,6 +41,13 @@ def order_placed() -> None:
     own: OrderMetrics | None = metrics.own()
     if own:
         own.placed.inc()
+
+
+def order_rate_limited(key: str) -> None:
+    """Count a POST /order refused by the rate limit; `key` is `user` or `address`."""
+    own: OrderMetrics | None = metrics.own()
+    if own:
+        own.rate_limited.labels(key).inc()
 
 
 def orders_completed(completed: list[tuple[str, str]]) -> None:

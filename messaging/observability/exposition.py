@@ -101,9 +101,42 @@ def route() -> tuple[int, Any]:
     return (404, OFF) if answer is None else (200, Text(*answer))
 
 
-def instrument_flask(app: Any) -> None:
-    """Serve GET /metrics on a Flask app and count its requests by route pattern."""
-    from flask import Response, g, jsonify, request
+def listener_port(environ: dict[str, Any]) -> int | None:
+    """The port of the listening socket a request came in on: from the connection's own socket
+    under gunicorn, else SERVER_PORT (which gunicorn, for a TCP listener, and werkzeug also take
+    from the socket, never from the Host header a client writes)."""
+    sock = environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            address = sock.getsockname()
+        except OSError:
+            return None
+        return address[1] if isinstance(address, tuple) else None  # a Unix socket has no port
+    try:
+        return int(environ.get("SERVER_PORT", ""))
+    except ValueError:
+        return None
+
+
+def on_its_door(path: str, port: int | None, metrics_port: int | None) -> bool:
+    """Whether a request for `path` that came in on `port` may be served: with a metrics port,
+    /metrics only there and nothing else there; without one, everything everywhere."""
+    if metrics_port is None:
+        return True
+    return (path == "/metrics") == (port == metrics_port)
+
+
+def instrument_flask(app: Any, metrics_port: int | None = None) -> None:
+    """Serve GET /metrics on a Flask app (on `metrics_port` only, when given: every other path
+    answers 404 there, and /metrics answers 404 on the other ports) and count its requests by
+    route pattern."""
+    from flask import Response, abort, g, jsonify, request
+
+    if metrics_port is not None:
+        @app.before_request
+        def metrics_door() -> None:
+            if not on_its_door(request.path, listener_port(request.environ), metrics_port):
+                abort(404)
 
     @app.get("/metrics")
     def metrics_text() -> Any:

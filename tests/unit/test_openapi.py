@@ -20,7 +20,8 @@ from order_service.app import create_app
 from order_service.handlers import InvalidRequest
 
 IMPLICIT = {"HEAD", "OPTIONS"}  # answered by Flask for every route, never described
-STATUSES = {"200", "202", "304", "400", "404", "405", "413", "415", "503"}  # what the app can answer
+# What the app can answer (429 only with RATE_LIMIT_ORDERS set).
+STATUSES = {"200", "202", "304", "400", "404", "405", "413", "415", "429", "503"}
 
 
 @pytest.fixture
@@ -79,6 +80,22 @@ def test_every_status_the_app_answers_is_documented(doc):
     for item in doc["paths"].values():
         for operation in item.values():
             assert "405" in operation["responses"], "any path answers other methods with 405"
+
+
+def test_the_rate_limits_answer_is_the_documented_429(tmp_path, doc):
+    settings = config.Settings(storage=StorageSettings(data_dir=str(tmp_path)),
+                               rate_limit_orders="1/minute")
+    client = create_app(settings).test_client()
+    order = {"user_id": "u", "item": "Burger", "quantity": 1}
+    assert client.post("/order", json=order).status_code == 202
+    refused = client.post("/order", json=order)
+    assert refused.status_code == 429
+    documented = doc["components"]["responses"][doc["paths"]["/order"]["post"]["responses"]["429"]
+                                                ["$ref"].rsplit("/", 1)[1]]
+    assert refused.mimetype in documented["content"]
+    schema_of(doc, "Error").validate(refused.get_json())
+    retry_after = documented["headers"]["Retry-After"]
+    assert re.fullmatch(retry_after["schema"]["pattern"], refused.headers["Retry-After"])
 
 
 def test_the_body_limit_is_the_apps(app, doc):
