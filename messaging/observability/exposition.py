@@ -129,14 +129,8 @@ def on_its_door(path: str, port: int | None, metrics_port: int | None) -> bool:
 def instrument_flask(app: Any, metrics_port: int | None = None) -> None:
     """Serve GET /metrics on a Flask app (on `metrics_port` only, when given: every other path
     answers 404 there, and /metrics answers 404 on the other ports) and count its requests by
-    route pattern."""
+    route pattern, those refused at the wrong door too."""
     from flask import Response, abort, g, jsonify, request
-
-    if metrics_port is not None:
-        @app.before_request
-        def metrics_door() -> None:
-            if not on_its_door(request.path, listener_port(request.environ), metrics_port):
-                abort(404)
 
     @app.get("/metrics")
     def metrics_text() -> Any:
@@ -145,21 +139,25 @@ def instrument_flask(app: Any, metrics_port: int | None = None) -> None:
             return jsonify(OFF), 404
         return Response(answer[0], headers={"Content-Type": answer[1]})
 
-    if metrics.active() is None:
-        return
+    if metrics.active() is not None:
+        @app.before_request
+        def start_clock() -> None:
+            g.metrics_started = time.perf_counter()
 
-    @app.before_request
-    def start_clock() -> None:
-        g.metrics_started = time.perf_counter()
+        @app.after_request
+        def count(response: Any) -> Any:
+            started = g.pop("metrics_started", None)
+            if started is not None:
+                rule = request.url_rule
+                metrics.http_request(request.method, rule.rule if rule else None,
+                                     response.status_code, time.perf_counter() - started)
+            return response
 
-    @app.after_request
-    def count(response: Any) -> Any:
-        started = g.pop("metrics_started", None)
-        if started is not None:
-            rule = request.url_rule
-            metrics.http_request(request.method, rule.rule if rule else None,
-                                 response.status_code, time.perf_counter() - started)
-        return response
+    if metrics_port is not None:
+        @app.before_request
+        def metrics_door() -> None:
+            if not on_its_door(request.path, listener_port(request.environ), metrics_port):
+                abort(404)
 
 
 def prepare_multiprocess(service: str) -> str | None:
