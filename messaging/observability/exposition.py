@@ -113,8 +113,8 @@ def listener_port(environ: dict[str, Any]) -> int | None:
             return None
         return address[1] if isinstance(address, tuple) else None  # a Unix socket has no port
     try:
-        return int(environ.get("SERVER_PORT", ""))
-    except ValueError:
+        return int(environ["SERVER_PORT"])
+    except (KeyError, ValueError):
         return None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -55,7 +56,7 @@ KNOWN_VARIABLES = {
     "WEB_THREADS", "GRACEFUL_TIMEOUT", "PREFETCH_COUNT", "BATCH_SIZE", "TRANSIENT_RETRY_LIMIT",
     "TRANSIENT_RETRY_DELAY", "REDELIVERY_LIMIT", "MAX_MESSAGE_BYTES", "SQLITE_SYNCHRONOUS",
     "SQLITE_BUSY_TIMEOUT_MS",
-    "METRICS",
+    "METRICS", "METRICS_PORT", "RATE_LIMIT_ORDERS", "REDIS_URL", "RATE_LIMIT_PREFIX", "TRUSTED_PROXIES",
 }
 # Logs and traces (README "Following one order"): the standard OpenTelemetry names.
 KNOWN_VARIABLES |= {
@@ -217,11 +218,12 @@ def test_compose_files_are_valid(files: tuple[str, ...], source: str, tmp_path: 
 
 def test_services_and_published_ports(compose: dict[str, Any], cluster: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"rabbitmq", "postgres", "order_gateway", *APPS, *MONITORING}
+    assert set(services) == {"rabbitmq", "postgres", "redis", "order_gateway", *APPS, *MONITORING}
     assert set(cluster["services"]) == {*services, "rabbitmq-2", "rabbitmq-3"}
     assert published(services["rabbitmq"]) == {(5672, 5672), (15672, 15672)}
     assert published(services["order_gateway"]) == {(8101, 8101)}, "the spec's OrderService port"
     assert published(services["postgres"]) == set(), "a local PostgreSQL may hold 5432"
+    assert published(services["redis"]) == set(), "the rate limit's counts stay inside"
     assert published(services["prometheus"]) == {(9090, 9090)}
     assert published(services["grafana"]) == {(3000, 3000)}
     for name in ("rabbitmq-2", "rabbitmq-3"):
@@ -315,7 +317,8 @@ def test_service_waits_for_a_healthy_broker_and_database_and_restarts(
         either: dict[str, Any], name: str) -> None:
     service = either["services"][name]
     _, _, _, load = APPS[name]
-    assert set(service["depends_on"]) == {*brokers(either), "postgres"}
+    wanted = {*brokers(either), "postgres"} | ({"redis"} if name == "order_service" else set())
+    assert set(service["depends_on"]) == wanted
     assert all(d["condition"] == "service_healthy" for d in service["depends_on"].values())
     assert service["restart"] == "unless-stopped"
     assert service["build"]["dockerfile"] == "Dockerfile"
@@ -346,6 +349,34 @@ def test_environment_is_one_the_service_accepts(either: dict[str, Any], name: st
     assert settings.broker.queue_type == ("quorum" if len(nodes) > 1 else "classic")
     if name == "inventory_service":
         assert settings.success_rate == 0.9
+
+
+def test_order_service_limits_orders_through_redis_behind_the_gateway(either: dict[str, Any]) -> None:
+    services = either["services"]
+    settings = order_config.load(services["order_service"]["environment"])
+    assert settings.rate_limit_orders, "compose limits POST /order"
+    url = urlsplit(settings.redis_url or "")
+    assert (url.scheme, url.hostname, url.port) == ("redis", "redis", 6379)
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:") and "redis-cli" in redis["healthcheck"]["test"]
+    assert redis["restart"] == "unless-stopped"
+    assert set(redis["networks"]) & set(services["order_service"]["networks"])
+    # X-Forwarded-For is believed from the gateway's fixed address alone.
+    [(network, attachment)] = services["order_gateway"]["networks"].items()
+    gateway = ipaddress.ip_address(attachment["ipv4_address"])
+    [subnet] = [ipaddress.ip_network(c["subnet"]) for c in either["networks"][network]["ipam"]["config"]]
+    assert gateway in subnet
+    assert [str(n) for n in settings.trusted_proxies] == [f"{gateway}/32"]
+
+
+def test_order_service_serves_its_metrics_off_the_gateways_port(either: dict[str, Any]) -> None:
+    service = either["services"]["order_service"]
+    settings = order_config.load(service["environment"])
+    assert settings.metrics_port and settings.metrics_port != settings.port
+    assert str(settings.metrics_port) in [str(p) for p in service["expose"]]
+    assert "ports" not in service, "the metrics port is not published"
+    text = re.sub(r"#.*", "", (ROOT / "compose" / "order-gateway" / "nginx.conf").read_text())
+    assert str(settings.metrics_port) not in text, "the gateway passes the public port only"
 
 
 def credentials(compose: dict[str, Any]) -> dict[str, set[str]]:

@@ -86,13 +86,17 @@ def test_prometheus_discovers_every_replica_of_each_service_on_its_port(
     found = jobs(either)
     assert set(found) == {*APPS, "rabbitmq"}
     assert prometheus_config(either)["global"]["scrape_interval"]
-    for name, (_, port, _, _) in APPS.items():
+    for name, (_, port, _, load) in APPS.items():
         job = found[name]
         assert "static_configs" not in job, "fixed targets miss the replicas --scale adds"
         assert job.get("metrics_path", "/metrics") == "/metrics"
-        assert job["dns_sd_configs"] == [{"names": [name], "type": "A", "port": port,
+        environment = either["services"][name]["environment"]
+        assert environment["PORT"] == str(port)
+        # OrderService serves /metrics on its METRICS_PORT only, off the gateway's port.
+        scraped = getattr(load(environment), "metrics_port", None) or port
+        assert job["dns_sd_configs"] == [{"names": [name], "type": "A", "port": scraped,
                                           "refresh_interval": "10s"}]
-        assert either["services"][name]["environment"]["PORT"] == str(port)
+        assert str(scraped) in [str(p) for p in either["services"][name]["expose"]]
 
 
 def test_prometheus_scrapes_every_broker_node_per_queue(either: dict[str, Any]) -> None:
