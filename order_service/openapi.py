@@ -242,7 +242,8 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
                  "schema": {"type": "string"}, "description": "the ETag of the last answer"}])},
         "/metrics": {"get": _operation(
             "metrics", "Counters, gauges and histograms in the Prometheus text format",
-            {"200": {"description": "Every worker's figures (404 when METRICS=off)",
+            {"200": {"description": "Every worker's figures (404 when METRICS=off, and on the "
+                                    "API's port when METRICS_PORT is set: then served there only)",
                      "content": {"text/plain": {"schema": {"type": "string"}}}}}, "404")},
         "/openapi.json": {"get": _operation(
             "openapi", "This description", {"200": _json({"type": "object"}, "OpenAPI 3.1")})},
