@@ -43,6 +43,24 @@ def test_bad_host_list_stops_the_operator_tools_with_a_clear_message(tmp_path, c
                                       "65535, got '0' in 'rabbit2:0'")
 
 
+@pytest.mark.parametrize("variable,value,message", [
+    ("RATE_LIMIT_ORDERS", "lots", "RATE_LIMIT_ORDERS must be a rate such as 30/minute or "
+                                  "`5/second; 100/hour`, got 'lots'"),
+    ("REDIS_URL", "http://cache:6379", "REDIS_URL must look like redis://host:port/db (or rediss://, "
+                                       "redis+unix://), got a URL starting 'http'"),
+    ("TRUSTED_PROXIES", "gateway", "TRUSTED_PROXIES must be comma-separated IP addresses or networks "
+                                   "(CIDR), got 'gateway'"),
+    ("METRICS_PORT", "8101", "METRICS_PORT must differ from PORT (8101)"),
+])
+def test_bad_rate_limit_or_metrics_port_stops_order_service(tmp_path, variable, value, message):
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "PORT": "8101", variable: value}
+    result = subprocess.run([sys.executable, "-m", "order_service"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert f"order-service: configuration error: {message}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_bad_success_rate_stops_inventory(tmp_path):
     env = {**os.environ, "DATA_DIR": str(tmp_path), "INVENTORY_SUCCESS_RATE": "1.5"}
     result = subprocess.run([sys.executable, "-m", "inventory_service"], cwd=ROOT, env=env,
