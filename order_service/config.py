@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from messaging.settings import (
     ServiceSettings,
+    env_duration,
     env_int,
     env_str,
     service_settings,
@@ -26,6 +27,8 @@ class Settings(ServiceSettings):
     threads: int = 8
     graceful_timeout: int = 20
     max_body_bytes: int = 16 * 1024
+    # How long an Idempotency-Key is remembered: a retry within it is answered with the original.
+    idempotency_window: float = 24 * 3600.0
 
 
 DEFAULTS = Settings()
@@ -41,4 +44,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         workers=env_int(env, "WEB_CONCURRENCY", DEFAULTS.workers, 1, 64),
         threads=env_int(env, "WEB_THREADS", DEFAULTS.threads, 1, 256),
         graceful_timeout=env_int(env, "GRACEFUL_TIMEOUT", DEFAULTS.graceful_timeout, 1, 600),
+        idempotency_window=env_duration(env, "IDEMPOTENCY_RETENTION", DEFAULTS.idempotency_window,
+                                        1.0, 365 * 86400.0),
     )

@@ -14,7 +14,7 @@ STATUSES = ("reserved", "failed")
 
 
 class OrderMetrics:
-    """orders_placed, orders_completed{status} and order_completion_seconds."""
+    """orders_placed, orders_replayed, orders_completed{status} and order_completion_seconds."""
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.placed = Counter("orders_placed", "Orders accepted with a 202", registry=registry)
@@ -24,6 +24,8 @@ class OrderMetrics:
                                     "From the 202 to the final status being committed",
                                     buckets=metrics.LATENCY_BUCKETS, registry=registry)
         self.by_status = {status: self.completed.labels(status) for status in STATUSES}
+        self.replayed = Counter("orders_replayed", "POST /order retries answered with the order "
+                                "their Idempotency-Key placed before", registry=registry)
 
 
 def configure(enabled: bool, multiprocess: bool = False,
@@ -37,6 +39,12 @@ def order_placed() -> None:
     own: OrderMetrics | None = metrics.own()
     if own:
         own.placed.inc()
+
+
+def order_replayed() -> None:
+    own: OrderMetrics | None = metrics.own()
+    if own:
+        own.replayed.inc()
 
 
 def orders_completed(completed: list[tuple[str, str]]) -> None:
