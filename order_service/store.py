@@ -195,6 +195,10 @@ class OrderStore(MessagingStore):
         """order_id -> status for every order."""
         return dict(self.conn.execute("SELECT order_id, status FROM orders"))
 
+    def keyed_orders(self) -> list[str]:
+        """The order_id every stored Idempotency-Key names."""
+        return [row[0] for row in self.conn.execute("SELECT order_id FROM idempotency_keys")]
+
     def status_counts(self) -> dict[str, int]:
         """How many orders are in each status."""
         return dict(self.conn.execute("SELECT status, COUNT(*) FROM orders GROUP BY status"))

@@ -3,10 +3,10 @@
 The inbox, the redelivery counts and NotificationService's notifications are each a consumer's
 memory of what it handled; OrderService's Idempotency-Keys are its memory of the requests it
 answered. They would grow by a row per message forever. A `Pruner` thread per process deletes
-their rows older than DEDUP_RETENTION (or their table's own window: IDEMPOTENCY_RETENTION), at start and then every
-DEDUP_PRUNE_INTERVAL, in small batches of one short transaction each (on SQLite through the group
-commit), so the writers on the hot path wait for at most one batch. Business records (orders,
-reservations) are never listed here.
+their rows older than DEDUP_RETENTION (or their table's own window: IDEMPOTENCY_RETENTION), at
+start and then every DEDUP_PRUNE_INTERVAL, in small batches of one short transaction each (on
+SQLite through the group commit), so the writers on the hot path wait for at most one batch.
+Business records (orders, reservations) are never listed here.
 """
 from __future__ import annotations
 
