@@ -41,6 +41,7 @@ class Snapshot:
     backlogs: dict[str, int]          # service -> outbox rows not yet deleted
     expired: frozenset[str] = frozenset()  # orders decided before the deduplication window: their
     #                                   notification records may have been pruned
+    keyed: frozenset[str] = frozenset()  # orders named by an Idempotency-Key (OrderService)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ def check(s: Snapshot) -> list[Invariant]:
     foreign = sorted(o for o in checked
                      if s.notified[o] != result_event_id(s.answered[o]) or s.outcomes.get(o) == "failed")
     undecided = len(s.notified) - len(checked)
+    keyed_elsewhere = s.keyed - set(s.orders)
     return [
         Invariant("every accepted order has exactly one final status", pending == 0,
                   f"{len(s.orders)} orders: {counts.get('reserved', 0)} reserved, "
@@ -93,6 +95,8 @@ def check(s: Snapshot) -> list[Invariant]:
                   f"{len(checked)} checked, {len(foreign)} for another decision"
                   f"{': ' + ', '.join(foreign[:5]) if foreign else ''}, "
                   f"{undecided} for orders InventoryService has no decision for"),
+        Invariant("every Idempotency-Key names the order it placed", not keyed_elsewhere,
+                  f"{len(s.keyed)} keys, {len(keyed_elsewhere)} naming no stored order"),
         Invariant("outboxes empty", not any(s.backlogs.values()),
                   ", ".join(f"{name}: {n}" for name, n in s.backlogs.items())),
     ]
@@ -135,7 +139,7 @@ def _snapshot(orders: OrderStore, inventory: InventoryStore,
         notified=notifications.result_events(),
         backlogs={"order-service": orders.outbox_backlog(),
                   "inventory-service": inventory.outbox_backlog()},
-        expired=expired)
+        expired=expired, keyed=frozenset(orders.keyed_orders()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,13 +5,13 @@ import json
 import logging
 from typing import Any, Protocol
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from messaging import events
 from messaging.db.outbox import PendingMessage
 from messaging.observability import exposition, health, trace_context
-from order_service import config, handlers, openapi, own_metrics, rate_limits, request_spans
+from order_service import config, handlers, idempotency, openapi, own_metrics, rate_limits, request_spans
 from order_service.handlers import InvalidRequest
 from order_service.page import page
 from order_service.store import OrderStore
@@ -49,23 +49,51 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
             response.headers.setdefault(name, value)
         return response
 
+    store.keep_keys_for(settings.idempotency_window)
+    in_progress = app.extensions["keys_in_progress"] = idempotency.InProgress()
     limit_orders = rate_limits.install(app, settings)  # a no-op unless RATE_LIMIT_ORDERS is set
 
     @app.post("/order")
     @limit_orders
     def place_order() -> tuple[Response, int, dict[str, str]]:
         fields = handlers.validate(_json_body())
+        key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+        if key is None:
+            return _place(fields, None)
+        asked = idempotency.request_key(key, g.get("subject"), fields)
+        earlier = store.earlier(asked)
+        if earlier is not None:
+            return _replay(earlier, asked)
+        with in_progress.claim(asked):
+            return _place(fields, asked)
+
+    def _place(fields: dict[str, Any],
+               asked: idempotency.RequestKey | None) -> tuple[Response, int, dict[str, str]]:
         order, message = handlers.place(fields, events.utc_now(), request_spans.current_traceparent())
         trace_context.update(order.order_id, message.message_id)
         publisher = app.extensions["publisher"]
         claimant = publisher.claimant() if publisher is not None else None
-        pending = store.add(order, message, claimant)
+        if asked is None:
+            pending = store.add(order, message, claimant)
+        else:
+            pending, earlier = store.add_keyed(order, message, claimant, asked)
+            if earlier is not None:  # placed by another process a moment ago
+                return _replay(earlier, asked)
         own_metrics.order_placed()
         logger.info("Order accepted: order_id=%s event_id=%s user=%s item=%s quantity=%d",
                     order.order_id, message.message_id, order.user_id, order.item, order.quantity)
         if publisher is not None:
-            publisher.hand_over([pending] if claimant else [])
-        return jsonify(handlers.accepted_body(order)), 202, {"Location": f"/orders/{order.order_id}"}
+            publisher.hand_over([pending] if claimant and pending else [])
+        return (jsonify(handlers.accepted_body(order.order_id, order.created_at)), 202,
+                {"Location": f"/orders/{order.order_id}"})
+
+    def _replay(earlier: idempotency.Earlier,
+                asked: idempotency.RequestKey) -> tuple[Response, int, dict[str, str]]:
+        order_id = idempotency.replayed(earlier, asked).order_id
+        own_metrics.order_replayed()
+        logger.info("Order request replayed: order_id=%s idempotency_key=%r", order_id, asked.key)
+        return (jsonify(handlers.accepted_body(order_id, earlier.created_at)), 202,
+                {"Location": f"/orders/{order_id}", idempotency.REPLAYED: "true"})
 
     @app.get("/orders")
     def list_orders() -> Response:
@@ -91,6 +119,14 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     @app.errorhandler(InvalidRequest)
     def invalid(exc: InvalidRequest) -> tuple[Response, int]:
         return jsonify({"error": str(exc), "errors": exc.errors}), 400
+
+    @app.errorhandler(idempotency.KeyInProgress)
+    def key_in_progress(exc: idempotency.KeyInProgress) -> tuple[Response, int, dict[str, str]]:
+        return jsonify({"error": f"{exc}; retry shortly", "status": 409}), 409, {"Retry-After": "1"}
+
+    @app.errorhandler(idempotency.KeyReused)
+    def key_reused(exc: idempotency.KeyReused) -> tuple[Response, int]:
+        return jsonify({"error": f"{exc}; use a fresh key for a new order", "status": 422}), 422
 
     def database_unavailable(exc: Exception) -> tuple[Response, int, dict[str, str]]:
         logger.error("database unavailable: %s", exc)

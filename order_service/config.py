@@ -11,6 +11,7 @@ import limits
 from messaging.settings import (
     ConfigError,
     ServiceSettings,
+    env_duration,
     env_int,
     env_str,
     service_settings,
@@ -38,6 +39,8 @@ class Settings(ServiceSettings):
     redis_url: str | None = None  # None: each process counts its own budget, in memory
     rate_limit_prefix: str = "order-service"
     trusted_proxies: tuple[Network, ...] = ()
+    # How long an Idempotency-Key is remembered: a retry within it is answered with the original.
+    idempotency_window: float = 24 * 3600.0
 
 
 DEFAULTS = Settings()
@@ -59,6 +62,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=redis_url(env_str(env, "REDIS_URL", "", allow_empty=True)),
         rate_limit_prefix=env_str(env, "RATE_LIMIT_PREFIX", DEFAULTS.rate_limit_prefix),
         trusted_proxies=networks(env_str(env, "TRUSTED_PROXIES", "", allow_empty=True)),
+        idempotency_window=env_duration(env, "IDEMPOTENCY_RETENTION", DEFAULTS.idempotency_window,
+                                        1.0, 365 * 86400.0),
     )
 
 

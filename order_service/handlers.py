@@ -85,10 +85,10 @@ def place(fields: Mapping[str, Any], now: str,
                               traceparent)
 
 
-def accepted_body(order: Order) -> dict[str, str]:
-    """The spec's 202 body."""
-    return {"order_id": order.order_id, "status": ACCEPTED, "message": ACCEPTED_MESSAGE,
-            "timestamp": order.created_at}
+def accepted_body(order_id: str, created_at: str) -> dict[str, str]:
+    """The spec's 202 body for the order placed at `created_at` (and again on a replay)."""
+    return {"order_id": order_id, "status": ACCEPTED, "message": ACCEPTED_MESSAGE,
+            "timestamp": created_at}
 
 
 def final_status(result: InventoryResult) -> tuple[str, str | None]:

@@ -9,7 +9,7 @@ import functools
 from typing import Any
 
 from messaging.events import MAX_QUANTITY, MAX_REASON_LENGTH, MAX_TEXT_LENGTH, is_hidden
-from order_service import board, handlers
+from order_service import board, handlers, idempotency
 
 JSON = "application/json"
 # What str.strip() removes, so what order_field_errors reads as empty. Spelled out rather than `\s`,
@@ -153,6 +153,11 @@ def _responses() -> dict[str, Any]:
         "UnsupportedMediaType": _json(error, f"The Content-Type is not {JSON}"),
         "Unavailable": _json(error, "The order database is busy or unavailable; retry shortly",
                              headers={"Retry-After": {**header, "description": "seconds"}}),
+        "KeyInProgress": _json(error, "The first request with this Idempotency-Key is still being "
+                                      "placed; retry shortly",
+                               headers={"Retry-After": {**header, "description": "seconds"}}),
+        "KeyReused": _json(error, "This Idempotency-Key placed a different order; a new order "
+                                  "needs a fresh key"),
         "TooManyRequests": _json(
             error, "Over the rate limit (RATE_LIMIT_ORDERS; per signed-in user, else per client "
                    "address); nothing was placed",
@@ -164,8 +169,9 @@ def _responses() -> dict[str, Any]:
 
 def _operation(operation_id: str, summary: str, answers: dict[str, Any], *errors: str,
                **extra: Any) -> dict[str, Any]:
-    codes = {"400": "InvalidRequest", "404": "NotFound", "413": "TooLarge",
-             "415": "UnsupportedMediaType", "429": "TooManyRequests", "503": "Unavailable"}
+    codes = {"400": "InvalidRequest", "404": "NotFound", "409": "KeyInProgress", "413": "TooLarge",
+             "415": "UnsupportedMediaType", "422": "KeyReused", "429": "TooManyRequests",
+             "503": "Unavailable"}
     responses = {**answers, **{code: _ref("responses", codes[code]) for code in errors},
                  "405": _ref("responses", "MethodNotAllowed")}
     return {"operationId": operation_id, "summary": summary, **extra, "responses": responses}
@@ -178,7 +184,10 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 def _accepted() -> dict[str, Any]:
     location = {"Location": {"schema": {"type": "string"}, "required": True,
-                             "description": "/orders/{order_id} of the new order"}}
+                             "description": "/orders/{order_id} of the new order"},
+                idempotency.REPLAYED: {"schema": {"const": "true"}, "required": False,
+                                       "description": "present on the original answer sent again "
+                                                      "to a retry with the same Idempotency-Key"}}
     links = {"GetOrder": {"operationId": "getOrder",
                           "parameters": {"order_id": "$response.body#/order_id"}},
              "ListUserOrders": {"operationId": "listOrders",
@@ -206,12 +215,20 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
     traceparent = {"name": "traceparent", "in": "header", "required": False,
                    "schema": {"type": "string"},
                    "description": "W3C trace context to continue; absent or invalid: a new trace"}
+    key_chars = "[!#-\\[\\]-~]{1," + str(idempotency.MAX_KEY_LENGTH) + "}"
+    idempotency_key = {
+        "name": idempotency.HEADER, "in": "header", "required": False,
+        "schema": {"type": "string", "pattern": f'^(?!.*\\n)({key_chars}|"{key_chars}")$'},
+        "description": "A fresh key (a UUID, say) per new order, the same one for each retry of "
+                       f"it: within {idempotency.DEFAULT_WINDOW / 3600:g} hours (IDEMPOTENCY_RETENTION) "
+                       "a retry is answered with the original 202, never a second order. Scoped "
+                       "to the caller. Bare, or a Structured Field string (quoted)."}
     health = {"200": _json(_ref("schemas", "Health"), "The database is writable"),
               "503": _json(_ref("schemas", "Health"), "The database is not writable")}
     return {
         "/order": {"post": _operation("placeOrder", "Place an order", {"202": _accepted()},
-                                      "400", "413", "415", "429", "503", requestBody=body,
-                                      parameters=[traceparent])},
+                                      "400", "409", "413", "415", "422", "429", "503", requestBody=body,
+                                      parameters=[traceparent, idempotency_key])},
         "/orders": {"get": _operation(
             "listOrders", "List orders, newest first",
             {"200": _json(_ref("schemas", "OrderPage"), "A page")}, "400", "503", parameters=page)},
@@ -235,7 +252,8 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
              "304": {"description": "Unchanged since the ETag in If-None-Match",
                      "headers": etag}},
             "400", "503", parameters=[
-                _query("user_id", {"type": "string"}, "only this user's orders (empty: all)"),
+                _query("user_id", {"type": "string", "pattern": "^[^\\u0000]*$"},
+                       "only this user's orders (empty: all)"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": board.MAX_ROWS,
                                  "default": board.DEFAULT_ROWS}, "newest orders to show"),
                 {"name": "If-None-Match", "in": "header", "required": False,

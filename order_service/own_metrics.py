@@ -14,7 +14,7 @@ STATUSES = ("reserved", "failed")
 
 
 class OrderMetrics:
-    """orders_placed, orders_completed{status}, order_completion_seconds and
+    """orders_placed, orders_replayed, orders_completed{status}, order_completion_seconds and
     orders_rate_limited{key}."""
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
@@ -25,6 +25,8 @@ class OrderMetrics:
                                     "From the 202 to the final status being committed",
                                     buckets=metrics.LATENCY_BUCKETS, registry=registry)
         self.by_status = {status: self.completed.labels(status) for status in STATUSES}
+        self.replayed = Counter("orders_replayed", "POST /order retries answered with the order "
+                                "their Idempotency-Key placed before", registry=registry)
         self.rate_limited = Counter("orders_rate_limited", "POST /order refused with a 429 by "
                                     "RATE_LIMIT_ORDERS, by what the budget was keyed on",
                                     ["key"], registry=registry)
@@ -41,6 +43,12 @@ def order_placed() -> None:
     own: OrderMetrics | None = metrics.own()
     if own:
         own.placed.inc()
+
+
+def order_replayed() -> None:
+    own: OrderMetrics | None = metrics.own()
+    if own:
+        own.replayed.inc()
 
 
 def order_rate_limited(key: str) -> None:

@@ -1,6 +1,8 @@
 """OrderService storage: orders and their outbox in one database (SQLite file or PostgreSQL)."""
 from __future__ import annotations
 
+import time
+
 from messaging.db import outbox
 from messaging.db.backend import Backend, Connection, Row
 from messaging.db.messaging_store import MessagingStore
@@ -10,6 +12,7 @@ from messaging.db.sqlite import chunks, select_in
 from messaging.events import Message
 from order_service.board import CHANGE_MARK_LIMIT
 from order_service.handlers import ACCEPTED, COUNT_LIMIT, ListQuery, Order, OrderPage
+from order_service.idempotency import DEFAULT_WINDOW, Earlier, KeyInProgress, RequestKey
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -28,14 +31,40 @@ CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, seq);
 """
 ORDER_COLUMNS = ("order_id", "user_id", "item", "quantity", "status", "created_at", "updated_at", "reason")
 COLUMNS = ", ".join(ORDER_COLUMNS)
+INSERT_ORDER = f"INSERT INTO orders ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # Step 2: a user's accepted orders are an index range, so the board's change mark for one user is
 # bounded by the mark's limit, not by how many orders the user ever placed.
 BY_USER_AND_STATUS = "CREATE INDEX IF NOT EXISTS orders_by_user_status ON orders (user_id, status);"
-STEPS = (SCHEMA, BY_USER_AND_STATUS)
+# Step 3: the Idempotency-Key of each order placed with one, kept for IDEMPOTENCY_RETENTION.
+IDEMPOTENCY_KEYS = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    id {id},
+    scope TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    UNIQUE (scope, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (created_at);
+"""
+STEPS = (SCHEMA, BY_USER_AND_STATUS, IDEMPOTENCY_KEYS)
+EARLIER = ("SELECT k.fingerprint, k.order_id, o.created_at FROM idempotency_keys k"
+           " JOIN orders o ON o.order_id = k.order_id"
+           " WHERE k.scope = ? AND k.idempotency_key = ? AND k.created_at >= ?")
 
 
 def _order(row: Row) -> Order:
     return Order(**{name: row[name] for name in ORDER_COLUMNS})
+
+
+def _order_values(order: Order) -> tuple[str | int | None, ...]:
+    return (order.order_id, order.user_id, order.item, order.quantity, order.status,
+            order.created_at, order.updated_at, order.reason)
+
+
+def _earlier(row: Row | None) -> Earlier | None:
+    return None if row is None else Earlier(row[0], row[1], row[2])
 
 
 class OrderStore(MessagingStore):
@@ -43,9 +72,16 @@ class OrderStore(MessagingStore):
 
     FILENAME = "orders.db"
 
+    RETAINED = MessagingStore.RETAINED + (("idempotency_keys", "id", "created_at"),)
+
     def __init__(self, db: Backend) -> None:
         super().__init__(db)
         migrate(db, "orders", STEPS)
+        self.windows = {"idempotency_keys": DEFAULT_WINDOW}
+
+    def keep_keys_for(self, window: float) -> None:
+        """Keep Idempotency-Keys for `window` seconds (IDEMPOTENCY_RETENTION)."""
+        self.windows = {"idempotency_keys": window}
 
     def add(self, order: Order, message: Message,
             claimant: str | None = None) -> PendingMessage | None:
@@ -53,10 +89,41 @@ class OrderStore(MessagingStore):
 
         None when the outbox already holds a message with this message_id (see `outbox.add_with`).
         """
-        return outbox.add_with(
-            self.db, f"INSERT INTO orders ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (order.order_id, order.user_id, order.item, order.quantity, order.status,
-             order.created_at, order.updated_at, order.reason), message, claimant)
+        return outbox.add_with(self.db, INSERT_ORDER, _order_values(order), message, claimant)
+
+    def earlier(self, asked: RequestKey) -> Earlier | None:
+        """What this key placed within the window, if anything (a read: no write lock taken)."""
+        cutoff = time.time() - self.windows["idempotency_keys"]
+        return _earlier(self.conn.execute(EARLIER, (asked.scope, asked.key, cutoff)).fetchone())
+
+    def add_keyed(self, order: Order, message: Message, claimant: str | None,
+                  asked: RequestKey) -> tuple[PendingMessage | None, Earlier | None]:
+        """Store the key, the order and its event in one transaction: (the outbox row, None).
+
+        If the key placed an order within the window already, store nothing: (None, what it
+        placed). On PostgreSQL a request placing the same key in another process at this moment
+        is waited for, then its order is the earlier one. A key past the window is forgotten
+        here, whether or not it was pruned yet.
+        """
+        now = time.time()
+
+        def place(conn: Connection) -> tuple[PendingMessage | None, Earlier | None]:
+            cutoff = now - self.windows["idempotency_keys"]
+            conn.execute("DELETE FROM idempotency_keys WHERE scope = ? AND idempotency_key = ?"
+                         " AND created_at < ?", (asked.scope, asked.key, cutoff))
+            if not conn.execute(
+                    "INSERT INTO idempotency_keys (scope, idempotency_key, fingerprint, order_id,"
+                    " created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                    (asked.scope, asked.key, asked.fingerprint, order.order_id, now)).fetchall():
+                earlier = _earlier(conn.execute(EARLIER, (asked.scope, asked.key, cutoff)).fetchone())
+                if earlier is None:  # not for an order: can only be a key being placed elsewhere
+                    raise KeyInProgress(f"{asked.key!r} is being placed")
+                return None, earlier
+            conn.execute(INSERT_ORDER, _order_values(order))
+            pending = outbox.add_many(conn, [message], claimant)
+            return (pending[0] if pending else None), None
+
+        return self.write(place)
 
     def get(self, order_id: str) -> Order | None:
         """One order, or None."""
@@ -127,6 +194,10 @@ class OrderStore(MessagingStore):
     def statuses(self) -> dict[str, str]:
         """order_id -> status for every order."""
         return dict(self.conn.execute("SELECT order_id, status FROM orders"))
+
+    def keyed_orders(self) -> list[str]:
+        """The order_id every stored Idempotency-Key names."""
+        return [row[0] for row in self.conn.execute("SELECT order_id FROM idempotency_keys")]
 
     def status_counts(self) -> dict[str, int]:
         """How many orders are in each status."""

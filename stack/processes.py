@@ -102,12 +102,14 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, **env: str) -> ServiceProcess:
-        """Start the process (extra environment overrides for this start only)."""
+    def start(self, output: int | None = None, **env: str) -> ServiceProcess:
+        """Start the process (extra environment overrides for this start only), its output going
+        to its log, or to the file descriptor `output`."""
         assert not self.running, f"{self.name} is already running"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT,
-                                            env={**self.env, **env}, stdout=log,
+                                            env={**self.env, **env},
+                                            stdout=log if output is None else output,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

@@ -5,6 +5,8 @@ default) or `postgres.PostgresDatabase` (when DATABASE_URL is set). `open_databa
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TypeVar
 
 from messaging.db import inbox, outbox
@@ -31,6 +33,7 @@ class MessagingStore:
     FILENAME = "messaging.db"  # each service's store names its SQLite file
     # Tables pruned past the deduplication window (messaging.db.retention).
     RETAINED: tuple[tuple[str, str, str], ...] = inbox.RETAINED
+    windows: Mapping[str, float] = MappingProxyType({})  # tables kept for a window of their own
 
     def __init__(self, db: Backend) -> None:
         self.db, self.dialect = db, db.dialect

@@ -32,38 +32,72 @@ function quantityValue(raw) {
   return /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : raw;
 }
 
+// Every order goes with an Idempotency-Key: a fresh one for a new order, the same one for each
+// retry of it (the page's own, after a lost answer, a 409 or a 5xx, and the user pressing the
+// button again for the same order), so a retry is never a second order. It is forgotten once the
+// order is answered for good.
+const RETRY_DELAYS_MS = [500, 1000, 2000];
+let unanswered = null; // { body, key } of the order sent last, until it is answered for good
+
+function newKey() {
+  // A UUID v4 from getRandomValues, which works on plain HTTP too (randomUUID needs HTTPS).
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return [hex.slice(0, 8), hex.slice(8, 12), hex.slice(12, 16), hex.slice(16, 20), hex.slice(20)].join("-");
+}
+
+function retried(status) { return status === 409 || status >= 500; }
+
+async function send(order) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      const response = await fetch("/order", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Accept": "application/json",
+                   "Idempotency-Key": order.key },
+        body: order.body,
+      });
+      const body = await response.json();
+      if (!retried(response.status) || attempt >= RETRY_DELAYS_MS.length) return { response, body };
+    } catch (error) {
+      if (attempt >= RETRY_DELAYS_MS.length) throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[attempt]));
+  }
+}
+
 async function placeOrder(event) {
   event.preventDefault();
   const form = event.target;
-  const payload = {
+  const body = JSON.stringify({
     user_id: form.user_id.value,
     item: form.item.value,
     quantity: quantityValue(form.quantity.value),
-  };
+  });
+  if (unanswered === null || unanswered.body !== body) unanswered = { body, key: newKey() };
   byId("placed").textContent = "Placing the order…";
-  let response, body;
+  let answer;
   try {
-    response = await fetch("/order", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "Accept": "application/json" },
-      body: JSON.stringify(payload),
-    });
-    body = await response.json();
+    answer = await send(unanswered);
   } catch (error) {
     byId("placed").textContent = "";
     showErrors({ request: "could not reach OrderService: " + error.message });
     return;
   }
+  const { response, body: answered } = answer;
+  if (!retried(response.status)) unanswered = null;
   if (response.status === 202) {
     showErrors({});
     const placed = byId("placed");
-    placed.dataset.orderId = body.order_id;
-    placed.textContent = "Order " + shortId(body.order_id) + " accepted (202): it waits for " +
+    placed.dataset.orderId = answered.order_id;
+    placed.textContent = "Order " + shortId(answered.order_id) + " accepted (202): it waits for " +
       "InventoryService to reserve it.";
     poll();
   } else {
     byId("placed").textContent = "";
-    showErrors(body.errors || { request: body.error || "failed with HTTP " + response.status });
+    showErrors(answered.errors || { request: answered.error || "failed with HTTP " + response.status });
   }
 }
 

@@ -94,3 +94,31 @@ def test_at_360_pixels_the_form_and_the_orders_fit_without_scrolling_sideways(pa
         assert element.is_displayed()
         assert element.rect["x"] >= 0 and element.rect["x"] + element.rect["width"] <= 360
     assert row["x"] >= 0 and row["right"] <= 360
+
+
+LOSE_THE_FIRST_ANSWER = """
+const realFetch = window.fetch;
+window.sentKeys = [];
+window.fetch = async (url, init) => {
+  const answer = await realFetch(url, init);
+  if (url !== "/order") return answer;
+  window.sentKeys.push(init.headers["Idempotency-Key"]);
+  if (window.sentKeys.length === 1) throw new TypeError("the connection dropped before the answer");
+  return answer;
+};
+"""
+
+
+def test_a_lost_answer_is_retried_with_the_same_key_and_places_one_order(page, page_stack):
+    user = new_user()
+    page.show_user(user)
+    page.driver.execute_script(LOSE_THE_FIRST_ANSWER)
+    order_id = page.place(user, "Burger", "1")
+    first, retry = page.driver.execute_script("return window.sentKeys")
+    assert first == retry and uuid.UUID(first).version == 4
+    orders = requests.get(f"{page_stack.order_url}/orders", params={"user_id": user}, timeout=10).json()
+    assert [o["order_id"] for o in orders["orders"]] == [order_id]
+    second_id = page.place(user, "Burger", "1")  # the same order again, on purpose: a new one
+    assert second_id != order_id
+    assert page.driver.execute_script("return window.sentKeys")[2] != first
+    page.assert_no_console_errors()

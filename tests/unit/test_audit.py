@@ -12,6 +12,7 @@ from messaging import events
 from messaging.db import outbox
 from notification_service.unit_of_work import NotificationUnitOfWork
 from ops import audit
+from order_service import handlers, idempotency
 from tests.unit.factories import delivery, order_placed
 
 ANSWERS = "every notification answers the reservation InventoryService decided for its order"
@@ -148,3 +149,23 @@ def test_read_counts_the_orders_decided_before_the_window(paths, inventory_store
     snap = replace(audit.read(*paths, retention=86400.0), orders=placed)
     assert snap.expired == set(placed)
     assert verdicts(snap)[ONE_EACH].ok
+
+
+KEYS = "every Idempotency-Key names the order it placed"
+
+
+def test_a_key_naming_no_stored_order_is_broken():
+    assert verdicts(snapshot(keyed=frozenset({RESERVED})))[KEYS].ok
+    broken = verdicts(snapshot(keyed=frozenset({RESERVED, "lost-order"})))[KEYS]
+    assert not broken.ok
+    assert broken.figures == "2 keys, 1 naming no stored order"
+
+
+def test_read_takes_the_keys_from_the_order_store(paths, order_store):
+    fields = {"user_id": "u", "item": "Burger", "quantity": 1}
+    order, message = handlers.place(fields, "2026-12-05T00:00:00.000000Z")
+    order_store.add_keyed(order, message, None, idempotency.request_key("k", None, fields))
+    assert audit.read(*paths).keyed == {order.order_id}
+    order_store.write(lambda conn: conn.execute("DELETE FROM orders WHERE order_id = ?",
+                                                (order.order_id,)))
+    assert not verdicts(audit.read(*paths))[KEYS].ok

@@ -29,7 +29,7 @@ def test_the_shared_tables_are_not_another_services_store(store_settings):
     OrderStore.open(settings).close()
     store = OrderStore.open(settings)  # "messaging" and "orders" are both this store's own
     assert dict(store.conn.execute("SELECT component, version FROM schema_version")) == {
-        "messaging": 4, "orders": 2}
+        "messaging": 4, "orders": 3}
     store.close()
 
 
@@ -68,7 +68,7 @@ def test_a_migration_logs_the_versions_it_went_between_and_a_current_schema_is_l
     caplog.set_level(logging.INFO, logger="messaging.db.migrations")
     store = OrderStore.open(storage)
     try:
-        assert "schema orders migrated from version 0 to 2" in caplog.messages
+        assert "schema orders migrated from version 0 to 3" in caplog.messages
         store.write(lambda conn: conn.execute("UPDATE schema_version SET applied_at = 1"))
         caplog.clear()
         migrate(store.db, "orders", STEPS)

@@ -66,7 +66,7 @@ def row(n: int, exchange: str = "orders") -> PendingMessage:
 
 
 @pytest.mark.parametrize(("service", "own"), [
-    ("order-service", OUTBOX | {"orders_placed_total", "orders_completed_total",
+    ("order-service", OUTBOX | {"orders_placed_total", "orders_replayed_total", "orders_completed_total",
                                 "order_completion_seconds", "orders_rate_limited_total"}),
     ("inventory-service", OUTBOX),
     ("notification-service", {"notifications_sent_total"}),

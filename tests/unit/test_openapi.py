@@ -15,13 +15,13 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_spec
 
 from messaging.settings import StorageSettings
-from order_service import config, handlers, openapi
+from order_service import config, handlers, idempotency, openapi
 from order_service.app import create_app
 from order_service.handlers import InvalidRequest
 
 IMPLICIT = {"HEAD", "OPTIONS"}  # answered by Flask for every route, never described
 # What the app can answer (429 only with RATE_LIMIT_ORDERS set).
-STATUSES = {"200", "202", "304", "400", "404", "405", "413", "415", "429", "503"}
+STATUSES = {"200", "202", "304", "400", "404", "405", "409", "413", "415", "422", "429", "503"}
 
 
 @pytest.fixture
@@ -184,3 +184,33 @@ def test_the_documented_query_parameters_are_the_parsers(doc):
     assert parameters["status"]["enum"] == list(handlers.STATUSES)
     assert all(accepts_query({"status": status}) for status in handlers.STATUSES)
     assert not accepts_query({"user_id": "a\x00"}) and accepts_query({"user_id": ""})
+
+
+def accepts_key(raw: str) -> bool:
+    try:
+        return idempotency.parse_key(raw) is not None
+    except InvalidRequest:
+        return False
+
+
+ASCII = st.characters(max_codepoint=0x7F)
+KEYS = st.one_of(st.text(ASCII, max_size=8),
+                 st.text(st.sampled_from('"\\ a~!\x7f\x1f\u00e9'), max_size=4),
+                 st.builds(lambda inner: f'"{inner}"', st.text(ASCII, max_size=6)),
+                 st.integers(250, 260).map(lambda n: "k" * n),
+                 st.integers(250, 260).map(lambda n: f'"{"k" * n}"'))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(KEYS)
+@example('"k"')
+@example('""')
+@example('"')
+@example("k" * 255)
+@example("k" * 256)
+@example("k\n")  # Python's `$` matches before a final newline
+def test_the_documented_idempotency_key_is_exactly_what_the_app_accepts(raw):
+    doc = openapi.document(config.DEFAULTS.max_body_bytes)
+    [parameter] = [p for p in doc["paths"]["/order"]["post"]["parameters"]
+                   if p["name"] == idempotency.HEADER]
+    assert bool(re.search(parameter["schema"]["pattern"], raw)) == accepts_key(raw), repr(raw)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry
 
 from messaging.db import outbox
 from messaging.events import parse_order_placed
 from messaging.settings import StorageSettings
-from order_service import config, page
+from order_service import config, idempotency, own_metrics, page
 from order_service.app import create_app
 from order_service.handlers import ListQuery
 from order_service.store import OrderStore
@@ -247,6 +248,97 @@ def test_text_that_cannot_be_stored_is_a_400(client, store):
     assert response.status_code == 400
     assert "user_id" in response.get_json()["errors"]
     assert_nothing_stored(store)
+
+
+# --- POST /order with an Idempotency-Key ---
+
+def keyed(client: FlaskClient, key: str = "tap-1", payload=VALID, **kwargs):
+    return post(client, payload, headers={"Idempotency-Key": key}, **kwargs)
+
+
+def test_a_retry_with_the_same_key_is_the_original_answer_not_a_second_order(client, store, relay):
+    first = keyed(client)
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    for _ in range(3):
+        again = keyed(client, payload=dict(reversed(list(VALID.items()))))  # the same order
+        assert again.status_code == 202
+        assert again.get_json() == first.get_json()
+        assert again.headers["Location"] == first.headers["Location"]
+        assert again.headers["Idempotent-Replayed"] == "true"
+    assert store.find(ListQuery()).count == 1
+    assert store.outbox_backlog() == 1
+    assert relay.wakes == 1 and len(relay.rows) == 1
+
+
+def test_the_key_may_be_sent_as_a_structured_field_string(client, store):
+    first = keyed(client, '"tap-1"')
+    assert keyed(client, "tap-1").get_json()["order_id"] == first.get_json()["order_id"]
+    assert store.find(ListQuery()).count == 1
+
+
+def test_the_same_key_with_a_different_order_is_a_422_and_changes_nothing(client, store):
+    first = keyed(client).get_json()
+    refused = keyed(client, payload={**VALID, "quantity": 3})
+    assert refused.status_code == 422
+    assert refused.get_json() == {
+        "error": "Idempotency-Key 'tap-1' was already used for a different order; "
+                 "use a fresh key for a new order", "status": 422}
+    [order] = store.find(ListQuery()).orders
+    assert (order.order_id, order.quantity) == (first["order_id"], 2)
+
+
+def test_a_retry_while_the_first_is_in_progress_is_a_409_and_changes_nothing(client, store):
+    asked = idempotency.request_key("tap-1", None, VALID)
+    with client.application.extensions["keys_in_progress"].claim(asked):
+        refused = keyed(client)
+    assert refused.status_code == 409
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.get_json() == {"error": "a request with Idempotency-Key 'tap-1' is still in "
+                                           "progress; retry shortly", "status": 409}
+    assert_nothing_stored(store)
+    assert keyed(client).status_code == 202  # once the first is done
+
+
+def test_keys_are_each_users_own(client, store):
+    alice = keyed(client, payload={**VALID, "user_id": "alice"}).get_json()
+    bob = keyed(client, payload={**VALID, "user_id": "bob"}).get_json()
+    assert alice["order_id"] != bob["order_id"]
+    assert store.find(ListQuery()).count == 2
+
+
+def test_without_a_key_every_post_is_a_new_order_as_before(client, store):
+    post(client)
+    post(client)
+    assert store.find(ListQuery()).count == 2
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "two words", "caf\u00e9"])
+def test_a_malformed_key_is_a_400_and_stores_nothing(client, store, key):
+    header = key.encode().decode("latin-1")  # as the bytes arrive
+    response = client.post("/order", json=VALID, headers=[("Idempotency-Key", header)])
+    assert response.status_code == 400
+    assert response.get_json()["errors"] == {"Idempotency-Key": idempotency.KEY_PROBLEM}
+    assert_nothing_stored(store)
+
+
+def test_an_invalid_order_with_a_key_is_a_400_and_leaves_the_key_free(client, store):
+    assert keyed(client, payload={**VALID, "quantity": 0}).status_code == 400
+    assert_nothing_stored(store)
+    assert keyed(client).status_code == 202
+
+
+def test_a_replay_is_counted(settings, store, relay):
+    registry = CollectorRegistry()
+    own_metrics.configure(True, registry=registry)
+    try:
+        client = create_app(settings, store, relay).test_client()
+        keyed(client)
+        keyed(client)
+        keyed(client)
+        assert registry.get_sample_value("orders_replayed_total") == 2
+        assert registry.get_sample_value("orders_placed_total") == 1
+    finally:
+        own_metrics.configure(False)
 
 
 # --- GET /orders/{id}, errors ---

@@ -85,9 +85,9 @@ def test_place_gives_fresh_ids_each_time():
 
 def test_accepted_body_is_the_spec_shape():
     order, _ = handlers.place(VALID, TIMESTAMP)
-    assert handlers.accepted_body(order) == {"order_id": order.order_id, "status": "accepted",
-                                           "message": "Order received and being processed",
-                                           "timestamp": TIMESTAMP}
+    assert handlers.accepted_body(order.order_id, order.created_at) == {
+        "order_id": order.order_id, "status": "accepted",
+        "message": "Order received and being processed", "timestamp": TIMESTAMP}
 
 
 def test_view_shows_reason_only_when_set():

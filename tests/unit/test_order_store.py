@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
-from messaging.db import outbox
-from order_service import handlers
+from messaging.db import outbox, retention
+from order_service import handlers, idempotency
 from order_service import store as store_module
 from order_service.handlers import ListQuery
 from order_service.store import OrderStore
@@ -232,3 +233,71 @@ def test_a_users_change_marks_read_an_index_range_not_their_history(storage):
     finally:
         store.close()
     assert "orders_by_user_status" in plan, plan
+
+
+# --- Idempotency-Key: the key, the order and its event in one transaction ---
+
+def keyed(store: OrderStore, key: str = "k-1", scope: str = "user123", quantity: int = 1):
+    fields = {"user_id": scope, "item": "Burger", "quantity": quantity}
+    order, message = handlers.place(fields, TIMESTAMP)
+    asked = idempotency.RequestKey(scope, key, idempotency.fingerprint(fields))
+    return order, message, asked, store.add_keyed(order, message, None, asked)
+
+
+def test_a_new_key_stores_the_key_the_order_and_its_event_together(order_store):
+    order, message, asked, (pending, earlier) = keyed(order_store)
+    assert earlier is None and pending is not None and pending.message == message
+    assert order_store.get(order.order_id) == order
+    assert order_store.outbox_backlog() == 1
+    assert order_store.earlier(asked) == idempotency.Earlier(asked.fingerprint, order.order_id,
+                                                             order.created_at)
+
+
+def test_a_key_seen_before_stores_nothing_and_names_the_first_order(order_store):
+    first, _, _, _ = keyed(order_store)
+    second, _, asked, (pending, earlier) = keyed(order_store, quantity=3)
+    assert pending is None
+    assert earlier == idempotency.Earlier(idempotency.fingerprint(
+        {"user_id": "user123", "item": "Burger", "quantity": 1}), first.order_id, first.created_at)
+    assert earlier.fingerprint != asked.fingerprint  # the caller's 422
+    assert order_store.get(second.order_id) is None
+    assert order_store.find(ListQuery()).count == 1 and order_store.outbox_backlog() == 1
+
+
+def test_keys_are_scoped_to_their_caller(order_store):
+    keyed(order_store, scope="alice")
+    _, _, _, (pending, earlier) = keyed(order_store, scope="bob")
+    assert earlier is None and pending is not None
+    assert order_store.find(ListQuery()).count == 2
+
+
+def test_the_key_is_rolled_back_with_an_order_that_fails(order_store):
+    fields = {"user_id": "u", "item": "Burger", "quantity": 1}
+    order, message = handlers.place(fields, TIMESTAMP)
+    asked = idempotency.RequestKey("u", "k", idempotency.fingerprint(fields))
+    with pytest.raises(order_store.dialect.errors):
+        order_store.add_keyed(order, dataclasses.replace(message, body=object()), None, asked)
+    assert order_store.earlier(asked) is None
+    assert order_store.get(order.order_id) is None
+
+
+def test_a_key_past_its_window_is_forgotten_and_pruned(order_store):
+    first, _, asked, _ = keyed(order_store)
+    order_store.keep_keys_for(60.0)
+    assert order_store.earlier(asked) is not None
+    order_store.write(lambda conn: conn.execute("UPDATE idempotency_keys SET created_at = created_at - 61"))
+    assert order_store.earlier(asked) is None
+    second, _, _, (pending, earlier) = keyed(order_store)  # the same key: a new order
+    assert earlier is None and pending is not None
+    assert order_store.earlier(asked).order_id == second.order_id
+    order_store.write(lambda conn: conn.execute("UPDATE idempotency_keys SET created_at = created_at - 61"))
+    deleted = retention.prune(order_store, time.time(), 7 * 86400.0)
+    assert deleted["idempotency_keys"] == 1, "its own window, not the deduplication window"
+    assert deleted["inbox"] == 0
+    assert {o.order_id for o in order_store.find(ListQuery()).orders} == {first.order_id, second.order_id}
+
+
+def test_keys_within_their_window_are_kept_by_the_pruner(order_store):
+    keyed(order_store)
+    assert retention.prune(order_store, time.time(), 1.0)["idempotency_keys"] == 0  # default: 24 h
+    assert retention.prune(order_store, time.time() + 86401, 1e9)["idempotency_keys"] == 1

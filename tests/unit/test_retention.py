@@ -154,7 +154,7 @@ def test_pruning_deletes_in_batches_and_lets_a_concurrent_write_through(notifica
     thread.start()
     assert writing.wait(timeout=10)
     try:
-        retention.prune(notification_store, time.time() - 7 * DAY, batch=100)
+        retention.prune(notification_store, time.time(), 7 * DAY, batch=100)
     finally:
         done.set()
         thread.join(timeout=10)

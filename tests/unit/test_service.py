@@ -20,6 +20,7 @@ REFUSAL = QueueMismatch("order-events", "quorum", "PRECONDITION_FAILED - inequiv
 
 class Store:
     RETAINED = (("inbox", "event_id", "processed_at"),)
+    windows: dict[str, float] = {}
 
     def __init__(self, calls: list[str]) -> None:
         self.calls = calls

@@ -33,7 +33,7 @@ def test_replicas_starting_together_create_the_schema_once(store_settings):
     for thread in threads:
         thread.join(timeout=60)
     assert not errors, errors
-    assert versions(stores[0]) == {"messaging": 4, "orders": 2}
+    assert versions(stores[0]) == {"messaging": 4, "orders": 3}
     for store in stores:
         store.close()
 
