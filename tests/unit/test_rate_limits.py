@@ -168,3 +168,12 @@ def test_the_settings_are_read_and_checked_with_the_librarys_parser():
 def test_a_bad_value_is_a_configuration_error_naming_the_setting(env, names):
     with pytest.raises(ConfigError, match=names):
         config.load(env)
+
+
+def test_a_retry_with_an_idempotency_key_spends_budget_and_is_refused_over_the_limit(tmp_path, store):
+    client = client_for(tmp_path, store, rate_limit_orders="1/minute")
+    first = post(client, **{"Idempotency-Key": "retry-1"})
+    assert first.status_code == 202
+    again = post(client, **{"Idempotency-Key": "retry-1"})
+    assert again.status_code == 429 and "Idempotent-Replayed" not in again.headers
+    assert store.find(ListQuery()).count == 1
