@@ -1,6 +1,7 @@
 """The Idempotency-Key's syntax, the request's fingerprint and scope, and the keys in progress."""
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import pytest
@@ -32,6 +33,15 @@ def test_a_key_outside_the_syntax_is_a_400_naming_the_header(raw):
     with pytest.raises(InvalidRequest) as refused:
         idempotency.parse_key(raw)
     assert refused.value.errors == {"Idempotency-Key": idempotency.KEY_PROBLEM}
+
+
+def test_the_fingerprint_is_stable_across_releases():
+    """Keys stored by one release are checked by the next (or by a replica of another version):
+    the digest of an order never changes."""
+    assert idempotency.fingerprint(ORDER) == hashlib.sha256(
+        b'{"item":"Burger","quantity":2,"user_id":"user123"}').hexdigest()
+    assert idempotency.fingerprint({**ORDER, "item": "Caf\u00e9"}) == hashlib.sha256(
+        b'{"item":"Caf\\u00e9","quantity":2,"user_id":"user123"}').hexdigest()
 
 
 def test_the_fingerprint_is_the_order_not_its_spelling():

@@ -1,6 +1,7 @@
 """Pruning the deduplication records past DEDUP_RETENTION, on both backends (no broker)."""
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -243,3 +244,48 @@ def test_a_failed_sqlite_migration_step_leaves_no_trace(store_settings):
     assert "t" not in tables
     assert dict(store.conn.execute("SELECT component, version FROM schema_version"))["orders"] == len(STEPS)
     store.close()
+
+
+def test_prune_counts_every_batch_of_a_table(notification_store):
+    add_rows(notification_store, "inbox", 250, time.time() - 8 * DAY)
+    deleted = retention.prune(notification_store, time.time(), 7 * DAY, batch=100)
+    assert deleted == {"inbox": 250, "deliveries": 0, "notifications": 0}
+
+
+def test_the_pruner_adds_up_its_rounds_and_says_what_it_pruned(notification_store, caplog):
+    caplog.set_level(logging.INFO, logger=retention.__name__)
+    p = pruner(notification_store)
+    for round_ in range(2):
+        add_rows(notification_store, "inbox", 1, time.time() - 8 * DAY, prefix=f"r{round_}-")
+        p.prune_once()
+    assert p.pruned == {"inbox": 2, "deliveries": 0, "notifications": 0}
+    assert caplog.messages.count("pruned records past their window (604800 s unless the table has "
+                                 "its own): inbox 1, deliveries 0, notifications 0") == 2
+
+
+def test_a_failed_round_says_why(notification_store, caplog):
+    error = notification_store.dialect.transient[0]("database is locked")
+
+    def unavailable(job):
+        raise error
+
+    notification_store.write = unavailable
+    pruner(notification_store).prune_once()
+    assert caplog.messages == [f"pruning the deduplication records failed: {error!r}"]
+
+
+def test_stopping_the_pruner_stops_a_round_between_batches(notification_store):
+    add_rows(notification_store, "inbox", 250, time.time() - 8 * DAY)
+    p = pruner(notification_store, batch=100)
+    write = notification_store.write
+
+    def stop_after_the_first_batch(job):
+        result = write(job)
+        p.stop()
+        return result
+
+    notification_store.write = stop_after_the_first_batch
+    p.prune_once()
+    assert (p.name, p.daemon) == ("dedup-pruner", True)  # a process may exit while it waits
+    assert p.pruned["inbox"] == 100
+    assert len(keys(notification_store, "inbox")) == 150
