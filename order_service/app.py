@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
@@ -11,7 +12,7 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 from messaging import events
 from messaging.db.outbox import PendingMessage
 from messaging.observability import exposition, health, trace_context
-from order_service import config, handlers, openapi, own_metrics, request_spans
+from order_service import access, auth, config, handlers, openapi, own_metrics, request_spans, signin
 from order_service.handlers import InvalidRequest
 from order_service.page import page
 from order_service.store import OrderStore
@@ -31,15 +32,17 @@ class Publisher(Protocol):
 
 
 def create_app(settings: config.Settings | None = None, store: OrderStore | None = None,
-               publisher: Publisher | None = None) -> Flask:
-    """Build the OrderService app; tests pass their own settings, store and publisher."""
+               publisher: Publisher | None = None, verifier: auth.Verifier | None = None) -> Flask:
+    """Build the OrderService app; tests pass their own settings, store, publisher and verifier."""
     settings = settings or config.load()
     store = store or OrderStore.open(settings.storage)
+    verifier = verifier or signin.verifier_for(settings)
     app = Flask(__name__, static_folder=None)  # the page's blueprint serves static/
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["order_store"] = store
     app.extensions["publisher"] = publisher
     request_spans.install(app)
+    signin.install(app, settings, verifier)
     app.register_blueprint(page)
 
     @app.after_request
@@ -51,7 +54,9 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
 
     @app.post("/order")
     def place_order() -> tuple[Response, int, dict[str, str]]:
-        fields = handlers.validate(_json_body())
+        caller = signin.caller()
+        fields = handlers.validate(access.with_owner(_json_body(), caller))
+        access.check_owner(fields["user_id"], caller)
         order, message = handlers.place(fields, events.utc_now(), request_spans.current_traceparent())
         trace_context.update(order.order_id, message.message_id)
         publisher = app.extensions["publisher"]
@@ -66,12 +71,14 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
 
     @app.get("/orders")
     def list_orders() -> Response:
-        return jsonify(store.find(handlers.list_query(request.args)).body())
+        query = handlers.list_query(request.args)
+        query = replace(query, user_id=access.visible_user(query.user_id, signin.caller()))
+        return jsonify(store.find(query).body())
 
     @app.get("/orders/<order_id>")
     def get_order(order_id: str) -> Response | tuple[Response, int]:
         order = store.get(order_id) if events.storable_text(order_id) else None  # no such id stored
-        if order is None:
+        if order is None or not access.may_read(order, signin.caller()):  # another's: as if missing
             return jsonify({"error": f"order {order_id} not found", "status": 404}), 404
         return jsonify(order.view())
 
@@ -81,7 +88,7 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
 
     @app.get("/openapi.json")
     def description() -> Response:
-        return jsonify(openapi.document(settings.max_body_bytes))
+        return jsonify(openapi.document(settings.max_body_bytes, signed_in=verifier is not None))
 
     exposition.instrument_flask(app)
 
