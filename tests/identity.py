@@ -2,6 +2,9 @@
 and JWKS served over HTTP on 127.0.0.1, and keys it can rotate while a service runs."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -11,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 AUDIENCE = "order-service"
@@ -30,6 +34,10 @@ def public_jwk(key: Any, kid: str, alg: str | None = None) -> dict[str, Any]:
     jwk = json.loads(algorithm.to_jwk(key.public_key()))
     jwk.update({"kid": kid, "use": "sig", **({"alg": alg} if alg else {})})
     return jwk
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 class IdentityProvider:
@@ -79,6 +87,21 @@ class IdentityProvider:
         kid = kid or self.kid
         return jwt.encode(self.claims(sub, roles, lifetime, **extra), self.keys[kid], algorithm=alg,
                           headers={"kid": kid})
+
+    def alg_none_token(self, sub: str = "alice") -> str:
+        """An unsigned token (`alg: none`) naming a published kid."""
+        return self._signing_input("none", sub) + "."
+
+    def hmac_token(self, sub: str = "alice") -> str:
+        """The key-confusion forgery: HS256 with the published RSA public key (PEM) as the secret."""
+        public_pem = self.keys[self.kid].public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        signing_input = self._signing_input("HS256", sub)
+        return f"{signing_input}.{b64(hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest())}"
+
+    def _signing_input(self, alg: str, sub: str) -> str:
+        header = {"alg": alg, "typ": "JWT", "kid": self.kid}
+        return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(self.claims(sub)).encode())}"
 
     def headers(self, sub: str = "alice", roles: tuple[str, ...] = (), **kwargs: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(sub, roles, **kwargs)}"}
