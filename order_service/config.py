@@ -75,23 +75,23 @@ class AuthFields(TypedDict):
 def auth_settings(env: Mapping[str, str]) -> AuthFields:
     """AUTH and the OIDC_* settings; with AUTH=oidc the issuer and audience are required."""
     auth = env_choice(env, "AUTH", DEFAULTS.auth.upper(), ("OFF", "OIDC")).lower()
-    issuer = _url(env, "OIDC_ISSUER")
+    issuer = _url("OIDC_ISSUER", env_str(env, "OIDC_ISSUER", "", allow_empty=True))
     audience = env_str(env, "OIDC_AUDIENCE", "", allow_empty=True).strip() or None
     if auth == "oidc" and (issuer is None or audience is None):
         missing = " and ".join(name for name, value in (("OIDC_ISSUER", issuer),
                                                          ("OIDC_AUDIENCE", audience)) if value is None)
         raise ConfigError(f"AUTH=oidc needs {missing}")
     return {"auth": auth, "oidc_issuer": issuer, "oidc_audience": audience,
-            "oidc_jwks_url": _url(env, "OIDC_JWKS_URL"),
+            "oidc_jwks_url": _url("OIDC_JWKS_URL", env_str(env, "OIDC_JWKS_URL", "", allow_empty=True)),
             "oidc_staff_role": env_str(env, "OIDC_STAFF_ROLE", DEFAULTS.oidc_staff_role).strip(),
             "oidc_roles_claim": env_str(env, "OIDC_ROLES_CLAIM", DEFAULTS.oidc_roles_claim).strip(),
             "oidc_jwks_cooldown": env_duration(env, "OIDC_JWKS_COOLDOWN", DEFAULTS.oidc_jwks_cooldown,
                                                0.0, 3600.0)}
 
 
-def _url(env: Mapping[str, str], name: str) -> str | None:
-    """An http(s) URL setting, or None when unset or empty."""
-    value = env_str(env, name, "", allow_empty=True).strip()
+def _url(name: str, value: str) -> str | None:
+    """The http(s) URL setting `name` holds, or None when it is empty."""
+    value = value.strip()
     if not value:
         return None
     parts = urlsplit(value)
