@@ -42,7 +42,6 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     app.extensions["order_store"] = store
     app.extensions["publisher"] = publisher
     request_spans.install(app)
-    signin.install(app, settings, verifier)
     app.register_blueprint(page)
 
     @app.after_request
@@ -91,6 +90,7 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
         return jsonify(openapi.document(settings.max_body_bytes, signed_in=verifier is not None))
 
     exposition.instrument_flask(app)
+    signin.install(app, settings, verifier)  # after the metrics' clock starts, so a 401 is counted
 
     @app.errorhandler(InvalidRequest)
     def invalid(exc: InvalidRequest) -> tuple[Response, int]:
