@@ -94,6 +94,15 @@ def test_only_the_asymmetric_algorithms_that_fit_the_key_are_allowed(idp):
     assert not {"none", "HS256", "HS384", "HS512"} & set(auth.ALGORITHMS)
 
 
+def test_a_symmetric_key_in_the_jwks_is_never_trusted(idp):
+    """Even a provider that publishes an `oct` key (a shared secret) cannot make HS256 acceptable."""
+    secret = b"a-shared-secret-of-32-bytes-len!"
+    idp.published.append({"kty": "oct", "kid": "shared", "k": jwt.utils.base64url_encode(secret).decode(),
+                          "alg": "HS256", "use": "sig"})
+    token = jwt.encode(idp.claims(), secret, algorithm="HS256", headers={"kid": "shared"})
+    refused(verifier(idp), token)
+
+
 def test_garbage_is_refused(idp):
     refused(verifier(idp), "not-a-jwt")
 
