@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any, Protocol
 
 from flask import Flask, Response, g, jsonify, request
@@ -11,7 +12,18 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 from messaging import events
 from messaging.db.outbox import PendingMessage
 from messaging.observability import exposition, health, trace_context
-from order_service import config, handlers, idempotency, openapi, own_metrics, rate_limits, request_spans
+from order_service import (
+    access,
+    auth,
+    config,
+    handlers,
+    idempotency,
+    openapi,
+    own_metrics,
+    rate_limits,
+    request_spans,
+    signin,
+)
 from order_service.handlers import InvalidRequest
 from order_service.page import page
 from order_service.store import OrderStore
@@ -31,10 +43,11 @@ class Publisher(Protocol):
 
 
 def create_app(settings: config.Settings | None = None, store: OrderStore | None = None,
-               publisher: Publisher | None = None) -> Flask:
-    """Build the OrderService app; tests pass their own settings, store and publisher."""
+               publisher: Publisher | None = None, verifier: auth.Verifier | None = None) -> Flask:
+    """Build the OrderService app; tests pass their own settings, store, publisher and verifier."""
     settings = settings or config.load()
     store = store or OrderStore.open(settings.storage)
+    verifier = verifier or signin.verifier_for(settings)
     app = Flask(__name__, static_folder=None)  # the page's blueprint serves static/
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["order_store"] = store
@@ -56,11 +69,13 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
     @app.post("/order")
     @limit_orders
     def place_order() -> tuple[Response, int, dict[str, str]]:
-        fields = handlers.validate(_json_body())
+        caller = signin.caller()
+        fields = handlers.validate(access.with_owner(_json_body(), caller))
+        access.check_owner(fields["user_id"], caller)
         key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
         if key is None:
             return _place(fields, None)
-        asked = idempotency.request_key(key, g.get("subject"), fields)
+        asked = idempotency.request_key(key, caller.subject, fields)
         earlier = store.earlier(asked)
         if earlier is not None:
             return _replay(earlier, asked)
@@ -97,12 +112,14 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
 
     @app.get("/orders")
     def list_orders() -> Response:
-        return jsonify(store.find(handlers.list_query(request.args)).body())
+        query = handlers.list_query(request.args)
+        query = replace(query, user_id=access.visible_user(query.user_id, signin.caller()))
+        return jsonify(store.find(query).body())
 
     @app.get("/orders/<order_id>")
     def get_order(order_id: str) -> Response | tuple[Response, int]:
         order = store.get(order_id) if events.storable_text(order_id) else None  # no such id stored
-        if order is None:
+        if order is None or not access.may_read(order, signin.caller()):  # another's: as if missing
             return jsonify({"error": f"order {order_id} not found", "status": 404}), 404
         return jsonify(order.view())
 
@@ -112,9 +129,10 @@ def create_app(settings: config.Settings | None = None, store: OrderStore | None
 
     @app.get("/openapi.json")
     def description() -> Response:
-        return jsonify(openapi.document(settings.max_body_bytes))
+        return jsonify(openapi.document(settings.max_body_bytes, signed_in=verifier is not None))
 
     exposition.instrument_flask(app, settings.metrics_port)
+    signin.install(app, settings, verifier)  # after the metrics' clock starts, so a 401 is counted
 
     @app.errorhandler(InvalidRequest)
     def invalid(exc: InvalidRequest) -> tuple[Response, int]:

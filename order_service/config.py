@@ -5,12 +5,15 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypedDict
+from urllib.parse import urlsplit
 
 import limits
 
 from messaging.settings import (
     ConfigError,
     ServiceSettings,
+    env_choice,
     env_duration,
     env_int,
     env_str,
@@ -41,6 +44,16 @@ class Settings(ServiceSettings):
     trusted_proxies: tuple[Network, ...] = ()
     # How long an Idempotency-Key is remembered: a retry within it is answered with the original.
     idempotency_window: float = 24 * 3600.0
+    # AUTH=off: no sign-in; every caller sees every order and may order for any user_id (the spec's
+    # behaviour). AUTH=oidc: a bearer JWT from OIDC_ISSUER for OIDC_AUDIENCE on every order route.
+    auth: str = "off"
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None  # None: discovered from the issuer on first use
+    oidc_staff_role: str = "staff"
+    oidc_roles_claim: str = "roles"
+    # An unknown key id refetches the issuer's keys at most this often (seconds).
+    oidc_jwks_cooldown: float = 30.0
 
 
 DEFAULTS = Settings()
@@ -64,6 +77,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         trusted_proxies=networks(env_str(env, "TRUSTED_PROXIES", "", allow_empty=True)),
         idempotency_window=env_duration(env, "IDEMPOTENCY_RETENTION", DEFAULTS.idempotency_window,
                                         1.0, 365 * 86400.0),
+        **auth_settings(env),
     )
 
 
@@ -112,3 +126,43 @@ def networks(text: str) -> tuple[Network, ...]:
             raise ConfigError("TRUSTED_PROXIES must be comma-separated IP addresses or networks "
                               f"(CIDR), got {entry!r}") from None
     return tuple(found)
+
+
+class AuthFields(TypedDict):
+    """The sign-in fields of Settings, as `auth_settings` reads them."""
+
+    auth: str
+    oidc_issuer: str | None
+    oidc_audience: str | None
+    oidc_jwks_url: str | None
+    oidc_staff_role: str
+    oidc_roles_claim: str
+    oidc_jwks_cooldown: float
+
+
+def auth_settings(env: Mapping[str, str]) -> AuthFields:
+    """AUTH and the OIDC_* settings; with AUTH=oidc the issuer and audience are required."""
+    auth = env_choice(env, "AUTH", DEFAULTS.auth.upper(), ("OFF", "OIDC")).lower()
+    issuer = _url("OIDC_ISSUER", env_str(env, "OIDC_ISSUER", "", allow_empty=True))
+    audience = env_str(env, "OIDC_AUDIENCE", "", allow_empty=True).strip() or None
+    if auth == "oidc" and (issuer is None or audience is None):
+        missing = " and ".join(name for name, value in (("OIDC_ISSUER", issuer),
+                                                         ("OIDC_AUDIENCE", audience)) if value is None)
+        raise ConfigError(f"AUTH=oidc needs {missing}")
+    return {"auth": auth, "oidc_issuer": issuer, "oidc_audience": audience,
+            "oidc_jwks_url": _url("OIDC_JWKS_URL", env_str(env, "OIDC_JWKS_URL", "", allow_empty=True)),
+            "oidc_staff_role": env_str(env, "OIDC_STAFF_ROLE", DEFAULTS.oidc_staff_role).strip(),
+            "oidc_roles_claim": env_str(env, "OIDC_ROLES_CLAIM", DEFAULTS.oidc_roles_claim).strip(),
+            "oidc_jwks_cooldown": env_duration(env, "OIDC_JWKS_COOLDOWN", DEFAULTS.oidc_jwks_cooldown,
+                                               0.0, 3600.0)}
+
+
+def _url(name: str, value: str) -> str | None:
+    """The http(s) URL setting `name` holds, or None when it is empty."""
+    value = value.strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value

@@ -128,6 +128,13 @@ def _schemas() -> dict[str, Any]:
                                       "description": "per status, up to a second old"},
                            "broker": {"enum": ["connected", "disconnected"]},
                            "outbox_backlog": {"type": "integer", "minimum": 0}}},
+        "Me": {
+            "type": "object", "additionalProperties": False, "required": ["user_id", "staff", "auth"],
+            "properties": {"user_id": {"type": ["string", "null"],
+                                       "description": "the token's subject; null with AUTH=off"},
+                           "staff": {"type": "boolean",
+                                     "description": "sees everyone's orders (always, with AUTH=off)"},
+                           "auth": {"enum": ["off", "oidc"]}}},
         "InvalidRequest": {
             "type": "object", "additionalProperties": False, "required": ["error", "errors"],
             "description": "`error` repeats the first problem; `errors` has one per bad field.",
@@ -151,7 +158,8 @@ def _responses() -> dict[str, Any]:
                                   headers={"Allow": {**header, "description": "the methods it does"}}),
         "TooLarge": _json(error, "The body is larger than the limit"),
         "UnsupportedMediaType": _json(error, f"The Content-Type is not {JSON}"),
-        "Unavailable": _json(error, "The order database is busy or unavailable; retry shortly",
+        "Unavailable": _json(error, "The order database, or the sign-in provider's keys, are busy or "
+                                    "unavailable; retry shortly",
                              headers={"Retry-After": {**header, "description": "seconds"}}),
         "KeyInProgress": _json(error, "The first request with this Idempotency-Key is still being "
                                       "placed; retry shortly",
@@ -164,15 +172,22 @@ def _responses() -> dict[str, Any]:
             headers={"Retry-After": {"schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
                                      "required": True,
                                      "description": "whole seconds until the budget has room"}}),
+        "Unauthorized": _json(error, "No bearer token, or one that is not valid (signature, issuer, "
+                                     "audience, expiry, algorithm)", headers={"WWW-Authenticate": {
+                                         **header, "description": 'Bearer realm="order-service"'
+                                         ', with error="invalid_token" when a token was refused'}}),
+        "Forbidden": _json(error, "The request names a user other than the signed-in one"),
     }
+
+
+ERRORS = {"400": "InvalidRequest", "401": "Unauthorized", "403": "Forbidden", "404": "NotFound",
+          "409": "KeyInProgress", "413": "TooLarge", "415": "UnsupportedMediaType", "422": "KeyReused",
+          "429": "TooManyRequests", "503": "Unavailable"}
 
 
 def _operation(operation_id: str, summary: str, answers: dict[str, Any], *errors: str,
                **extra: Any) -> dict[str, Any]:
-    codes = {"400": "InvalidRequest", "404": "NotFound", "409": "KeyInProgress", "413": "TooLarge",
-             "415": "UnsupportedMediaType", "422": "KeyReused", "429": "TooManyRequests",
-             "503": "Unavailable"}
-    responses = {**answers, **{code: _ref("responses", codes[code]) for code in errors},
+    responses = {**answers, **{code: _ref("responses", ERRORS[code]) for code in errors},
                  "405": _ref("responses", "MethodNotAllowed")}
     return {"operationId": operation_id, "summary": summary, **extra, "responses": responses}
 
@@ -236,6 +251,8 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
             "getOrder", "One order", {"200": _json(_ref("schemas", "Order"), "The order")},
             "404", "503", parameters=[order_id])},
         "/health": {"get": _operation("health", "Health", health)},
+        "/me": {"get": _operation("me", "Who is signed in (the page shows it)",
+                                  {"200": _json(_ref("schemas", "Me"), "The caller")})},
         "/": {"get": _operation("page", "The order page", {"200": {
             "description": "HTML; its script polls GET /orders/board",
             "content": {"text/html": {"schema": {"type": "string"}}}}})},
@@ -268,13 +285,41 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
     }
 
 
-def document(max_body_bytes: int) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of OrderService with a body limit of `max_body_bytes`."""
+# With AUTH=oidc: the operations that need a bearer token, and the refusals each may answer.
+SIGNED_IN = {"placeOrder": ("401", "403", "503"), "listOrders": ("401", "403", "503"),
+             "getOrder": ("401", "503"), "orderBoard": ("401", "403", "503"), "me": ("401", "503")}
+BEARER = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+          "description": "An access token of the campus's OpenID Connect provider (OIDC_ISSUER) for "
+                         "OIDC_AUDIENCE, signed with one of its published keys (RS*, PS*, ES*, EdDSA)"}
+
+
+def _require_sign_in(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Name the bearer scheme on every operation that needs it, with its 401 and 403; the others
+    need none. A signed-in caller's order may leave `user_id` out (it is the token's subject)."""
+    for item in paths.values():
+        for operation in item.values():
+            refusals = SIGNED_IN.get(operation["operationId"])
+            operation["security"] = [{"bearer": []}] if refusals else []
+            for code in refusals or ():
+                operation["responses"].setdefault(code, _ref("responses", ERRORS[code]))
+    new_order = schemas["NewOrder"]
+    new_order["required"] = [field for field in new_order["required"] if field != "user_id"]
+    new_order["description"] += " `user_id` may be left out: it is the signed-in user's."
+
+
+def document(max_body_bytes: int, signed_in: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of OrderService with a body limit of `max_body_bytes`; `signed_in`
+    (AUTH=oidc) adds the bearer scheme and its answers."""
+    paths, schemas = _paths(max_body_bytes), _schemas()
+    components: dict[str, Any] = {"schemas": schemas, "responses": _responses()}
+    if signed_in:
+        _require_sign_in(paths, schemas)
+        components["securitySchemes"] = {"bearer": BEARER}
     return {
         "openapi": "3.1.0",
         "info": {"title": "OrderService", "version": "1.0.0",
                  "description": "Campus food ordering: orders are accepted at once and completed "
                                 "asynchronously through RabbitMQ."},
-        "paths": _paths(max_body_bytes),
-        "components": {"schemas": _schemas(), "responses": _responses()},
+        "paths": paths,
+        "components": components,
     }

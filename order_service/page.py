@@ -7,10 +7,12 @@ held between polls.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from messaging.observability import health
-from order_service import board
+from order_service import access, board, signin
 
 # Everything from this origin only, and nothing inline: no inline script, style or handler.
 CONTENT_SECURITY_POLICY = "; ".join([
@@ -49,6 +51,7 @@ def index() -> Response:
 def order_board() -> Response:
     """The newest orders, counts per status, broker link and outbox backlog; 304 if unchanged."""
     query = board.board_query(request.args)
+    query = replace(query, user_id=access.visible_user(query.user_id, signin.caller()))
     store, publisher = current_app.extensions["order_store"], current_app.extensions["publisher"]
     # The validator before the rows: a change committed in between makes the body newer than
     # its ETag, which costs the page one more full answer, never a missed change.

@@ -9,6 +9,7 @@ const ROWS = 20;
 const FIELDS = ["user_id", "item", "quantity"];
 
 const board = { etag: null, user: "", timer: null, busy: false };
+const me = { user: null, staff: true };  // who GET /me says is signed in (nobody: sign-in is off)
 
 function byId(id) { return document.getElementById(id); }
 
@@ -183,6 +184,44 @@ async function poll() {
   }
 }
 
+function fixUser(field, user) {
+  field.value = user;
+  field.readOnly = true;
+  field.setAttribute("aria-readonly", "true");
+}
+
+async function whoAmI() {
+  // Behind the sign-in gateway, GET /me names the signed-in user; with AUTH=off it names nobody.
+  const shown = byId("signed-in");
+  let response;
+  try {
+    response = await fetch("/me", { headers: { "Accept": "application/json" }, cache: "no-store" });
+  } catch (error) {
+    return;  // the board's poll says OrderService is unreachable
+  }
+  if (response.status === 401) {
+    shown.textContent = "Not signed in: open this page through the campus sign-in.";
+    shown.className = "signed-in down";
+    shown.hidden = false;
+    return;
+  }
+  if (response.status !== 200) return;
+  const body = await response.json();
+  if (body.auth === "off" || !body.user_id) return;
+  me.user = body.user_id;
+  me.staff = body.staff;
+  shown.textContent = "Signed in as " + me.user + (me.staff ? " (staff: you see everyone's orders)" :
+    " (you see your own orders)");
+  shown.className = "signed-in";
+  shown.hidden = false;
+  fixUser(byId("user_id"), me.user);
+  if (!me.staff) {
+    fixUser(byId("filter"), me.user);
+    byId("filter-hint").textContent = "You see your own orders.";
+    board.user = me.user;
+  }
+}
+
 function filterChanged(event) {
   board.user = event.target.value.trim();
   board.etag = null;
@@ -193,5 +232,5 @@ document.addEventListener("DOMContentLoaded", () => {
   byId("order-form").addEventListener("submit", placeOrder);
   byId("filter").addEventListener("input", filterChanged);
   document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); });
-  poll();
+  whoAmI().finally(poll);
 });

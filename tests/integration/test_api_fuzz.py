@@ -1,7 +1,10 @@
 """schemathesis against the live OrderService: no 5xx, and every answer conforms to /openapi.json.
 
-One OrderService and InventoryService (real processes, a private vhost) serve the whole module.
-Every check is on; the examples are derandomized from a fixed seed so CI sees the same cases.
+One OrderService and InventoryService (real processes, a private vhost) serve the whole module,
+once with AUTH=off and once with AUTH=oidc: then schemathesis signs its requests with a student's
+bearer token from a provider of the test's own, and its `ignored_auth` check also sends them
+without a token and with a made-up one. Every check is on; the examples are derandomized from a
+fixed seed so CI sees the same cases.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from schemathesis.config import SchemathesisConfig
 
 from stack.broker import Broker
 from stack.processes import Stack
+from tests.identity import IdentityProvider
 
 # The CLI's `--checks all`, `--seed` and `--generation-deterministic`, as pytest settings.
 FUZZ_CONFIG = {
@@ -27,11 +31,25 @@ FUZZ_CONFIG = {
 }
 
 
+@pytest.fixture(scope="module", params=["off", "oidc"], ids=lambda auth: f"AUTH={auth}")
+def idp(request: pytest.FixtureRequest) -> Iterator[IdentityProvider | None]:
+    """With AUTH=oidc, the provider whose tokens OrderService trusts; None with AUTH=off."""
+    if request.param == "off":
+        yield None
+        return
+    provider = IdentityProvider()
+    yield provider
+    provider.close()
+
+
 @pytest.fixture(scope="module")
-def order_service(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def order_service(broker: Broker, idp: IdentityProvider | None,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """OrderService and InventoryService in a vhost of their own, for the whole module."""
     vhost = broker.create_vhost("fuzz")
-    stack = Stack(vhost, Path(tmp_path_factory.mktemp("fuzz")))
+    auth = {} if idp is None else {"AUTH": "oidc", "OIDC_ISSUER": idp.issuer,
+                                   "OIDC_AUDIENCE": idp.audience, "OIDC_JWKS_URL": idp.jwks_url}
+    stack = Stack(vhost, Path(tmp_path_factory.mktemp("fuzz")), **auth)
     try:
         yield stack.start("order", "inventory")
     finally:
@@ -40,9 +58,13 @@ def order_service(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="module")
-def api(order_service: Stack) -> schemathesis.BaseSchema:
-    """The live service's own description, as schemathesis loads it."""
-    config = SchemathesisConfig.from_dict(FUZZ_CONFIG)
+def api(order_service: Stack, idp: IdentityProvider | None) -> schemathesis.BaseSchema:
+    """The live service's own description, as schemathesis loads it (with a student's token)."""
+    signed = {} if idp is None else {  # a request without the token is refused with a 401
+        "auth": {"openapi": {"bearer": {"bearer": idp.token(sub="user123", lifetime=3600)}}},
+        "checks": {"negative_data_rejection": {"expected-statuses": [
+            *FUZZ_CONFIG["checks"]["negative_data_rejection"]["expected-statuses"], "401"]}}}
+    config = SchemathesisConfig.from_dict({**FUZZ_CONFIG, **signed})
     return schemathesis.openapi.from_url(f"{order_service.order_url}/openapi.json", config=config)
 
 

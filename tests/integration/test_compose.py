@@ -46,6 +46,11 @@ APPS = {  # compose service -> (module, port, database, config loader); none has
 }
 BASE = ("docker-compose.yml",)
 CLUSTER = ("docker-compose.yml", "docker-compose.cluster.yml")
+GATEWAY = ("docker-compose.yml", "docker-compose.gateway.yml")
+# What docker-compose.gateway.yml needs and has no default for.
+SIGN_IN = {"OIDC_ISSUER": "https://sso.campus.example/realms/food", "OIDC_CLIENT_ID": "food-orders",
+           "OIDC_CLIENT_SECRET": "s3cret-client",
+           "OAUTH2_PROXY_COOKIE_SECRET": "0123456789abcdef0123456789abcdef"}
 # Every variable some service reads (checked against the code below); a name outside this set in
 # the compose files is a typo.
 KNOWN_VARIABLES = {
@@ -58,6 +63,9 @@ KNOWN_VARIABLES = {
     "SQLITE_BUSY_TIMEOUT_MS",
     "METRICS", "METRICS_PORT", "RATE_LIMIT_ORDERS", "REDIS_URL", "RATE_LIMIT_PREFIX", "TRUSTED_PROXIES",
 }
+# OrderService's sign-in (docker-compose.gateway.yml sets them).
+KNOWN_VARIABLES |= {"AUTH", "OIDC_ISSUER", "OIDC_AUDIENCE", "OIDC_JWKS_URL", "OIDC_STAFF_ROLE",
+                    "OIDC_ROLES_CLAIM"}
 # Logs and traces (README "Following one order"): the standard OpenTelemetry names.
 KNOWN_VARIABLES |= {
     "LOG_FORMAT", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME",
@@ -255,6 +263,45 @@ def test_gateway_publishes_every_order_service_replica_on_8101(compose: dict[str
     upstream = re.search(r"set\s+\$(\w+)\s+http://order_service:8101;", text)
     assert upstream and re.search(rf"proxy_pass\s+\${upstream[1]};", text)
     assert "non_idempotent" not in text, "a POST that reached a replica must not be sent again"
+
+
+@pytest.fixture(scope="module")
+def gateway() -> dict[str, Any]:
+    """docker-compose.yml with docker-compose.gateway.yml, given the sign-in variables."""
+    return resolved(GATEWAY, environ=SIGN_IN)
+
+
+@pytest.mark.parametrize("missing", sorted(SIGN_IN))
+def test_the_sign_in_gateway_refuses_to_start_without_its_variables(missing: str) -> None:
+    result = docker_compose("config", "-q", files=GATEWAY,
+                            environ={k: v for k, v in SIGN_IN.items() if k != missing})
+    assert result.returncode != 0
+    assert f"set {missing}" in result.stderr
+
+
+def test_the_sign_in_gateway_fronts_the_order_gateway_and_passes_the_token(gateway: dict[str, Any]) -> None:
+    proxy = gateway["services"]["oauth2_proxy"]
+    assert published(proxy) == {(4180, 4180)}
+    assert published(gateway["services"]["order_gateway"]) == {(8101, 8101)}, "the API's door stays"
+    environment = proxy["environment"]
+    assert environment["OAUTH2_PROXY_UPSTREAMS"] == "http://order_gateway:8101/"
+    assert environment["OAUTH2_PROXY_PROVIDER"] == "oidc"
+    assert environment["OAUTH2_PROXY_PASS_AUTHORIZATION_HEADER"] == "true", "Authorization: Bearer"
+    assert environment["OAUTH2_PROXY_OIDC_ISSUER_URL"] == SIGN_IN["OIDC_ISSUER"]
+    assert environment["OAUTH2_PROXY_CLIENT_ID"] == SIGN_IN["OIDC_CLIENT_ID"]
+    assert environment["OAUTH2_PROXY_COOKIE_SECRET"] == SIGN_IN["OAUTH2_PROXY_COOKIE_SECRET"]
+    assert len(environment["OAUTH2_PROXY_COOKIE_SECRET"]) in (16, 24, 32)
+
+
+def test_behind_the_sign_in_gateway_order_service_verifies_its_tokens(gateway: dict[str, Any]) -> None:
+    environment = gateway["services"]["order_service"]["environment"]
+    assert set(environment) <= KNOWN_VARIABLES
+    settings = order_config.load(environment)
+    assert (settings.auth, settings.oidc_issuer, settings.oidc_audience) == (
+        "oidc", SIGN_IN["OIDC_ISSUER"], SIGN_IN["OIDC_CLIENT_ID"]), "the ID token's audience: the client"
+    assert settings.oidc_jwks_url is None, "discovered from the issuer"
+    for name in ("inventory_service", "notification_service"):
+        assert "AUTH" not in gateway["services"][name]["environment"]
 
 
 def test_rabbitmq_is_persistent_and_really_health_checked(either: dict[str, Any]) -> None:

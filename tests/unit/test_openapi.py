@@ -214,3 +214,41 @@ def test_the_documented_idempotency_key_is_exactly_what_the_app_accepts(raw):
     [parameter] = [p for p in doc["paths"]["/order"]["post"]["parameters"]
                    if p["name"] == idempotency.HEADER]
     assert bool(re.search(parameter["schema"]["pattern"], raw)) == accepts_key(raw), repr(raw)
+
+
+# --- with AUTH=oidc ---
+
+@pytest.fixture
+def signed_in_doc(tmp_path: Path) -> dict[str, Any]:
+    settings = config.Settings(storage=StorageSettings(data_dir=str(tmp_path)), auth="oidc",
+                               oidc_issuer="https://sso.campus.example", oidc_audience="order-service")
+    return create_app(settings).test_client().get("/openapi.json").get_json()
+
+
+def test_with_sign_in_the_document_is_valid_and_names_the_bearer_scheme(signed_in_doc):
+    validate_spec(signed_in_doc)
+    assert signed_in_doc["components"]["securitySchemes"] == {"bearer": {
+        **openapi.BEARER, "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+
+
+def test_with_sign_in_every_order_route_needs_the_token_and_documents_its_refusals(signed_in_doc):
+    operations = {op["operationId"]: op for item in signed_in_doc["paths"].values() for op in item.values()}
+    for operation_id, operation in operations.items():
+        refusals = openapi.SIGNED_IN.get(operation_id)
+        assert operation["security"] == ([{"bearer": []}] if refusals else []), operation_id
+        assert {"401", "403"} & set(operation["responses"]) == {"401", "403"} & set(refusals or ())
+    assert set(operations) - set(openapi.SIGNED_IN) == {
+        "health", "page", "pageFile", "metrics", "openapi"}
+    unauthorized = signed_in_doc["components"]["responses"]["Unauthorized"]
+    assert unauthorized["headers"]["WWW-Authenticate"]["required"] is True
+
+
+def test_with_sign_in_a_new_order_may_leave_user_id_out(signed_in_doc, doc):
+    assert "user_id" in doc["components"]["schemas"]["NewOrder"]["required"]
+    new_order = schema_of(signed_in_doc, "NewOrder")
+    assert new_order.is_valid({"item": "Burger", "quantity": 1})
+
+
+def test_without_sign_in_the_document_names_no_scheme(doc):
+    assert "securitySchemes" not in doc["components"]
+    assert not any("security" in op for item in doc["paths"].values() for op in item.values())
