@@ -6,7 +6,7 @@ import logging
 from dataclasses import replace
 from typing import Any, Protocol
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from messaging import events

@@ -58,7 +58,9 @@ def client_for(tmp_path: Path, store: OrderStore, signed_in: bool = False, **fie
 
 
 def post(client: FlaskClient, peer: str = CLIENT, **headers: str):
-    return client.post("/order", json=VALID, headers=headers, environ_base={"REMOTE_ADDR": peer})
+    subject = headers.get("X-Test-Subject")  # a signed-in user orders for themselves
+    body = {**VALID, "user_id": subject} if subject else VALID
+    return client.post("/order", json=body, headers=headers, environ_base={"REMOTE_ADDR": peer})
 
 
 def statuses(responses) -> list[int]:
