@@ -62,8 +62,11 @@ def api(order_service: Stack, idp: IdentityProvider | None) -> schemathesis.Base
     """The live service's own description, as schemathesis loads it (with a student's token)."""
     signed = {} if idp is None else {  # a request without the token is refused with a 401
         "auth": {"openapi": {"bearer": {"bearer": idp.token(sub="user123", lifetime=3600)}}},
-        "checks": {"negative_data_rejection": {"expected-statuses": [
-            *FUZZ_CONFIG["checks"]["negative_data_rejection"]["expected-statuses"], "401"]}}}
+        "checks": {**FUZZ_CONFIG["checks"], "negative_data_rejection": {"expected-statuses": [
+            *FUZZ_CONFIG["checks"]["negative_data_rejection"]["expected-statuses"], "401"]},
+                   # and a body naming another user than the token's is a 403
+                   "positive_data_acceptance": {"expected-statuses": [
+            *FUZZ_CONFIG["checks"]["positive_data_acceptance"]["expected-statuses"], "403"]}}}
     config = SchemathesisConfig.from_dict({**FUZZ_CONFIG, **signed})
     return schemathesis.openapi.from_url(f"{order_service.order_url}/openapi.json", config=config)
 
