@@ -44,6 +44,7 @@ class OrderServiceApplication(BaseApplication):
             "bind": _binds(s), "workers": s.workers, "threads": s.threads,
             "worker_class": "gthread", "graceful_timeout": s.graceful_timeout, "timeout": 30,
             "keepalive": 5, "preload_app": False, "accesslog": None, "loglevel": "info",
+            "limit_request_line": config.MAX_REQUEST_LINE,
             "post_worker_init": _start_lifecycle, "worker_exit": _stop_lifecycle,
             "child_exit": lambda _server, worker: exposition.worker_exited(worker.pid),
             "control_socket_disable": True, "logger_class": GunicornLogger,

@@ -24,6 +24,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
 
 
+MAX_REQUEST_LINE = 4094  # bytes of method, path and query gunicorn reads; a longer one is a 414
+
+
 @dataclass(frozen=True)
 class Settings(ServiceSettings):
     """Everything OrderService reads from its environment; the defaults are these fields'."""

@@ -9,7 +9,7 @@ import functools
 from typing import Any
 
 from messaging.events import MAX_QUANTITY, MAX_REASON_LENGTH, MAX_TEXT_LENGTH, is_hidden
-from order_service import board, handlers, idempotency
+from order_service import board, config, handlers, idempotency
 
 JSON = "application/json"
 # What str.strip() removes, so what order_field_errors reads as empty. Spelled out rather than `\s`,
@@ -157,6 +157,10 @@ def _responses() -> dict[str, Any]:
         "MethodNotAllowed": _json(error, "A method this path does not serve",
                                   headers={"Allow": {**header, "description": "the methods it does"}}),
         "TooLarge": _json(error, "The body is larger than the limit"),
+        "URITooLong": {"description": f"The request line (method, path and query) is longer than "
+                                      f"{config.MAX_REQUEST_LINE} bytes: gunicorn answers, in HTML, "
+                                      "before the app sees the request",
+                       "content": {"text/html": {"schema": {"type": "string"}}}},
         "UnsupportedMediaType": _json(error, f"The Content-Type is not {JSON}"),
         "Unavailable": _json(error, "The order database, or the sign-in provider's keys, are busy or "
                                     "unavailable; retry shortly",
@@ -188,7 +192,7 @@ ERRORS = {"400": "InvalidRequest", "401": "Unauthorized", "403": "Forbidden", "4
 def _operation(operation_id: str, summary: str, answers: dict[str, Any], *errors: str,
                **extra: Any) -> dict[str, Any]:
     responses = {**answers, **{code: _ref("responses", ERRORS[code]) for code in errors},
-                 "405": _ref("responses", "MethodNotAllowed")}
+                 "405": _ref("responses", "MethodNotAllowed"), "414": _ref("responses", "URITooLong")}
     return {"operationId": operation_id, "summary": summary, **extra, "responses": responses}
 
 

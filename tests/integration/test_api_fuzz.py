@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
+from order_service.config import MAX_REQUEST_LINE
 from stack.broker import Broker
 from stack.processes import Stack
 from tests.identity import IdentityProvider
@@ -25,7 +27,7 @@ FUZZ_CONFIG = {
     "seed": 20261130,
     "generation": {"max-examples": 40, "deterministic": True},
     "checks": {"negative_data_rejection": {"expected-statuses": ["400", "404", "405", "413",
-                                                                  "415"]},
+                                                                  "414", "415"]},
                # A valid order may still meet its Idempotency-Key's earlier, different order: 422.
                "positive_data_acceptance": {"expected-statuses": ["2xx", "3xx", "404", "409", "422"]}},
 }
@@ -84,3 +86,12 @@ def test_linked_calls_conform(api: schemathesis.BaseSchema) -> None:
     api.as_state_machine().run(settings=settings(
         max_examples=15, stateful_step_count=4, derandomize=True, deadline=None, database=None,
         suppress_health_check=list(HealthCheck)))
+
+
+def test_a_request_line_over_the_limit_is_the_documented_414(order_service: Stack, api) -> None:
+    url = f"{order_service.order_url}/orders?user_id={'u' * MAX_REQUEST_LINE}"
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 414
+    described = api.raw_schema["components"]["responses"]["URITooLong"]
+    assert str(MAX_REQUEST_LINE) in described["description"]
+    assert requests.get(url[:MAX_REQUEST_LINE - 100], timeout=10).status_code != 414

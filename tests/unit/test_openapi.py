@@ -21,7 +21,7 @@ from order_service.handlers import InvalidRequest
 
 IMPLICIT = {"HEAD", "OPTIONS"}  # answered by Flask for every route, never described
 # What the app can answer (429 only with RATE_LIMIT_ORDERS set).
-STATUSES = {"200", "202", "304", "400", "404", "405", "409", "413", "415", "422", "429", "503"}
+STATUSES = {"200", "202", "304", "400", "404", "405", "409", "413", "414", "415", "422", "429", "503"}
 
 
 @pytest.fixture
