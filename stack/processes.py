@@ -29,8 +29,7 @@ def test_backend() -> str:
     return backend
 
 
-PORTS_PER_WORKER = 1000
-FIRST_PORT = 20000  # the slices end below 32768, where Linux's ephemeral range starts
+FIRST_PORT, END_PORT = 10000, 32000  # below 32768, where Linux's ephemeral range starts
 _handed_out = itertools.count()
 
 
@@ -39,20 +38,24 @@ def free_port() -> int:
 
     A port the kernel picks (bind to 0) comes from the ephemeral range, where any outgoing
     connection - a service's own to the broker - may take it before the service binds it. So
-    each xdist worker hands out ports from its own slice below that range, in turn, skipping
-    any that something holds.
+    each xdist worker hands out ports from its own slice below that range, each port once (a
+    stopped service keeps its port for its restart), skipping any that something holds.
     """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    first = FIRST_PORT + (int(worker) if worker.isdigit() else 0) % 12 * PORTS_PER_WORKER
-    for _ in range(PORTS_PER_WORKER):
-        port = first + next(_handed_out) % PORTS_PER_WORKER
+    size = (END_PORT - FIRST_PORT) // max(1, workers)
+    first = FIRST_PORT + (int(worker) if worker.isdigit() else 0) % max(1, workers) * size
+    while True:
+        handed = next(_handed_out)
+        if handed >= size:
+            raise RuntimeError(f"every port of {first}-{first + size - 1} was handed out")
+        port = first + handed
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
         return port
-    raise RuntimeError(f"no free port in {first}-{first + PORTS_PER_WORKER - 1}")
 
 
 def service_of(instance: str) -> str:
