@@ -111,6 +111,23 @@ def connect(settings: BrokerSettings, stopping: threading.Event, name: str,
     return None
 
 
+class Unreachable(Exception):
+    """No node of RABBITMQ_HOST took a connection; the message says why, in one line."""
+
+
+def connect_once(settings: BrokerSettings) -> pika.BlockingConnection:
+    """Open a connection (nothing declared) to the first node that takes one, for a one-shot tool;
+    raises Unreachable."""
+    explained, error = None, None
+    for node, (host, port) in enumerate(settings.nodes):
+        try:
+            return pika.BlockingConnection(settings.parameters(node))
+        except CONNECTION_ERRORS as exc:
+            error = exc
+            explained = explained or connect_failures.explain(exc, host, port, settings.tls is not None)
+    raise Unreachable(f"cannot reach RabbitMQ: {explained or repr(error)}")
+
+
 def open_declared(settings: BrokerSettings, node: int = 0) -> pika.BlockingConnection:
     """Connect to the `node`-th node once and declare the topology on it."""
     connection = pika.BlockingConnection(settings.parameters(node))
