@@ -105,19 +105,19 @@ def test_ordinary_failures_need_no_explanation():
 
 def test_connect_logs_the_explained_failure_of_any_node_once_per_round(monkeypatch, caplog, authorities):
     ours, theirs = authorities
-    refused = handshake_error(server_context(theirs), TlsSettings(str(ours.ca_file)).context(), "b")
-    outcomes: list[BaseException] = [ConnectionRefusedError(), refused] * 2
+    refused = handshake_error(server_context(theirs), TlsSettings(str(ours.ca_file)).context(), "a")
+    outcomes: list[BaseException] = [refused, ConnectionRefusedError()] * 2  # the explained one first
 
     def open_declared(settings, node):
         raise outcomes.pop(0)
     monkeypatch.setattr(connection, "open_declared", open_declared)
     stopping = FakeEvent()
     stopping.on_wait = lambda timeout: len(stopping.waits) == 2 and stopping.set()
-    settings = BrokerSettings(host="a:1,b:5671", tls=TlsSettings())
+    settings = BrokerSettings(host="a:5671,b:1", tls=TlsSettings())
     with caplog.at_level(logging.WARNING, logger="messaging.amqp.connection"):
         assert connect(settings, stopping, "svc") is None
     lines = [r.getMessage().rsplit(" retrying", 1)[0] for r in caplog.records]
     assert len(lines) == 2 and len(set(lines)) == 1
-    assert lines[0] == ("svc cannot reach RabbitMQ (TLS handshake with b:5671 failed: certificate verify "
+    assert lines[0] == ("svc cannot reach RabbitMQ (TLS handshake with a:5671 failed: certificate verify "
                         "failed: unable to get local issuer certificate (is RABBITMQ_TLS_CA_FILE the CA that "
                         "signed the broker's certificate?));")
