@@ -8,6 +8,8 @@ from typing import TypedDict, TypeVar
 
 import pika
 
+from messaging.tls import TlsSettings
+
 N = TypeVar("N", int, float)
 
 
@@ -94,6 +96,7 @@ class BrokerSettings:
     blocked_timeout: float = 30.0
     socket_timeout: float = 5.0
     queue_type: str = "classic"
+    tls: TlsSettings | None = None  # None: plain AMQP
 
     @property
     def nodes(self) -> tuple[tuple[str, int], ...]:
@@ -115,6 +118,7 @@ class BrokerSettings:
             socket_timeout=self.socket_timeout,
             stack_timeout=self.socket_timeout * 3,
             connection_attempts=1,
+            ssl_options=self.tls.options(host) if self.tls else None,
         )
 
     def all_parameters(self) -> list[pika.ConnectionParameters]:
@@ -128,8 +132,9 @@ _BROKER = BrokerSettings()  # the defaults
 def broker_settings(env: Mapping[str, str] | None = None) -> BrokerSettings:
     """Read the RABBITMQ_* variables (RABBITMQ_HOST may list several nodes)."""
     env = os.environ if env is None else env
+    tls = tls_settings(env)
     host = env_str(env, "RABBITMQ_HOST", _BROKER.host)
-    port = env_int(env, "RABBITMQ_PORT", _BROKER.port, 1, 65535)
+    port = env_int(env, "RABBITMQ_PORT", AMQPS_PORT if tls else _BROKER.port, 1, 65535)
     parse_nodes(host, port)  # refuse a bad list now, not at the first connect
     return BrokerSettings(
         host=host,
@@ -141,7 +146,49 @@ def broker_settings(env: Mapping[str, str] | None = None) -> BrokerSettings:
         blocked_timeout=env_float(env, "RABBITMQ_BLOCKED_TIMEOUT", _BROKER.blocked_timeout,
                                   1.0, 3600.0),
         queue_type=_queue_type(env),
+        tls=tls,
     )
+
+
+AMQPS_PORT = 5671  # RabbitMQ's TLS port, the default port of every node when RABBITMQ_TLS=on
+
+
+def tls_settings(env: Mapping[str, str]) -> TlsSettings | None:
+    """Read RABBITMQ_TLS and the RABBITMQ_TLS_* settings; None when TLS is off."""
+    files = {"RABBITMQ_TLS_CA_FILE": env_str(env, "RABBITMQ_TLS_CA_FILE", "", allow_empty=True),
+             "RABBITMQ_TLS_CERT_FILE": env_str(env, "RABBITMQ_TLS_CERT_FILE", "", allow_empty=True),
+             "RABBITMQ_TLS_KEY_FILE": env_str(env, "RABBITMQ_TLS_KEY_FILE", "", allow_empty=True)}
+    verify = env_choice(env, "RABBITMQ_TLS_VERIFY_HOSTNAME", "ON", ("ON", "OFF")) == "ON"
+    if env_choice(env, "RABBITMQ_TLS", "OFF", ("ON", "OFF")) == "OFF":
+        stray = [name for name, path in files.items() if path]
+        if stray:  # a CA given but TLS forgotten would otherwise talk to the broker in clear text
+            raise ConfigError(f"{stray[0]} is set but RABBITMQ_TLS is off; set RABBITMQ_TLS=on to "
+                              "connect over TLS, or unset it")
+        return None
+    for name, path in files.items():
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            raise ConfigError(f"{name} must be a readable file, got {path!r}")
+    ca, cert, key = (path or None for path in files.values())
+    if bool(cert) != bool(key):
+        given, missing = ("CERT", "KEY") if cert else ("KEY", "CERT")
+        raise ConfigError(f"RABBITMQ_TLS_{given}_FILE is set but RABBITMQ_TLS_{missing}_FILE is not; "
+                          "a client certificate needs both")
+    tls = TlsSettings(ca_file=ca, cert_file=cert, key_file=key, verify_hostname=verify)
+    _check_usable(tls)
+    return tls
+
+
+def _check_usable(tls: TlsSettings) -> None:
+    """Load the files now, so that a wrong one stops the service at start, not at every connect."""
+    try:
+        TlsSettings(ca_file=tls.ca_file).context()
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigError(f"RABBITMQ_TLS_CA_FILE holds no usable CA certificate: {exc}") from None
+    try:
+        tls.context()
+    except (OSError, ValueError) as exc:
+        raise ConfigError("RABBITMQ_TLS_CERT_FILE and RABBITMQ_TLS_KEY_FILE are not a certificate and "
+                          f"its private key: {exc}") from None
 
 
 def _queue_type(env: Mapping[str, str]) -> str:

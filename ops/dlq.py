@@ -16,6 +16,7 @@ import pika.exceptions
 
 from messaging import topology
 from messaging.amqp import dead_lettering
+from messaging.amqp.connection import Unreachable, connect_once
 from messaging.settings import ConfigError, broker_settings
 
 DLQ_NAMES = tuple(q.name for q in topology.DEAD_LETTER_QUEUES)
@@ -128,7 +129,7 @@ def _select(args, held: list[DeadLetter]) -> list[DeadLetter]:
 
 def run(args: argparse.Namespace, out=sys.stdout) -> int:
     """Carry out one command; return the exit status."""
-    connection = pika.BlockingConnection(broker_settings().all_parameters())  # each node in turn
+    connection = connect_once(broker_settings())  # each node in turn
     try:
         channel = connection.channel()
         channel.confirm_delivery()
@@ -183,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except Unreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (pika.exceptions.AMQPError, ValueError) as exc:
         print(f"error: {exc!r}", file=sys.stderr)
         return 1

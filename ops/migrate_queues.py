@@ -24,6 +24,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from messaging import topology
+from messaging.amqp.connection import Unreachable, connect_once
 from messaging.settings import QUEUE_TYPES, ConfigError, broker_settings
 
 TEMPORARY_SUFFIX = ".migrating"
@@ -143,13 +144,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = broker_settings()
-        connection = pika.BlockingConnection(settings.all_parameters())
+        connection = connect_once(broker_settings())  # each node in turn
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    except pika.exceptions.AMQPError as exc:
-        print(f"error: cannot reach RabbitMQ: {exc!r}", file=sys.stderr)
+    except Unreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
         moved = migrate(connection, args.to)

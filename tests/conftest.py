@@ -43,7 +43,9 @@ def xdist_group_of(item: pytest.Item) -> str | None:
     # each scenario stops brokers, kills services and waits for recovery against deadlines, and the
     # two together on 2 cores starved a chaos scenario past its deadline. One after the other,
     # their recovery figures are also each their own.
-    if item.get_closest_marker("private_broker") or "cluster" in item.fixturenames:
+    # The TLS tests' own node (tests/integration/test_amqp_tls.py) boots there too, not beside them.
+    if (item.get_closest_marker("private_broker") or "cluster" in item.fixturenames
+            or "tls_node" in item.fixturenames):
         return "fault_scenarios"
     definitions = getattr(item, "_fixtureinfo", None)
     shared = definitions and [name for name, defs in definitions.name2fixturedefs.items()

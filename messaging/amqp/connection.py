@@ -13,6 +13,7 @@ import pika
 import pika.exceptions
 
 from messaging import topology
+from messaging.amqp import connect_failures
 from messaging.settings import BrokerSettings
 
 logger = logging.getLogger(__name__)
@@ -89,11 +90,14 @@ def connect(settings: BrokerSettings, stopping: threading.Event, name: str,
     `stopping` is set; raises topology.QueueMismatch, which no retry mends."""
     backoff, nodes = Backoff(), nodes or NodeRotation(settings)
     while not stopping.is_set():
+        explained: str | None = None  # a node's failure that says what to fix wins over the others
         for node in nodes.order():
             try:
                 connection = open_declared(settings, node)
             except CONNECTION_ERRORS as exc:
                 error = exc
+                explained = explained or connect_failures.explain(exc, *settings.nodes[node],
+                                                                  settings.tls is not None)
                 continue
             nodes.connected(node)
             host, port = settings.nodes[node]
@@ -102,9 +106,26 @@ def connect(settings: BrokerSettings, stopping: threading.Event, name: str,
             return connection
         delay = backoff.next_delay()
         logger.warning("%s cannot reach RabbitMQ (%s); retrying in %.1fs", name,
-                       error.__class__.__name__, delay)
+                       explained or error.__class__.__name__, delay)
         stopping.wait(delay)
     return None
+
+
+class Unreachable(Exception):
+    """No node of RABBITMQ_HOST took a connection; the message says why, in one line."""
+
+
+def connect_once(settings: BrokerSettings) -> pika.BlockingConnection:
+    """Open a connection (nothing declared) to the first node that takes one, for a one-shot tool;
+    raises Unreachable."""
+    explained, error = None, None
+    for node, (host, port) in enumerate(settings.nodes):
+        try:
+            return pika.BlockingConnection(settings.parameters(node))
+        except CONNECTION_ERRORS as exc:
+            error = exc
+            explained = explained or connect_failures.explain(exc, host, port, settings.tls is not None)
+    raise Unreachable(f"cannot reach RabbitMQ: {explained or repr(error)}")
 
 
 def open_declared(settings: BrokerSettings, node: int = 0) -> pika.BlockingConnection:

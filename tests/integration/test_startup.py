@@ -33,6 +33,21 @@ def test_bad_value_stops_the_service_with_a_clear_message(tmp_path, module, vari
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.parametrize("module", ["order_service", "inventory_service", "notification_service"])
+@pytest.mark.parametrize("env,message", [
+    ({"RABBITMQ_TLS_CA_FILE": "/etc/ssl/ca.pem"}, "RABBITMQ_TLS_CA_FILE is set but RABBITMQ_TLS is off; "
+                                                  "set RABBITMQ_TLS=on to connect over TLS, or unset it"),
+    ({"RABBITMQ_TLS": "on", "RABBITMQ_TLS_CA_FILE": "/nonexistent/ca.pem"},
+     "RABBITMQ_TLS_CA_FILE must be a readable file, got '/nonexistent/ca.pem'"),
+])
+def test_bad_tls_settings_stop_the_service_with_a_clear_message(tmp_path, module, env, message):
+    result = subprocess.run([sys.executable, "-m", module], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "DATA_DIR": str(tmp_path), **env}, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"{module.replace('_', '-')}: configuration error: "
+                                                  f"{message}"]
+
+
 @pytest.mark.parametrize("command", [["ops.dlq", "list"], ["ops.migrate_queues", "--to", "quorum"]])
 def test_bad_host_list_stops_the_operator_tools_with_a_clear_message(tmp_path, command):
     env = {**os.environ, "RABBITMQ_HOST": "rabbit1,rabbit2:0"}
