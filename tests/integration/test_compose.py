@@ -66,6 +66,9 @@ KNOWN_VARIABLES = {
 # OrderService's sign-in (docker-compose.gateway.yml sets them).
 KNOWN_VARIABLES |= {"AUTH", "OIDC_ISSUER", "OIDC_AUDIENCE", "OIDC_JWKS_URL", "OIDC_STAFF_ROLE",
                     "OIDC_ROLES_CLAIM"}
+# AMQP over TLS (docs/deployment.md, "Encryption in transit").
+KNOWN_VARIABLES |= {"RABBITMQ_TLS", "RABBITMQ_TLS_CA_FILE", "RABBITMQ_TLS_CERT_FILE",
+                    "RABBITMQ_TLS_KEY_FILE", "RABBITMQ_TLS_VERIFY_HOSTNAME"}
 # Logs and traces (README "Following one order"): the standard OpenTelemetry names.
 KNOWN_VARIABLES |= {
     "LOG_FORMAT", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME",
