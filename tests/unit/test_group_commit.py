@@ -171,4 +171,6 @@ def test_under_steady_writes_the_wal_starts_over_instead_of_growing(db, tmp_path
     finally:
         db.stop_checkpoints()
     assert count(db) == rows
-    assert largest < 50_000_000, f"the WAL grew to {largest / 1e6:.0f} MB"
+    # Half of what it grows to without that checkpoint: a loaded 2-core machine delays
+    # checkpoints (up to 60 MB seen while three other test suites ran beside it).
+    assert largest < 100_000_000, f"the WAL grew to {largest / 1e6:.0f} MB"
