@@ -43,6 +43,8 @@ class Queue:
     name: str
     bindings: tuple[tuple[str, str], ...]
     dead_letter_key: str | None = None
+    # The service whose broker user alone may publish what the queue takes (None: anyone, a DLQ).
+    sender: str | None = None
 
     def arguments(self, queue_type: str = CLASSIC) -> dict[str, str | int]:
         """Queue arguments: dead-lettering through `dlx` when the queue has a DLQ; for a quorum
@@ -65,14 +67,21 @@ def _dead_letter_queue(name: str) -> Queue:
     return Queue(name, ((DEAD_LETTER_EXCHANGE, name),))
 
 
-ORDER_EVENTS = Queue("order-events", ((ORDERS_EXCHANGE, ORDER_PLACED_KEY),), "order-events-dlq")
+# The services, as the senders and declarers below name them.
+ORDER_SERVICE, INVENTORY_SERVICE, NOTIFICATION_SERVICE = "order", "inventory", "notification"
+
+# An OrderPlaced is OrderService's to publish; a reservation's result InventoryService's.
+ORDER_EVENTS = Queue("order-events", ((ORDERS_EXCHANGE, ORDER_PLACED_KEY),), "order-events-dlq",
+                     ORDER_SERVICE)
 INVENTORY_EVENTS = Queue(
-    "inventory-events", ((INVENTORY_EXCHANGE, INVENTORY_RESERVED_KEY),), "inventory-events-dlq"
+    "inventory-events", ((INVENTORY_EXCHANGE, INVENTORY_RESERVED_KEY),), "inventory-events-dlq",
+    INVENTORY_SERVICE,
 )
 ORDER_STATUS = Queue(
     "order-status",
     ((INVENTORY_EXCHANGE, INVENTORY_RESERVED_KEY), (INVENTORY_EXCHANGE, INVENTORY_FAILED_KEY)),
     "order-status-dlq",
+    INVENTORY_SERVICE,
 )
 ORDER_EVENTS_DLQ = _dead_letter_queue("order-events-dlq")
 INVENTORY_EVENTS_DLQ = _dead_letter_queue("inventory-events-dlq")
@@ -81,6 +90,27 @@ ORDER_STATUS_DLQ = _dead_letter_queue("order-status-dlq")
 WORK_QUEUES = (ORDER_EVENTS, INVENTORY_EVENTS, ORDER_STATUS)
 DEAD_LETTER_QUEUES = (ORDER_EVENTS_DLQ, INVENTORY_EVENTS_DLQ, ORDER_STATUS_DLQ)
 QUEUES = WORK_QUEUES + DEAD_LETTER_QUEUES
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one service declares when it declares only its own part (RABBITMQ_TOPOLOGY=own): the
+    exchanges it publishes to or binds from, and the queue it consumes with its DLQ. Together the
+    three parts are the whole topology, so it stands whichever service starts first."""
+
+    exchanges: tuple[str, ...]
+    queues: tuple[Queue, ...]
+
+
+WHOLE = Part(EXCHANGES, QUEUES)
+PARTS = {
+    ORDER_SERVICE: Part((ORDERS_EXCHANGE, INVENTORY_EXCHANGE, DEAD_LETTER_EXCHANGE),
+                        (ORDER_STATUS, ORDER_STATUS_DLQ)),
+    INVENTORY_SERVICE: Part((ORDERS_EXCHANGE, INVENTORY_EXCHANGE, DEAD_LETTER_EXCHANGE),
+                            (ORDER_EVENTS, ORDER_EVENTS_DLQ)),
+    NOTIFICATION_SERVICE: Part((INVENTORY_EXCHANGE, DEAD_LETTER_EXCHANGE),
+                               (INVENTORY_EVENTS, INVENTORY_EVENTS_DLQ)),
+}
 
 
 class QueueMismatch(Exception):
@@ -155,14 +185,15 @@ def _probe_type(channel: BlockingChannel, name: str, queue: Queue) -> str | None
     return None
 
 
-def declare(channel: BlockingChannel, queue_type: str = CLASSIC) -> None:
-    """Declare the whole topology; safe to call on every (re)connect, in any start order.
+def declare(channel: BlockingChannel, queue_type: str = CLASSIC, part: Part = WHOLE) -> None:
+    """Declare the whole topology (or one service's part); safe to call on every (re)connect, in
+    any start order.
 
     Raises QueueMismatch when the broker refuses a queue as declared (e.g. of another type).
     """
-    for exchange in EXCHANGES:
+    for exchange in part.exchanges:
         channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
-    for queue in QUEUES:
+    for queue in part.queues:
         declare_queue(channel, queue, queue_type)
 
 

@@ -118,3 +118,28 @@ def test_other_mismatches_repeat_the_brokers_words():
     mismatch = topology.QueueMismatch("order-events", "quorum", text)
     assert mismatch.existing_type is None
     assert str(mismatch) == f"RabbitMQ refused to declare queue 'order-events': {text}"
+
+
+def test_results_are_inventorys_to_send_and_orders_are_orders():
+    assert {q.name: q.sender for q in topology.QUEUES} == {
+        "order-events": "order", "inventory-events": "inventory", "order-status": "inventory",
+        "order-events-dlq": None, "inventory-events-dlq": None, "order-status-dlq": None}
+
+
+def test_the_parts_together_are_the_whole_topology_and_each_declares_what_it_binds_from():
+    parts = topology.PARTS.values()
+    assert set().union(*(p.exchanges for p in parts)) == set(topology.EXCHANGES)
+    assert sorted(q.name for p in parts for q in p.queues) == sorted(q.name for q in topology.QUEUES), \
+        "every queue is declared by exactly one service"
+    for part in parts:
+        for queue in part.queues:
+            assert {exchange for exchange, _ in queue.bindings} <= set(part.exchanges)
+            if queue.dead_letter_key:
+                assert topology.DEAD_LETTER_EXCHANGE in part.exchanges
+
+
+def test_each_service_declares_the_queue_it_consumes_and_its_dlq():
+    assert {s: [q.name for q in p.queues] for s, p in topology.PARTS.items()} == {
+        "order": ["order-status", "order-status-dlq"],
+        "inventory": ["order-events", "order-events-dlq"],
+        "notification": ["inventory-events", "inventory-events-dlq"]}
