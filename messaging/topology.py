@@ -96,21 +96,62 @@ QUEUES = WORK_QUEUES + DEAD_LETTER_QUEUES
 class Part:
     """What one service declares when it declares only its own part (RABBITMQ_TOPOLOGY=own): the
     exchanges it publishes to or binds from, and the queue it consumes with its DLQ. Together the
-    three parts are the whole topology, so it stands whichever service starts first."""
+    three parts are the whole topology, so it stands whichever service starts first. `publishes`:
+    the (exchange, routing key) of its events; its dead letters go to `dlx` besides."""
 
     exchanges: tuple[str, ...]
     queues: tuple[Queue, ...]
+    publishes: tuple[tuple[str, str], ...] = ()
 
 
 WHOLE = Part(EXCHANGES, QUEUES)
 PARTS = {
     ORDER_SERVICE: Part((ORDERS_EXCHANGE, INVENTORY_EXCHANGE, DEAD_LETTER_EXCHANGE),
-                        (ORDER_STATUS, ORDER_STATUS_DLQ)),
+                        (ORDER_STATUS, ORDER_STATUS_DLQ), ((ORDERS_EXCHANGE, ORDER_PLACED_KEY),)),
     INVENTORY_SERVICE: Part((ORDERS_EXCHANGE, INVENTORY_EXCHANGE, DEAD_LETTER_EXCHANGE),
-                            (ORDER_EVENTS, ORDER_EVENTS_DLQ)),
+                            (ORDER_EVENTS, ORDER_EVENTS_DLQ),
+                            ((INVENTORY_EXCHANGE, INVENTORY_RESERVED_KEY),
+                             (INVENTORY_EXCHANGE, INVENTORY_FAILED_KEY))),
     NOTIFICATION_SERVICE: Part((INVENTORY_EXCHANGE, DEAD_LETTER_EXCHANGE),
                                (INVENTORY_EVENTS, INVENTORY_EVENTS_DLQ)),
 }
+
+
+@dataclass(frozen=True)
+class Rights:
+    """A broker user's permissions in the vhost: regular expressions RabbitMQ matches against the
+    names of exchanges and queues, and per topic exchange the routing keys it may publish with
+    (and bind with)."""
+
+    configure: str
+    write: str
+    read: str
+    topics: tuple[tuple[str, str], ...] = ()  # (exchange, routing-key regex)
+
+
+OPERATOR_RIGHTS = Rights(".*", ".*", ".*")
+
+
+def _exactly(names: list[str]) -> str:
+    return "^(" + "|".join(sorted({n.replace(".", "\\.") for n in names})) + ")$"
+
+
+def rights(service: str) -> Rights:
+    """Exactly what `service` needs to declare its part, consume its queue and publish its events
+    and dead letters. RabbitMQ asks configure to declare; write and, on the DLX, read to declare a
+    queue that dead-letters; write on the queue and read on the exchange to bind; write to
+    publish; read to consume."""
+    part = PARTS[service]
+    queues = [q.name for q in part.queues]
+    consumed = [q.name for q in part.queues if q.dead_letter_key]
+    keys: dict[str, list[str]] = {}
+    for exchange, key in part.publishes + tuple((DEAD_LETTER_EXCHANGE, q.dead_letter_key)
+                                                for q in part.queues if q.dead_letter_key):
+        keys.setdefault(exchange, []).append(key)
+    return Rights(configure=_exactly(list(part.exchanges) + queues),
+                  write=_exactly(list(keys) + queues),
+                  read=_exactly([e for q in part.queues for e, _ in q.bindings] + consumed),
+                  topics=tuple((e, _exactly(k)) for e, k in sorted(keys.items())))
 
 
 class QueueMismatch(Exception):

@@ -187,9 +187,11 @@ class Stack:
     files of one process, so a SQLite stack runs one instance per service.
     """
 
-    def __init__(self, vhost: str, workdir: Path, backend: str | None = None, **env: str) -> None:
+    def __init__(self, vhost: str, workdir: Path, backend: str | None = None,
+                 service_env: dict[str, dict[str, str]] | None = None, **env: str) -> None:
         self._base = {"RABBITMQ_VHOST": vhost, "RABBITMQ_HOST": "127.0.0.1",
                       "INVENTORY_SUCCESS_RATE": "1.0", **env}
+        self._own = service_env or {}  # service -> what only its instances get (e.g. its broker user)
         self.vhost, self.workdir = vhost, workdir
         self.backend = backend or test_backend()
         self._databases: list[str] = []
@@ -198,8 +200,12 @@ class Stack:
 
             self._databases = [postgres.create_database(f"stack_{name}") for name in MODULES]
         self._urls = dict(zip(MODULES, self._databases, strict=False))
-        self.services = {name: ServiceProcess(name, self._base, workdir, self._urls.get(name))
+        self.services = {name: ServiceProcess(name, self.env_of(name), workdir, self._urls.get(name))
                          for name in MODULES}
+
+    def env_of(self, service: str) -> dict[str, str]:
+        """The environment every instance of `service` starts with."""
+        return {**self._base, **self._own.get(service, {})}
 
     def audit_args(self) -> list[str]:
         """The `python -m ops.audit` arguments that name the three stores."""
@@ -215,7 +221,7 @@ class Stack:
             if self.backend != "postgres":
                 raise ValueError(f"{name}: several instances of {service} need a shared store; "
                                  f"a SQLite stack runs one instance per service")
-            self.services[name] = ServiceProcess(name, self._base, self.workdir,
+            self.services[name] = ServiceProcess(name, self.env_of(service), self.workdir,
                                                  self._urls[service])
         return self.services[name]
 

@@ -143,3 +143,30 @@ def test_each_service_declares_the_queue_it_consumes_and_its_dlq():
         "order": ["order-status", "order-status-dlq"],
         "inventory": ["order-events", "order-events-dlq"],
         "notification": ["inventory-events", "inventory-events-dlq"]}
+
+
+def test_each_services_rights_are_exactly_what_its_part_needs():
+    assert topology.rights("order") == topology.Rights(
+        configure="^(dlx|inventory|order-status|order-status-dlq|orders)$",
+        write="^(dlx|order-status|order-status-dlq|orders)$",
+        read="^(dlx|inventory|order-status)$",
+        topics=(("dlx", "^(order-status-dlq)$"), ("orders", "^(order\\.placed)$")))
+    assert topology.rights("inventory") == topology.Rights(
+        configure="^(dlx|inventory|order-events|order-events-dlq|orders)$",
+        write="^(dlx|inventory|order-events|order-events-dlq)$",
+        read="^(dlx|order-events|orders)$",
+        topics=(("dlx", "^(order-events-dlq)$"),
+                ("inventory", "^(inventory\\.failed|inventory\\.reserved)$")))
+    assert topology.rights("notification") == topology.Rights(
+        configure="^(dlx|inventory|inventory-events|inventory-events-dlq)$",
+        write="^(dlx|inventory-events|inventory-events-dlq)$",
+        read="^(dlx|inventory|inventory-events)$",
+        topics=(("dlx", "^(inventory-events-dlq)$"),))
+
+
+def test_only_the_publisher_of_an_exchange_may_write_to_it():
+    import re
+    for service, exchange in (("order", "orders"), ("inventory", "inventory")):
+        for other in topology.PARTS:
+            allowed = re.fullmatch(topology.rights(other).write, exchange) is not None
+            assert allowed == (other == service), (other, exchange)
