@@ -179,7 +179,9 @@ class Stack:
     """The three services in one vhost, each with its own data directory or database.
 
     `backend` is `sqlite` (a file in each data directory) or `postgres` (a fresh database per
-    service, dropped by `close()`); by default the one TEST_BACKEND names.
+    service, owned by a role of its own that the service connects as, both dropped by `close()`);
+    by default the one TEST_BACKEND names. `service_env` gives each service's instances variables
+    of their own (e.g. its broker user).
 
     On PostgreSQL a service may run as several instances sharing its database (`start("inventory",
     replicas=3)`, or `start("inventory-2")`): `stack["inventory"]` is the first, `inventory-2`,
@@ -198,7 +200,8 @@ class Stack:
         if self.backend == "postgres":
             from stack import postgres  # psycopg only for a PostgreSQL stack
 
-            self._databases = [postgres.create_database(f"stack_{name}") for name in MODULES]
+            # Each service's own database, as a role that owns it and reaches no other.
+            self._databases = [postgres.create_owned_database(f"stack_{name}") for name in MODULES]
         self._urls = dict(zip(MODULES, self._databases, strict=False))
         self.services = {name: ServiceProcess(name, self.env_of(name), workdir, self._urls.get(name))
                          for name in MODULES}
