@@ -85,7 +85,7 @@ def replay(channel, letter: DeadLetter) -> None:
         timestamp=source.timestamp, headers=headers,
         # As its first publisher: the consumers believe only the user entitled to their queue, and
         # RabbitMQ lets the operator publish as another user only with the `impersonator` tag.
-        user_id=_text(letter.header(dead_lettering.ORIGINAL_USER_ID)) or None)
+        user_id=_text(letter.header(dead_lettering.ORIGINAL_USER_ID, "")) or None)
     channel.basic_publish(exchange, routing_key, letter.body, properties, mandatory=True)
     channel.basic_ack(letter.tag)
 
