@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Mapping
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ from messaging.settings import ConfigError, broker_settings, env_int
 
 SERVICES = (topology.ORDER_SERVICE, topology.INVENTORY_SERVICE, topology.NOTIFICATION_SERVICE)
 IMPERSONATOR = "impersonator"
+READY_TIMEOUT = 60.0  # seconds to wait for the management API
 
 
 class Management:
@@ -100,7 +102,15 @@ def main(env: Mapping[str, str] | None = None) -> int:
         return 2
     host = broker.nodes[0][0]
     management = Management(f"http://{host}:{port}/api", broker.user, broker.password)
-    provision(management, broker.vhost, users)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:  # the management API may answer a little after the broker's health check passes
+        try:
+            provision(management, broker.vhost, users)
+            break
+        except requests.ConnectionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1.0)
     management.add_tag(broker.user, IMPERSONATOR)
     for service, (user, _) in users.items():
         print(f"identities: {user} ({service}) in vhost {broker.vhost}: {topology.rights(service)}")

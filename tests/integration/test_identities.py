@@ -7,21 +7,28 @@ The users are real users of the local broker, made for each test with fresh name
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 import pika
 import pika.exceptions
 import pytest
+import requests
 
 from messaging import topology
 from messaging.amqp import dead_lettering
 from messaging.events import utc_now
+from ops.identities import Management
 from stack.broker import Broker
-from stack.processes import Stack
+from stack.processes import ROOT, Stack
 from tests.client import drain, get_order, post_order, publish, wait_for
 
 ACCESS_REFUSED, PRECONDITION_FAILED = 403, 406
+REPLAY = ("--queue", "order-status-dlq", "replay", "--all")  # only OrderService runs: its DLQ alone
 
 
 @pytest.fixture
@@ -176,3 +183,72 @@ def test_a_forged_order_placed_is_dead_lettered_and_reserves_nothing(narrow_stac
     assert properties.headers[dead_lettering.REASON] == "unexpected-sender"
     assert json.loads(raw) == body
     assert broker.depth(vhost, "probe") == 0, "no result was published for it"
+
+
+@pytest.fixture
+def operator(broker: Broker, vhost: str) -> Iterator[tuple[str, str]]:
+    """An administrator of this test's vhost other than guest (whose tags are left alone)."""
+    name, password = f"operator-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    management = Management(broker.api, broker.user, broker.password)
+    management.put_user(name, password, "administrator")
+    management.grant(vhost, name, topology.OPERATOR_RIGHTS)
+    yield name, password
+    broker.delete_users(name)
+
+
+def run_tool(module: str, vhost: str, user: tuple[str, str], *args: str,
+             **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_VHOST": vhost,
+                   "RABBITMQ_USER": user[0], "RABBITMQ_PASSWORD": user[1], **env}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_ops_identities_makes_each_user_with_its_rights_and_the_operator_an_impersonator(
+        broker: Broker, vhost: str, operator) -> None:
+    tag = uuid.uuid4().hex[:8]
+    names = {service: f"{service}-tool-{tag}" for service in topology.PARTS}
+    env = {f"{s.upper()}_SERVICE_RABBITMQ_{k}": v for s, n in names.items()
+           for k, v in (("USER", n), ("PASSWORD", "pw-" + tag))}
+    try:
+        result = run_tool("ops.identities", vhost, operator, **env)
+        assert result.returncode == 0, result.stderr
+        http = requests.Session()
+        http.auth = (broker.user, broker.password)
+        for service, name in names.items():
+            user = http.get(f"{broker.api}/users/{name}", timeout=10).json()
+            assert user["tags"] in ([], ""), "a service is no administrator, nor sees the UI"
+            rights = http.get(f"{broker.api}/permissions/{quote(vhost, safe='')}/{name}", timeout=10).json()
+            expected = topology.rights(service)
+            assert (rights["configure"], rights["write"], rights["read"]) == \
+                (expected.configure, expected.write, expected.read)
+            topics = http.get(f"{broker.api}/users/{name}/topic-permissions", timeout=10).json()
+            assert sorted((t["exchange"], t["write"]) for t in topics) == list(expected.topics)
+        tags = http.get(f"{broker.api}/users/{operator[0]}", timeout=10).json()["tags"]
+        assert set(tags if isinstance(tags, list) else tags.split(",")) == {"administrator", "impersonator"}
+        assert connect_as(broker, vhost, (names["order"], "pw-" + tag)).close() is None, "it logs in"
+    finally:
+        broker.delete_users(*names.values())
+
+
+def test_a_replayed_dead_letter_goes_out_as_its_first_sender(narrow_stack: Stack, broker: Broker,
+                                                            vhost: str, users, operator) -> None:
+    narrow_stack.start("order")
+    order = post_order(narrow_stack.order_url)
+    headers = {dead_lettering.REASON: "transient-retries-exhausted",
+               dead_lettering.ORIGINAL_EXCHANGE: topology.INVENTORY_EXCHANGE,
+               dead_lettering.ORIGINAL_ROUTING_KEY: topology.INVENTORY_RESERVED_KEY,
+               dead_lettering.ORIGINAL_USER_ID: users["inventory"][0]}
+    with broker.channel(vhost) as channel:  # a result InventoryService sent, dead-lettered since
+        channel.confirm_delivery()
+        publish(channel, reserved_for(order), topology.DEAD_LETTER_EXCHANGE, "order-status-dlq",
+                message_id="late-result", headers=headers)
+    refused = run_tool("ops.dlq", vhost, (broker.user, broker.password), *REPLAY)
+    assert refused.returncode != 0 and "PRECONDITION_FAILED" in refused.stderr, \
+        "without the impersonator tag RabbitMQ refuses another user's user_id"
+    assert broker.depth(vhost, "order-status-dlq") == 1, "kept in the DLQ"
+    Management(broker.api, broker.user, broker.password).add_tag(operator[0], "impersonator")
+    replayed = run_tool("ops.dlq", vhost, operator, *REPLAY)
+    assert replayed.returncode == 0 and "1 replayed" in replayed.stdout, replayed.stderr
+    wait_for(lambda: get_order(narrow_stack.order_url, order["order_id"])["status"] == "reserved",
+             what="the replayed result believed as InventoryService's")
