@@ -170,3 +170,15 @@ def test_only_the_publisher_of_an_exchange_may_write_to_it():
         for other in topology.PARTS:
             allowed = re.fullmatch(topology.rights(other).write, exchange) is not None
             assert allowed == (other == service), (other, exchange)
+
+
+def test_the_rights_docs_deployment_states_are_the_rights_granted():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
+    for service in topology.PARTS:
+        [row] = [line for line in text.splitlines()
+                 if line.startswith(f"| `{service}_service` |") and "`^(" in line]
+        cells = [cell.strip().strip("`").replace("\0", "|")
+                 for cell in row.replace("\\|", "\0").split("|")[2:5]]
+        expected = topology.rights(service)
+        assert cells == [expected.configure, expected.write, expected.read]
