@@ -182,3 +182,17 @@ def test_the_rights_docs_deployment_states_are_the_rights_granted():
                  for cell in row.replace("\\|", "\0").split("|")[2:5]]
         expected = topology.rights(service)
         assert cells == [expected.configure, expected.write, expected.read]
+
+
+def test_ops_identities_requires_every_password_and_defaults_the_names():
+    import pytest
+
+    from messaging.settings import ConfigError
+    from ops.identities import main, service_users
+    env = {f"{s}_SERVICE_RABBITMQ_PASSWORD": "pw" for s in ("ORDER", "INVENTORY", "NOTIFICATION")}
+    assert service_users(env) == {"order": ("order_service", "pw"), "inventory": ("inventory_service", "pw"),
+                                  "notification": ("notification_service", "pw")}
+    del env["INVENTORY_SERVICE_RABBITMQ_PASSWORD"]
+    with pytest.raises(ConfigError, match="INVENTORY_SERVICE_RABBITMQ_PASSWORD must be set"):
+        service_users(env)
+    assert main(env) == 2
