@@ -5,6 +5,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from messaging import topology
 from messaging.settings import (
     ConfigError,
     ServiceSettings,
@@ -43,7 +44,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment; raises ConfigError on a bad value."""
     env = os.environ if env is None else env
     return Settings(
-        **service_settings(env),
+        **service_settings(env, topology.INVENTORY_SERVICE),
         port=env_int(env, "PORT", DEFAULTS.port, 1, 65535),
         success_rate=env_float(env, "INVENTORY_SUCCESS_RATE", DEFAULTS.success_rate, 0.0, 1.0),
         initial_stock=env_int(env, "INVENTORY_INITIAL_STOCK", DEFAULTS.initial_stock, 0, 10**12),

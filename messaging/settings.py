@@ -97,6 +97,16 @@ class BrokerSettings:
     socket_timeout: float = 5.0
     queue_type: str = "classic"
     tls: TlsSettings | None = None  # None: plain AMQP
+    # The service whose part of the topology this process declares (RABBITMQ_TOPOLOGY=own); None:
+    # the whole topology.
+    part: str | None = None
+    # (service, broker user) of the services whose messages are checked (ORDER_PUBLISHER_USER,
+    # INVENTORY_PUBLISHER_USER): a queue whose sender is listed takes messages from that user only.
+    senders: tuple[tuple[str, str], ...] = ()
+
+    def expected_sender(self, sender_service: str | None) -> str | None:
+        """The broker user that alone may publish what `sender_service` sends; None: unchecked."""
+        return dict(self.senders).get(sender_service or "")
 
     @property
     def nodes(self) -> tuple[tuple[str, int], ...]:
@@ -129,8 +139,12 @@ class BrokerSettings:
 _BROKER = BrokerSettings()  # the defaults
 
 
-def broker_settings(env: Mapping[str, str] | None = None) -> BrokerSettings:
-    """Read the RABBITMQ_* variables (RABBITMQ_HOST may list several nodes)."""
+TOPOLOGY_SCOPES = ("all", "own")
+
+
+def broker_settings(env: Mapping[str, str] | None = None, service: str | None = None) -> BrokerSettings:
+    """Read the RABBITMQ_* variables (RABBITMQ_HOST may list several nodes) and the publishers'
+    users; `service` is the part of the topology RABBITMQ_TOPOLOGY=own declares (None: all)."""
     env = os.environ if env is None else env
     tls = tls_settings(env)
     host = env_str(env, "RABBITMQ_HOST", _BROKER.host)
@@ -147,6 +161,9 @@ def broker_settings(env: Mapping[str, str] | None = None) -> BrokerSettings:
                                   1.0, 3600.0),
         queue_type=_queue_type(env),
         tls=tls,
+        part=service if _choice("RABBITMQ_TOPOLOGY", env.get("RABBITMQ_TOPOLOGY") or "all",
+                                TOPOLOGY_SCOPES) == "own" else None,
+        senders=_senders(env),
     )
 
 
@@ -191,12 +208,23 @@ def _check_usable(tls: TlsSettings) -> None:
                           f"its private key: {exc}") from None
 
 
-def _queue_type(env: Mapping[str, str]) -> str:
-    value = (env.get("RABBITMQ_QUEUE_TYPE") or _BROKER.queue_type).strip().lower()
-    if value not in QUEUE_TYPES:
-        raise ConfigError(f"RABBITMQ_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, got "
-                          f"{env.get('RABBITMQ_QUEUE_TYPE')!r}")
+def _senders(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """(service, broker user) for each publisher whose user is set: those messages are checked."""
+    users = {"order": env.get("ORDER_PUBLISHER_USER") or "",
+             "inventory": env.get("INVENTORY_PUBLISHER_USER") or ""}
+    return tuple((service, user.strip()) for service, user in users.items() if user.strip())
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return value
+
+
+def _queue_type(env: Mapping[str, str]) -> str:
+    return _choice("RABBITMQ_QUEUE_TYPE", env.get("RABBITMQ_QUEUE_TYPE") or _BROKER.queue_type,
+                   QUEUE_TYPES)
 
 
 @dataclass(frozen=True)
@@ -348,8 +376,9 @@ class ServiceFields(TypedDict):
     metrics: bool
 
 
-def service_settings(env: Mapping[str, str]) -> ServiceFields:
-    """The ServiceSettings fields read from `env`, to pass on to a service's own Settings."""
-    return {"broker": broker_settings(env), "storage": storage_settings(env),
+def service_settings(env: Mapping[str, str], service: str | None = None) -> ServiceFields:
+    """The ServiceSettings fields read from `env` for `service` (topology's name of it), to pass on
+    to a service's own Settings."""
+    return {"broker": broker_settings(env, service), "storage": storage_settings(env),
             "consumer": consumer_settings(env), "retention": retention_settings(env),
             "metrics": env_choice(env, "METRICS", "ON", ("ON", "OFF")) == "ON"}

@@ -43,6 +43,8 @@ class Queue:
     name: str
     bindings: tuple[tuple[str, str], ...]
     dead_letter_key: str | None = None
+    # The service whose broker user alone may publish what the queue takes (None: anyone, a DLQ).
+    sender: str | None = None
 
     def arguments(self, queue_type: str = CLASSIC) -> dict[str, str | int]:
         """Queue arguments: dead-lettering through `dlx` when the queue has a DLQ; for a quorum
@@ -65,14 +67,21 @@ def _dead_letter_queue(name: str) -> Queue:
     return Queue(name, ((DEAD_LETTER_EXCHANGE, name),))
 
 
-ORDER_EVENTS = Queue("order-events", ((ORDERS_EXCHANGE, ORDER_PLACED_KEY),), "order-events-dlq")
+# The services, as the senders and declarers below name them.
+ORDER_SERVICE, INVENTORY_SERVICE, NOTIFICATION_SERVICE = "order", "inventory", "notification"
+
+# An OrderPlaced is OrderService's to publish; a reservation's result InventoryService's.
+ORDER_EVENTS = Queue("order-events", ((ORDERS_EXCHANGE, ORDER_PLACED_KEY),), "order-events-dlq",
+                     ORDER_SERVICE)
 INVENTORY_EVENTS = Queue(
-    "inventory-events", ((INVENTORY_EXCHANGE, INVENTORY_RESERVED_KEY),), "inventory-events-dlq"
+    "inventory-events", ((INVENTORY_EXCHANGE, INVENTORY_RESERVED_KEY),), "inventory-events-dlq",
+    INVENTORY_SERVICE,
 )
 ORDER_STATUS = Queue(
     "order-status",
     ((INVENTORY_EXCHANGE, INVENTORY_RESERVED_KEY), (INVENTORY_EXCHANGE, INVENTORY_FAILED_KEY)),
     "order-status-dlq",
+    INVENTORY_SERVICE,
 )
 ORDER_EVENTS_DLQ = _dead_letter_queue("order-events-dlq")
 INVENTORY_EVENTS_DLQ = _dead_letter_queue("inventory-events-dlq")
@@ -81,6 +90,68 @@ ORDER_STATUS_DLQ = _dead_letter_queue("order-status-dlq")
 WORK_QUEUES = (ORDER_EVENTS, INVENTORY_EVENTS, ORDER_STATUS)
 DEAD_LETTER_QUEUES = (ORDER_EVENTS_DLQ, INVENTORY_EVENTS_DLQ, ORDER_STATUS_DLQ)
 QUEUES = WORK_QUEUES + DEAD_LETTER_QUEUES
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one service declares when it declares only its own part (RABBITMQ_TOPOLOGY=own): the
+    exchanges it publishes to or binds from, and the queue it consumes with its DLQ. Together the
+    three parts are the whole topology, so it stands whichever service starts first. `publishes`:
+    the (exchange, routing key) of its events; its dead letters go to `dlx` besides."""
+
+    exchanges: tuple[str, ...]
+    queues: tuple[Queue, ...]
+    publishes: tuple[tuple[str, str], ...] = ()
+
+
+WHOLE = Part(EXCHANGES, QUEUES)
+PARTS = {
+    ORDER_SERVICE: Part((ORDERS_EXCHANGE, INVENTORY_EXCHANGE, DEAD_LETTER_EXCHANGE),
+                        (ORDER_STATUS, ORDER_STATUS_DLQ), ((ORDERS_EXCHANGE, ORDER_PLACED_KEY),)),
+    INVENTORY_SERVICE: Part((ORDERS_EXCHANGE, INVENTORY_EXCHANGE, DEAD_LETTER_EXCHANGE),
+                            (ORDER_EVENTS, ORDER_EVENTS_DLQ),
+                            ((INVENTORY_EXCHANGE, INVENTORY_RESERVED_KEY),
+                             (INVENTORY_EXCHANGE, INVENTORY_FAILED_KEY))),
+    NOTIFICATION_SERVICE: Part((INVENTORY_EXCHANGE, DEAD_LETTER_EXCHANGE),
+                               (INVENTORY_EVENTS, INVENTORY_EVENTS_DLQ)),
+}
+
+
+@dataclass(frozen=True)
+class Rights:
+    """A broker user's permissions in the vhost: regular expressions RabbitMQ matches against the
+    names of exchanges and queues, and per topic exchange the routing keys it may publish with
+    (and bind with)."""
+
+    configure: str
+    write: str
+    read: str
+    topics: tuple[tuple[str, str], ...] = ()  # (exchange, routing-key regex)
+
+
+OPERATOR_RIGHTS = Rights(".*", ".*", ".*")
+
+
+def _exactly(names: list[str]) -> str:
+    return "^(" + "|".join(sorted({n.replace(".", "\\.") for n in names})) + ")$"
+
+
+def rights(service: str) -> Rights:
+    """Exactly what `service` needs to declare its part, consume its queue and publish its events
+    and dead letters. RabbitMQ asks configure to declare; write and, on the DLX, read to declare a
+    queue that dead-letters; write on the queue and read on the exchange to bind; write to
+    publish; read to consume."""
+    part = PARTS[service]
+    queues = [q.name for q in part.queues]
+    consumed = [q.name for q in part.queues if q.dead_letter_key]
+    keys: dict[str, list[str]] = {}
+    for exchange, key in part.publishes + tuple((DEAD_LETTER_EXCHANGE, q.dead_letter_key)
+                                                for q in part.queues if q.dead_letter_key):
+        keys.setdefault(exchange, []).append(key)
+    return Rights(configure=_exactly(list(part.exchanges) + queues),
+                  write=_exactly(list(keys) + queues),
+                  read=_exactly([e for q in part.queues for e, _ in q.bindings] + consumed),
+                  topics=tuple((e, _exactly(k)) for e, k in sorted(keys.items())))
 
 
 class QueueMismatch(Exception):
@@ -155,14 +226,15 @@ def _probe_type(channel: BlockingChannel, name: str, queue: Queue) -> str | None
     return None
 
 
-def declare(channel: BlockingChannel, queue_type: str = CLASSIC) -> None:
-    """Declare the whole topology; safe to call on every (re)connect, in any start order.
+def declare(channel: BlockingChannel, queue_type: str = CLASSIC, part: Part = WHOLE) -> None:
+    """Declare the whole topology (or one service's part); safe to call on every (re)connect, in
+    any start order.
 
     Raises QueueMismatch when the broker refuses a queue as declared (e.g. of another type).
     """
-    for exchange in EXCHANGES:
+    for exchange in part.exchanges:
         channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
-    for queue in QUEUES:
+    for queue in part.queues:
         declare_queue(channel, queue, queue_type)
 
 

@@ -5,6 +5,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from messaging import topology
 from messaging.settings import ServiceSettings, env_int, service_settings
 
 
@@ -21,4 +22,5 @@ DEFAULTS = Settings()
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment; raises ConfigError on a bad value."""
     env = os.environ if env is None else env
-    return Settings(**service_settings(env), port=env_int(env, "PORT", DEFAULTS.port, 1, 65535))
+    return Settings(**service_settings(env, topology.NOTIFICATION_SERVICE),
+                    port=env_int(env, "PORT", DEFAULTS.port, 1, 65535))

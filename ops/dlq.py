@@ -83,7 +83,10 @@ def replay(channel, letter: DeadLetter) -> None:
     properties = pika.BasicProperties(
         content_type=source.content_type, delivery_mode=pika.DeliveryMode.Persistent,
         message_id=source.message_id, correlation_id=source.correlation_id, type=source.type,
-        timestamp=source.timestamp, headers=headers)
+        timestamp=source.timestamp, headers=headers,
+        # As its first publisher: the consumers believe only the user entitled to their queue, and
+        # RabbitMQ lets the operator publish as another user only with the `impersonator` tag.
+        user_id=_text(letter.header(dead_lettering.ORIGINAL_USER_ID, "")) or None)
     channel.basic_publish(exchange, routing_key, letter.body, properties, mandatory=True)
     channel.basic_ack(letter.tag)
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import limits
 
+from messaging import topology
 from messaging.settings import (
     ConfigError,
     ServiceSettings,
@@ -67,7 +68,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     port = env_int(env, "PORT", DEFAULTS.port, 1, 65535)
     return Settings(
-        **service_settings(env),
+        **service_settings(env, topology.ORDER_SERVICE),
         host=env_str(env, "HOST", DEFAULTS.host),
         port=port,
         workers=env_int(env, "WEB_CONCURRENCY", DEFAULTS.workers, 1, 64),

@@ -11,6 +11,7 @@ import pika
 import requests
 
 from messaging.settings import BrokerSettings
+from ops.identities import SERVICES, Management, provision
 
 
 class Broker:
@@ -33,6 +34,33 @@ class Broker:
                        json={"configure": ".*", "write": ".*", "read": ".*"},
                        timeout=10).raise_for_status()
         return name
+
+    def create_identities(self, vhost: str) -> dict[str, tuple[str, str]]:
+        """A broker user of its own for each service (fresh names: users are not per vhost), with
+        the rights of its part of the topology in `vhost`; service -> (user, password). Delete
+        them with `delete_users`."""
+        tag = uuid.uuid4().hex[:8]
+        users = {service: (f"{service}-{tag}", uuid.uuid4().hex) for service in SERVICES}
+        provision(Management(self.api, self.user, self.password), vhost, users)
+        return users
+
+    def delete_users(self, *names: str) -> None:
+        """Delete these users (missing is fine)."""
+        management = Management(self.api, self.user, self.password)
+        for name in names:
+            management.delete_user(name)
+
+    def connections_of(self, user: str) -> list[str]:
+        """The names of the connections `user` has open, as the management API lists them."""
+        response = self._http.get(f"{self.api}/connections", timeout=10)
+        response.raise_for_status()
+        return [c["name"] for c in response.json() if c.get("user") == user]
+
+    def close_connection(self, name: str) -> None:
+        """Close one client connection (as an operator would in the management UI)."""
+        response = self._http.delete(f"{self.api}/connections/{quote(name, safe='')}", timeout=10)
+        if response.status_code not in (204, 404):
+            response.raise_for_status()
 
     def limit_connections(self, vhost: str, limit: int | None) -> None:
         """Allow at most `limit` connections into `vhost` (0: none get in); None lifts the limit."""

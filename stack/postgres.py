@@ -37,16 +37,48 @@ def create_database(prefix: str = "test", encoding: str | None = None) -> str:
     return url_for(name)
 
 
+def create_owned_database(prefix: str = "test") -> str:
+    """Create an empty database with a login role of its own (`<database>_owner`, no superuser,
+    no CREATEDB, no CREATEROLE) that owns it, and close it to every other role (CONNECT and
+    TEMPORARY revoked from PUBLIC), as Compose's init script does; return its URL as that role.
+    `drop_database` drops the role too."""
+    url = create_database(prefix)
+    name, password = database_name(url), uuid.uuid4().hex
+    role = owner_of(name)
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}")
+                     .format(sql.Identifier(role), sql.Literal(password)))
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name),
+                                                                    sql.Identifier(role)))
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+    return as_role(url, role, password)
+
+
+def owner_of(database: str) -> str:
+    """The role `create_owned_database` makes for `database`."""
+    return f"{database}_owner"
+
+
+def as_role(url: str, role: str, password: str | None = None) -> str:
+    """`url` with `role` (and `password`) as its user."""
+    parts = urlsplit(url)
+    credentials = role if password is None else f"{role}:{password}"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"{credentials}@{host}", parts.path, parts.query, ""))
+
+
 def database_name(url: str) -> str:
     """The database a URL names."""
     return urlsplit(url).path.lstrip("/")
 
 
 def drop_database(url: str) -> None:
-    """Drop the database at `url`, closing whatever is still connected to it."""
+    """Drop the database at `url`, closing whatever is still connected to it, and its owner role
+    if `create_owned_database` made one."""
+    name = database_name(url)
     with psycopg.connect(admin_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(database_name(url))))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(owner_of(name))))
 
 
 def cut_connections(*urls: str) -> int:

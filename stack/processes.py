@@ -182,7 +182,9 @@ class Stack:
     """The three services in one vhost, each with its own data directory or database.
 
     `backend` is `sqlite` (a file in each data directory) or `postgres` (a fresh database per
-    service, dropped by `close()`); by default the one TEST_BACKEND names.
+    service, owned by a role of its own that the service connects as, both dropped by `close()`);
+    by default the one TEST_BACKEND names. `service_env` gives each service's instances variables
+    of their own (e.g. its broker user).
 
     On PostgreSQL a service may run as several instances sharing its database (`start("inventory",
     replicas=3)`, or `start("inventory-2")`): `stack["inventory"]` is the first, `inventory-2`,
@@ -190,19 +192,26 @@ class Stack:
     files of one process, so a SQLite stack runs one instance per service.
     """
 
-    def __init__(self, vhost: str, workdir: Path, backend: str | None = None, **env: str) -> None:
+    def __init__(self, vhost: str, workdir: Path, backend: str | None = None,
+                 service_env: dict[str, dict[str, str]] | None = None, **env: str) -> None:
         self._base = {"RABBITMQ_VHOST": vhost, "RABBITMQ_HOST": "127.0.0.1",
                       "INVENTORY_SUCCESS_RATE": "1.0", **env}
+        self._own = service_env or {}  # service -> what only its instances get (e.g. its broker user)
         self.vhost, self.workdir = vhost, workdir
         self.backend = backend or test_backend()
         self._databases: list[str] = []
         if self.backend == "postgres":
             from stack import postgres  # psycopg only for a PostgreSQL stack
 
-            self._databases = [postgres.create_database(f"stack_{name}") for name in MODULES]
+            # Each service's own database, as a role that owns it and reaches no other.
+            self._databases = [postgres.create_owned_database(f"stack_{name}") for name in MODULES]
         self._urls = dict(zip(MODULES, self._databases, strict=False))
-        self.services = {name: ServiceProcess(name, self._base, workdir, self._urls.get(name))
+        self.services = {name: ServiceProcess(name, self.env_of(name), workdir, self._urls.get(name))
                          for name in MODULES}
+
+    def env_of(self, service: str) -> dict[str, str]:
+        """The environment every instance of `service` starts with."""
+        return {**self._base, **self._own.get(service, {})}
 
     def audit_args(self) -> list[str]:
         """The `python -m ops.audit` arguments that name the three stores."""
@@ -218,7 +227,7 @@ class Stack:
             if self.backend != "postgres":
                 raise ValueError(f"{name}: several instances of {service} need a shared store; "
                                  f"a SQLite stack runs one instance per service")
-            self.services[name] = ServiceProcess(name, self._base, self.workdir,
+            self.services[name] = ServiceProcess(name, self.env_of(service), self.workdir,
                                                  self._urls[service])
         return self.services[name]
 

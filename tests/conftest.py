@@ -136,9 +136,10 @@ def make_stack(broker: Broker, vhost: str, tmp_path: Path) -> Iterator[Callable[
     """
     stacks: list[Stack] = []
 
-    def make(backend: str | None = None, **env: str) -> Stack:
+    def make(backend: str | None = None, service_env: dict[str, dict[str, str]] | None = None,
+             **env: str) -> Stack:
         env = {"RABBITMQ_HOST": broker.host, "RABBITMQ_PORT": str(broker.port), **env}
-        stack = Stack(vhost, tmp_path / f"stack{len(stacks)}", backend, **env)
+        stack = Stack(vhost, tmp_path / f"stack{len(stacks)}", backend, service_env, **env)
         stacks.append(stack)
         return stack
 

@@ -129,11 +129,13 @@ def connect_once(settings: BrokerSettings) -> pika.BlockingConnection:
 
 
 def open_declared(settings: BrokerSettings, node: int = 0) -> pika.BlockingConnection:
-    """Connect to the `node`-th node once and declare the topology on it."""
+    """Connect to the `node`-th node once and declare the topology on it: the whole of it, or with
+    RABBITMQ_TOPOLOGY=own only the service's part, which its narrow broker user may declare."""
     connection = pika.BlockingConnection(settings.parameters(node))
+    part = topology.WHOLE if settings.part is None else topology.PARTS[settings.part]
     try:
         channel = connection.channel()
-        topology.declare(channel, settings.queue_type)
+        topology.declare(channel, settings.queue_type, part)
         channel.close()
     except BaseException:
         close_quietly(connection)

@@ -3,7 +3,8 @@
 The loop takes deliveries from one queue, hands each batch to the service's handler (which commits
 its effects in one transaction), dead-letters what the handler rejects, and acks last with one
 multiple-ack. What no handler should see (a body over MAX_MESSAGE_BYTES, properties pika could not
-decode) is dead-lettered without being handled. Transient failures are retried with increasing
+decode, a message from a broker user not entitled to publish to the queue) is dead-lettered without
+being handled. Transient failures are retried with increasing
 delay a bounded number of times.
 """
 from __future__ import annotations
@@ -61,6 +62,7 @@ class ConsumeLoop:
         self.consuming = False
         self.processed = 0
         self._meter = metrics.queue_meter(queue.name)
+        self._sender = broker.expected_sender(queue.sender)  # None: any publisher is believed
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from `run()` (safe from any thread or signal)."""
@@ -123,12 +125,12 @@ class ConsumeLoop:
         started = time.monotonic()
         received = batch
         batch, rejections = self._over_redelivery_limit(channel.connection, batch)
-        batch, unfit = split_unfit(batch, self._settings.max_message_bytes)
+        batch, unfit = split_unfit(batch, self._settings.max_message_bytes, self._sender)
         rejections += unfit
         if batch:
             rejections += self._handle_with_retries(channel.connection, batch)
         refused = [r.delivery for r in rejections
-                   if not dead_letter(dead_letters, self._queue, r, self._service)]
+                   if not dead_letter(dead_letters, self._queue, r, self._service, self._broker.user)]
         for delivery in refused:  # in no queue yet: back to ours, to be dead-lettered later
             channel.basic_nack(delivery.tag, multiple=False, requeue=True)
             self._requeued.add(delivery_key(delivery))

@@ -27,6 +27,9 @@ QUEUE = "x-dlq-queue"
 DEAD_AT = "x-dlq-at"
 ORIGINAL_EXCHANGE = "x-original-exchange"
 ORIGINAL_ROUTING_KEY = "x-original-routing-key"
+# Who published the message: the dead letter itself is published by the dead-lettering service's
+# user (RabbitMQ allows no other user_id), so a replay can restore the original sender.
+ORIGINAL_USER_ID = "x-original-user-id"
 REWRITTEN = "x-dlq-rewritten-headers"  # headers whose values were made writable (header_values)
 MAX_ERROR_LENGTH = 1000
 REFUSALS = {pika.exceptions.UnroutableError: "unroutable", pika.exceptions.NackError: "nacked"}
@@ -48,12 +51,15 @@ def story_headers(rejection: Rejection, queue: topology.Queue, service: str) -> 
         ORIGINAL_EXCHANGE: delivery.exchange,
         ORIGINAL_ROUTING_KEY: delivery.routing_key,
     })
+    if delivery.properties.user_id:
+        headers[ORIGINAL_USER_ID] = delivery.properties.user_id
     return headers
 
 
 def dead_letter(publisher: BlockingChannel, queue: topology.Queue, rejection: Rejection,
-                service: str) -> bool:
-    """Publish the message to `dlx` with its story, confirmed; False when the broker refused it.
+                service: str, user_id: str | None = None) -> bool:
+    """Publish the message to `dlx` with its story, confirmed, as `user_id` (the connection's
+    user); False when the broker refused it.
 
     Refused means nacked (e.g. the DLQ is full with `overflow: reject-publish`) or returned as
     unroutable (nothing bound for the DLQ's key): the message is then in no queue, and the caller
@@ -65,7 +71,7 @@ def dead_letter(publisher: BlockingChannel, queue: topology.Queue, rejection: Re
         content_type=source.content_type, content_encoding=source.content_encoding,
         delivery_mode=pika.DeliveryMode.Persistent, message_id=source.message_id,
         correlation_id=source.correlation_id, type=source.type, timestamp=source.timestamp,
-        headers=story_headers(rejection, queue, service))
+        user_id=user_id, headers=story_headers(rejection, queue, service))
     with about(delivery.span.context if delivery.span else None, event_id=source.message_id):
         logger.warning("%s: dead-lettering message %s from %s: %s (%s)", service,
                        source.message_id or f"tag {delivery.tag}", queue.name, rejection.reason,

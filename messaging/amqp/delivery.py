@@ -15,6 +15,7 @@ from messaging.observability.trace_context import TraceContext
 
 T = TypeVar("T")
 TOO_LARGE = "too-large"
+UNEXPECTED_SENDER = "unexpected-sender"
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,18 @@ def parse_all(deliveries: list[Delivery], parse: Callable[[bytes], T]) -> tuple[
     return parsed, rejections
 
 
-def split_unfit(deliveries: list[Delivery], max_bytes: int) -> tuple[list[Delivery], list[Rejection]]:
-    """Split off what no handler should see: a body over `max_bytes`, or properties that could not
-    be decoded as sent. Both are poison, whatever the body says, and are never parsed."""
+def split_unfit(deliveries: list[Delivery], max_bytes: int,
+                sender: str | None = None) -> tuple[list[Delivery], list[Rejection]]:
+    """Split off what no handler should see: a message not published by `sender` (the broker user
+    entitled to publish to the queue, when it is checked), a body over `max_bytes`, or properties
+    that could not be decoded as sent. All are poison, whatever the body says, and are never parsed."""
     keep: list[Delivery] = []
     rejections: list[Rejection] = []
     for delivery in deliveries:
         notes = unreadable(delivery.properties)
-        if len(delivery.body) > max_bytes:
+        if sender is not None and delivery.properties.user_id != sender:
+            rejections.append(Rejection(delivery, UNEXPECTED_SENDER, _sender_error(delivery, sender)))
+        elif len(delivery.body) > max_bytes:
             rejections.append(Rejection(delivery, TOO_LARGE, f"a body of {len(delivery.body)} bytes, "
                                         f"over MAX_MESSAGE_BYTES ({max_bytes})"))
         elif notes:
@@ -71,6 +76,12 @@ def split_unfit(deliveries: list[Delivery], max_bytes: int) -> tuple[list[Delive
         else:
             keep.append(delivery)
     return keep, rejections
+
+
+def _sender_error(delivery: Delivery, sender: str) -> str:
+    user = delivery.properties.user_id
+    published = f"published by broker user {user!r}" if user else "published without a user_id"
+    return f"{published}; only {sender!r} may publish to this queue"
 
 
 def delivery_key(delivery: Delivery) -> str:

@@ -281,7 +281,7 @@ class Relay(threading.Thread):
         properties = pika.BasicProperties(
             content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent,
             message_id=message.message_id, correlation_id=message.correlation_id,
-            type=message.type, timestamp=int(row.created_at),
+            type=message.type, timestamp=int(row.created_at), user_id=self._broker.user,
             headers={HEADER: traceparent} if traceparent else None)
         channel = self._channel
         assert channel is not None  # rows are published only on an open channel (see _send)

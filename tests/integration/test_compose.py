@@ -34,6 +34,7 @@ import pytest
 from inventory_service import config as inventory_config
 from messaging.settings import ConsumerSettings
 from notification_service import config as notification_config
+from ops import identities as ops_identities
 from order_service import config as order_config
 from stack.processes import free_port
 
@@ -62,6 +63,7 @@ KNOWN_VARIABLES = {
     "TRANSIENT_RETRY_DELAY", "REDELIVERY_LIMIT", "MAX_MESSAGE_BYTES", "SQLITE_SYNCHRONOUS",
     "SQLITE_BUSY_TIMEOUT_MS",
     "METRICS", "METRICS_PORT", "RATE_LIMIT_ORDERS", "REDIS_URL", "RATE_LIMIT_PREFIX", "TRUSTED_PROXIES",
+    "RABBITMQ_TOPOLOGY", "ORDER_PUBLISHER_USER", "INVENTORY_PUBLISHER_USER",
 }
 # OrderService's sign-in (docker-compose.gateway.yml sets them).
 KNOWN_VARIABLES |= {"AUTH", "OIDC_ISSUER", "OIDC_AUDIENCE", "OIDC_JWKS_URL", "OIDC_STAFF_ROLE",
@@ -78,16 +80,25 @@ KNOWN_VARIABLES |= {
 # What compose must set on every service: where the broker and the database are, how to log in,
 # which queue type, which port.
 REQUIRED_VARIABLES = {"RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_USER", "RABBITMQ_PASSWORD",
-                      "RABBITMQ_VHOST", "RABBITMQ_QUEUE_TYPE", "DATABASE_URL", "DATA_DIR", "PORT"}
+                      "RABBITMQ_VHOST", "RABBITMQ_QUEUE_TYPE", "DATABASE_URL", "DATA_DIR", "PORT",
+                      "RABBITMQ_TOPOLOGY", "ORDER_PUBLISHER_USER", "INVENTORY_PUBLISHER_USER"}
+# Each service's own broker user and database role (the names compose gives them), and the
+# variables their passwords come from.
+IDENTITIES = {"order_service": "ORDER_SERVICE", "inventory_service": "INVENTORY_SERVICE",
+              "notification_service": "NOTIFICATION_SERVICE"}
 # Settings a .env file may choose, beside the credentials.
 CHOICES = ("LOG_FORMAT",)
 # The variables compose takes the credentials from (a .env file or the environment may set them).
 CREDENTIALS = ("RABBITMQ_USER", "RABBITMQ_PASSWORD", "POSTGRES_USER", "POSTGRES_PASSWORD",
-               "RABBITMQ_ERLANG_COOKIE", "GRAFANA_ADMIN_PASSWORD")
+               "RABBITMQ_ERLANG_COOKIE", "GRAFANA_ADMIN_PASSWORD",
+               *(f"{prefix}_{system}_PASSWORD" for prefix in IDENTITIES.values()
+                 for system in ("RABBITMQ", "POSTGRES")))
 OTHER_CREDENTIALS = {"RABBITMQ_USER": "ops-user", "RABBITMQ_PASSWORD": "s3cret-amqp",
                      "POSTGRES_USER": "ops-db", "POSTGRES_PASSWORD": "s3cret-sql",
                      "RABBITMQ_ERLANG_COOKIE": "another-cookie-of-some-length",
-                     "GRAFANA_ADMIN_PASSWORD": "s3cret-dashboards"}
+                     "GRAFANA_ADMIN_PASSWORD": "s3cret-dashboards",
+                     **{f"{prefix}_{system}_PASSWORD": f"s3cret-{prefix.lower()}-{system.lower()}"
+                        for prefix in IDENTITIES.values() for system in ("RABBITMQ", "POSTGRES")}}
 # The services only `docker compose --profile monitoring up` starts.
 MONITORING = {"prometheus", "grafana"}
 TO_JSON = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
@@ -229,7 +240,8 @@ def test_compose_files_are_valid(files: tuple[str, ...], source: str, tmp_path: 
 
 def test_services_and_published_ports(compose: dict[str, Any], cluster: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"rabbitmq", "postgres", "redis", "order_gateway", *APPS, *MONITORING}
+    assert set(services) == {"rabbitmq", "rabbitmq_identities", "postgres", "redis", "order_gateway",
+                             *APPS, *MONITORING}
     assert set(cluster["services"]) == {*services, "rabbitmq-2", "rabbitmq-3"}
     assert published(services["rabbitmq"]) == {(5672, 5672), (15672, 15672)}
     assert published(services["order_gateway"]) == {(8101, 8101)}, "the spec's OrderService port"
@@ -326,8 +338,8 @@ def test_postgres_creates_one_database_per_service_and_is_health_checked(
     assert mounts(postgres)["/var/lib/postgresql/data"] in compose["volumes"]
     init = [source for target, source in mounts(postgres).items()
             if target.startswith("/docker-entrypoint-initdb.d/")]
-    assert [Path(source) for source in init] == [ROOT / "compose" / "postgres" / "init-databases.sql"]
-    assert init_script_databases() == {database for _, _, database, _ in APPS.values()}
+    assert [Path(source) for source in init] == [ROOT / "compose" / "postgres" / "init-databases.sh"]
+    assert set(init_script_databases()) == {database for _, _, database, _ in APPS.values()}
     test = postgres["healthcheck"]["test"]
     assert test[:2] == ["CMD", "pg_isready"]
     # Over TCP: the image's server during initialisation listens on the Unix socket only.
@@ -335,20 +347,24 @@ def test_postgres_creates_one_database_per_service_and_is_health_checked(
     assert postgres["restart"] == "unless-stopped"
 
 
-def init_script_databases() -> set[str]:
-    """The databases the init script creates; it may do nothing else."""
-    text = re.sub(r"--[^\n]*", "", (ROOT / "compose" / "postgres" / "init-databases.sql").read_text())
-    statements = [s.strip() for s in text.split(";") if s.strip()]
-    created = [re.fullmatch(r"CREATE\s+DATABASE\s+(\w+)", s, re.I) for s in statements]
-    assert all(created), statements
-    names = [m[1] for m in created if m]
-    assert len(names) == len(set(names))
-    return set(names)
+INIT_SQL = ["CREATE ROLE :\"role\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'password'",
+            "CREATE DATABASE :\"db\" OWNER :\"role\"", "REVOKE ALL ON DATABASE :\"db\" FROM PUBLIC"]
+
+
+def init_script_databases() -> dict[str, tuple[str, str]]:
+    """database -> (role, password variable) the init script creates; it may do nothing else: each
+    database owned by its login role, which is no superuser, and closed to every other role."""
+    text = (ROOT / "compose" / "postgres" / "init-databases.sh").read_text()
+    [sql] = re.findall(r"<<'SQL'\n(.*?)\nSQL\n", text, re.S)
+    assert [s.strip() for s in sql.split(";") if s.strip()] == INIT_SQL
+    calls = re.findall(r"^create (\S+) (\S+) \"\$(\w+)\"$", text, re.M)
+    assert len(calls) == len([line for line in text.splitlines() if line.startswith("create ")])
+    assert len({db for db, _, _ in calls}) == len({role for _, role, _ in calls}) == len(calls)
+    return {db: (role, variable) for db, role, variable in calls}
 
 
 @pytest.mark.parametrize("name", APPS)
-def test_service_uses_its_own_database_with_the_servers_credentials(either: dict[str, Any],
-                                                                    name: str) -> None:
+def test_service_uses_its_own_database_as_its_own_role(either: dict[str, Any], name: str) -> None:
     _, _, database, load = APPS[name]
     postgres = either["services"]["postgres"]["environment"]
     url = load(either["services"][name]["environment"]).storage.database_url
@@ -356,10 +372,11 @@ def test_service_uses_its_own_database_with_the_servers_credentials(either: dict
     parts = urlsplit(url)
     assert parts.scheme == "postgresql"
     assert (parts.hostname, parts.port) == ("postgres", 5432)
-    assert (parts.username, parts.password) == (postgres["POSTGRES_USER"],
-                                                postgres["POSTGRES_PASSWORD"])
     assert parts.path == f"/{database}"
-    assert database in init_script_databases()
+    role, variable = init_script_databases()[database]
+    assert (parts.username, variable) == (name, f"{IDENTITIES[name]}_POSTGRES_PASSWORD")
+    assert parts.password == postgres[variable], "the password the init script gives the role"
+    assert parts.username == role != postgres["POSTGRES_USER"], "never the superuser"
 
 
 @pytest.mark.parametrize("name", APPS)
@@ -368,8 +385,11 @@ def test_service_waits_for_a_healthy_broker_and_database_and_restarts(
     service = either["services"][name]
     _, _, _, load = APPS[name]
     wanted = {*brokers(either), "postgres"} | ({"redis"} if name == "order_service" else set())
-    assert set(service["depends_on"]) == wanted
-    assert all(d["condition"] == "service_healthy" for d in service["depends_on"].values())
+    assert set(service["depends_on"]) == wanted | {"rabbitmq_identities"}
+    assert all(d["condition"] == "service_healthy" for n, d in service["depends_on"].items()
+               if n in wanted)
+    assert service["depends_on"]["rabbitmq_identities"]["condition"] == \
+        "service_completed_successfully", "its broker user exists before it logs in"
     assert service["restart"] == "unless-stopped"
     assert service["build"]["dockerfile"] == "Dockerfile"
     assert "command" not in service and "entrypoint" not in service, "the image's CMD must run"
@@ -448,14 +468,20 @@ def credentials(compose: dict[str, Any]) -> dict[str, set[str]]:
         elif name == "postgres":
             add("POSTGRES_USER", environment.get("POSTGRES_USER"))
             add("POSTGRES_PASSWORD", environment.get("POSTGRES_PASSWORD"))
+            for prefix in IDENTITIES.values():
+                add(f"{prefix}_POSTGRES_PASSWORD", environment.get(f"{prefix}_POSTGRES_PASSWORD"))
             test = service["healthcheck"]["test"]
             add("POSTGRES_USER", test[test.index("-U") + 1])
-        elif name in APPS:
+        elif name == "rabbitmq_identities":
             add("RABBITMQ_USER", environment.get("RABBITMQ_USER"))
             add("RABBITMQ_PASSWORD", environment.get("RABBITMQ_PASSWORD"))
-            url = urlsplit(environment.get("DATABASE_URL", ""))
-            add("POSTGRES_USER", url.username)
-            add("POSTGRES_PASSWORD", url.password)
+            for prefix in IDENTITIES.values():
+                key = f"{prefix}_RABBITMQ_PASSWORD"
+                add(key, environment.get(key))
+        elif name in APPS:
+            prefix = IDENTITIES[name]
+            add(f"{prefix}_RABBITMQ_PASSWORD", environment.get("RABBITMQ_PASSWORD"))
+            add(f"{prefix}_POSTGRES_PASSWORD", urlsplit(environment.get("DATABASE_URL", "")).password)
     return found
 
 
@@ -500,8 +526,8 @@ def test_env_example_documents_exactly_the_variables_with_their_defaults() -> No
     for key, defaults in used.items():
         assert defaults == {example[key]}, f"{key}: one default everywhere, as .env.example says"
     assert "guest" not in (example["RABBITMQ_USER"], example["RABBITMQ_PASSWORD"])
-    assert re.fullmatch(r"[A-Za-z0-9._~-]+", example["POSTGRES_USER"] + example["POSTGRES_PASSWORD"]), \
-        "the defaults go into DATABASE_URL unencoded"
+    in_urls = [example[f"{prefix}_POSTGRES_PASSWORD"] for prefix in IDENTITIES.values()]
+    assert re.fullmatch(r"[A-Za-z0-9._~-]+", "".join(in_urls)), "the defaults go into DATABASE_URL unencoded"
 
 
 def test_a_real_env_file_is_never_committed() -> None:
@@ -766,3 +792,24 @@ def test_dockerignore_keeps_what_the_images_copy() -> None:
     assert sources
     for needed in sources:
         assert f"!{needed}" in patterns
+
+
+def test_each_service_is_a_broker_user_of_its_own_and_none_the_operator(either: dict[str, Any]) -> None:
+    services = either["services"]
+    operator = {s["environment"]["RABBITMQ_DEFAULT_USER"] for s in brokers(either).values()}
+    identities = services["rabbitmq_identities"]
+    made = ops_identities.service_users(identities["environment"])
+    assert {identities["environment"]["RABBITMQ_USER"]} == operator, "made by the operator"
+    assert identities["command"] == ["python", "-m", "ops.identities"]
+    assert identities["restart"] == "no" and identities["depends_on"]["rabbitmq"]["condition"] == \
+        "service_healthy"
+    users = {}
+    for name in APPS:
+        settings = APPS[name][3](services[name]["environment"]).broker
+        service = name.removesuffix("_service")
+        users[service] = settings.user
+        assert settings.user not in operator and settings.user != "guest"
+        assert made[service] == (settings.user, settings.password), "the user rabbitmq_identities makes"
+        assert settings.part == service, "declares only what its own user may (RABBITMQ_TOPOLOGY=own)"
+        assert dict(settings.senders) == {"order": made["order"][0], "inventory": made["inventory"][0]}
+    assert len(set(users.values())) == len(APPS)

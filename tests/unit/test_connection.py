@@ -157,3 +157,14 @@ def test_close_quietly_swallows_and_logs_an_error_while_closing(caplog):
     assert record.levelno == logging.DEBUG
     assert record.getMessage() == "ignoring error while closing a connection"
     assert record.exc_info and record.exc_info[0] is pika.exceptions.StreamLostError
+
+
+def test_with_rabbitmq_topology_own_a_service_declares_only_its_part(brokers):
+    _, made = brokers
+    connection.open_declared(BrokerSettings(part="notification"))
+    calls = made[0].channels[0].calls
+    assert [c["exchange"] for kind, c in calls if kind == "exchange"] == ["inventory", "dlx"]
+    assert [c["queue"] for kind, c in calls if kind == "queue"] == ["inventory-events",
+                                                                   "inventory-events-dlq"]
+    connection.open_declared(BrokerSettings())
+    assert len([c for kind, c in made[1].channels[0].calls if kind == "queue"]) == 6, "the whole"

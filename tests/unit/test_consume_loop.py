@@ -695,3 +695,56 @@ def test_a_body_over_max_message_bytes_is_dead_lettered_unhandled_and_the_rest_h
     assert letter.properties.headers["x-dlq-reason"] == "too-large"
     assert letter.properties.headers["x-dlq-error"] == "a body of 1025 bytes, over MAX_MESSAGE_BYTES (1024)"
     assert loop.processed == 2
+
+
+# --- who published it ---
+
+
+def checked_loop(handler: Handler, queue: topology.Queue = topology.ORDER_STATUS) -> ConsumeLoop:
+    broker = BrokerSettings(user="order_service",
+                            senders=(("order", "order_service"), ("inventory", "inventory_service")))
+    loop = ConsumeLoop(broker, queue, handler, "svc", SETTINGS)
+    loop._stopping = FakeEvent()
+    return loop
+
+
+def test_with_the_sender_check_on_only_the_entitled_user_is_handled(monkeypatch):
+    handler = Handler()
+    loop = checked_loop(handler)
+    script = Script([deliver(1, user_id="inventory_service"), deliver(2, message_id="forged",
+                                                                      user_id="order_service"),
+                     deliver(3, message_id="anonymous"), deliver(4, user_id="inventory_service")])
+    [connection] = run(loop, monkeypatch, script)
+    assert handler.calls == [[1, 4]], "a result from anyone else never reaches the handler"
+    assert connection.consumer.settled == [Settled("ack", 4, True)]
+    letters = {p.properties.message_id: p for p in connection.dead_letters.published}
+    assert {m: p.properties.headers["x-dlq-reason"] for m, p in letters.items()} == \
+        {"forged": "unexpected-sender", "anonymous": "unexpected-sender"}
+    assert letters["forged"].properties.headers["x-dlq-error"] == \
+        "published by broker user 'order_service'; only 'inventory_service' may publish to this queue"
+    assert letters["anonymous"].properties.headers["x-dlq-error"] == \
+        "published without a user_id; only 'inventory_service' may publish to this queue"
+    assert letters["forged"].properties.headers["x-original-user-id"] == "order_service"
+    assert "x-original-user-id" not in letters["anonymous"].properties.headers
+    assert {p.properties.user_id for p in letters.values()} == {"order_service"}, \
+        "dead letters are published as the consumer's own user"
+
+
+def test_each_queue_is_checked_against_its_own_sender(monkeypatch):
+    handler = Handler()
+    loop = checked_loop(handler, topology.ORDER_EVENTS)
+    [connection] = run(loop, monkeypatch, Script([deliver(1, user_id="inventory_service"),
+                                                  deliver(2, user_id="order_service")]))
+    assert handler.calls == [[2]]
+    assert [p.properties.headers["x-dlq-reason"] for p in connection.dead_letters.published] == \
+        ["unexpected-sender"]
+
+
+def test_without_a_user_for_the_queues_sender_every_publisher_is_believed(monkeypatch):
+    handler = Handler()
+    loop = ConsumeLoop(BrokerSettings(senders=(("order", "order_service"),)), topology.ORDER_STATUS,
+                       handler, "svc", SETTINGS)
+    loop._stopping = FakeEvent()
+    [connection] = run(loop, monkeypatch, Script([deliver(1), deliver(2, user_id="anyone")]))
+    assert handler.calls == [[1, 2]], "the spec's scripts publish plain JSON without a user_id"
+    assert connection.dead_letters.published == []

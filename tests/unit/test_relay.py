@@ -979,3 +979,12 @@ def test_claims_are_renewed_every_renew_interval_not_on_every_tick(store, clock,
     connection = open_connection(make_relay(store))
     run_for(connection, clock, 4 * outbox.RENEW_EVERY)
     assert len(renewals) == 4, renewals
+
+
+def test_every_message_is_published_as_the_connections_broker_user(store, clock):
+    add(store, 2)
+    r = Relay(BrokerSettings(user="order_service"), store, "test")
+    r._stopped = FakeEvent()
+    channel = open_connection(r).channel_
+    assert [p.properties.user_id for p in channel.published] == ["order_service", "order_service"], \
+        "the consumers believe a result only from the user entitled to send it"

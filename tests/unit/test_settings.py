@@ -292,3 +292,21 @@ def test_every_service_reads_the_retention():
     env = {"DEDUP_RETENTION": "12h", "DEDUP_PRUNE_INTERVAL": "1m"}
     for config in (order_config, inventory_config, notification_config):
         assert config.load(env).retention == RetentionSettings(43200.0, 60.0)
+
+
+def test_publisher_users_switch_the_sender_check_on_per_sender():
+    assert broker_settings({}).senders == ()
+    settings = broker_settings({"INVENTORY_PUBLISHER_USER": " inventory_service ",
+                                "ORDER_PUBLISHER_USER": ""})
+    assert settings.senders == (("inventory", "inventory_service"),)
+    assert settings.expected_sender("inventory") == "inventory_service"
+    assert settings.expected_sender("order") is None and settings.expected_sender(None) is None
+
+
+def test_rabbitmq_topology_own_declares_the_services_part_only():
+    assert broker_settings({}, "order").part is None
+    assert broker_settings({"RABBITMQ_TOPOLOGY": "own"}, "order").part == "order"
+    assert broker_settings({"RABBITMQ_TOPOLOGY": "ALL"}, "order").part is None
+    assert broker_settings({"RABBITMQ_TOPOLOGY": "own"}).part is None, "the operator's tools: all"
+    with pytest.raises(ConfigError, match=r"RABBITMQ_TOPOLOGY must be one of all, own, got 'mine'"):
+        broker_settings({"RABBITMQ_TOPOLOGY": "mine"})

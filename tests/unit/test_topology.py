@@ -118,3 +118,81 @@ def test_other_mismatches_repeat_the_brokers_words():
     mismatch = topology.QueueMismatch("order-events", "quorum", text)
     assert mismatch.existing_type is None
     assert str(mismatch) == f"RabbitMQ refused to declare queue 'order-events': {text}"
+
+
+def test_results_are_inventorys_to_send_and_orders_are_orders():
+    assert {q.name: q.sender for q in topology.QUEUES} == {
+        "order-events": "order", "inventory-events": "inventory", "order-status": "inventory",
+        "order-events-dlq": None, "inventory-events-dlq": None, "order-status-dlq": None}
+
+
+def test_the_parts_together_are_the_whole_topology_and_each_declares_what_it_binds_from():
+    parts = topology.PARTS.values()
+    assert set().union(*(p.exchanges for p in parts)) == set(topology.EXCHANGES)
+    assert sorted(q.name for p in parts for q in p.queues) == sorted(q.name for q in topology.QUEUES), \
+        "every queue is declared by exactly one service"
+    for part in parts:
+        for queue in part.queues:
+            assert {exchange for exchange, _ in queue.bindings} <= set(part.exchanges)
+            if queue.dead_letter_key:
+                assert topology.DEAD_LETTER_EXCHANGE in part.exchanges
+
+
+def test_each_service_declares_the_queue_it_consumes_and_its_dlq():
+    assert {s: [q.name for q in p.queues] for s, p in topology.PARTS.items()} == {
+        "order": ["order-status", "order-status-dlq"],
+        "inventory": ["order-events", "order-events-dlq"],
+        "notification": ["inventory-events", "inventory-events-dlq"]}
+
+
+def test_each_services_rights_are_exactly_what_its_part_needs():
+    assert topology.rights("order") == topology.Rights(
+        configure="^(dlx|inventory|order-status|order-status-dlq|orders)$",
+        write="^(dlx|order-status|order-status-dlq|orders)$",
+        read="^(dlx|inventory|order-status)$",
+        topics=(("dlx", "^(order-status-dlq)$"), ("orders", "^(order\\.placed)$")))
+    assert topology.rights("inventory") == topology.Rights(
+        configure="^(dlx|inventory|order-events|order-events-dlq|orders)$",
+        write="^(dlx|inventory|order-events|order-events-dlq)$",
+        read="^(dlx|order-events|orders)$",
+        topics=(("dlx", "^(order-events-dlq)$"),
+                ("inventory", "^(inventory\\.failed|inventory\\.reserved)$")))
+    assert topology.rights("notification") == topology.Rights(
+        configure="^(dlx|inventory|inventory-events|inventory-events-dlq)$",
+        write="^(dlx|inventory-events|inventory-events-dlq)$",
+        read="^(dlx|inventory|inventory-events)$",
+        topics=(("dlx", "^(inventory-events-dlq)$"),))
+
+
+def test_only_the_publisher_of_an_exchange_may_write_to_it():
+    import re
+    for service, exchange in (("order", "orders"), ("inventory", "inventory")):
+        for other in topology.PARTS:
+            allowed = re.fullmatch(topology.rights(other).write, exchange) is not None
+            assert allowed == (other == service), (other, exchange)
+
+
+def test_the_rights_docs_deployment_states_are_the_rights_granted():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
+    for service in topology.PARTS:
+        [row] = [line for line in text.splitlines()
+                 if line.startswith(f"| `{service}_service` |") and "`^(" in line]
+        cells = [cell.strip().strip("`").replace("\0", "|")
+                 for cell in row.replace("\\|", "\0").split("|")[2:5]]
+        expected = topology.rights(service)
+        assert cells == [expected.configure, expected.write, expected.read]
+
+
+def test_ops_identities_requires_every_password_and_defaults_the_names():
+    import pytest
+
+    from messaging.settings import ConfigError
+    from ops.identities import main, service_users
+    env = {f"{s}_SERVICE_RABBITMQ_PASSWORD": "pw" for s in ("ORDER", "INVENTORY", "NOTIFICATION")}
+    assert service_users(env) == {"order": ("order_service", "pw"), "inventory": ("inventory_service", "pw"),
+                                  "notification": ("notification_service", "pw")}
+    del env["INVENTORY_SERVICE_RABBITMQ_PASSWORD"]
+    with pytest.raises(ConfigError, match="INVENTORY_SERVICE_RABBITMQ_PASSWORD must be set"):
+        service_users(env)
+    assert main(env) == 2
