@@ -93,6 +93,8 @@ CREDENTIALS = ("RABBITMQ_USER", "RABBITMQ_PASSWORD", "POSTGRES_USER", "POSTGRES_
                "RABBITMQ_ERLANG_COOKIE", "GRAFANA_ADMIN_PASSWORD",
                *(f"{prefix}_{system}_PASSWORD" for prefix in IDENTITIES.values()
                  for system in ("RABBITMQ", "POSTGRES")))
+# The secrets among them: compose refuses to start without each (no known password to fall back to).
+SECRETS = tuple(name for name in CREDENTIALS if name.endswith(("_PASSWORD", "_COOKIE")))
 OTHER_CREDENTIALS = {"RABBITMQ_USER": "ops-user", "RABBITMQ_PASSWORD": "s3cret-amqp",
                      "POSTGRES_USER": "ops-db", "POSTGRES_PASSWORD": "s3cret-sql",
                      "RABBITMQ_ERLANG_COOKIE": "another-cookie-of-some-length",
@@ -129,7 +131,9 @@ def docker_compose(*args: str, files: tuple[str, ...] = BASE, env_file: Path | N
 
 
 def resolved(files: tuple[str, ...] = BASE, **kwargs: Any) -> dict[str, Any]:
-    """The compose files as docker-compose resolves them."""
+    """The compose files as docker-compose resolves them (with .env.example's secrets, unless
+    another env file is given)."""
+    kwargs.setdefault("env_file", ROOT / ".env.example")
     result = docker_compose("config", files=files, **kwargs)
     assert result.returncode == 0, result.stderr
     return load_yaml(result.stdout)
@@ -175,9 +179,22 @@ def seconds(duration: str) -> float:
     return sum(float(value) * units[unit] for value, unit in parts)
 
 
+def ports(service: dict[str, Any]) -> set[tuple[str, int, int]]:
+    """(host address, host port, container port) of each port a service publishes; the address is
+    "" for every interface. docker-compose writes a port bound to an address as a short string."""
+    found = set()
+    for port in service.get("ports", []):
+        if isinstance(port, str):
+            *address, host_port, target = port.split("/")[0].split(":")
+            found.add((address[0] if address else "", int(host_port), int(target)))
+        else:
+            found.add((port.get("host_ip", ""), int(port["published"]), int(port["target"])))
+    return found
+
+
 def published(service: dict[str, Any]) -> set[tuple[int, int]]:
     """(host port, container port) pairs a service publishes."""
-    return {(int(p["published"]), int(p["target"])) for p in service.get("ports", [])}
+    return {(host_port, target) for _, host_port, target in ports(service)}
 
 
 def brokers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -213,17 +230,22 @@ def read_variables() -> set[str]:
     return found
 
 
+REQUIRED = "(required)"
+
+
 def interpolated(*files: str) -> dict[str, set[str]]:
-    """Each ${VAR:-default} (or ${VAR}) in the compose files: VAR -> the defaults it is given."""
+    """Each ${VAR:-default}, ${VAR:?message} (or ${VAR}) in the compose files: VAR -> the defaults
+    it is given, REQUIRED for one without."""
     found: dict[str, set[str]] = {}
     for name in files:
-        for var, default in re.findall(r"\$\{(\w+)(?::-([^}]*))?\}", (ROOT / name).read_text()):
-            found.setdefault(var, set()).add(default)
+        text = (ROOT / name).read_text()
+        for var, kind, default in re.findall(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", text):
+            found.setdefault(var, set()).add(REQUIRED if kind == ":?" else default)
     return found
 
 
 @pytest.mark.parametrize("files", [BASE, CLUSTER], ids=["single broker", "cluster"])
-@pytest.mark.parametrize("source", ["defaults", "env file", "environment", ".env.example"])
+@pytest.mark.parametrize("source", ["env file", "environment", ".env.example"])
 def test_compose_files_are_valid(files: tuple[str, ...], source: str, tmp_path: Path) -> None:
     kwargs: dict[str, Any] = {}
     if source == "env file":
@@ -243,7 +265,7 @@ def test_services_and_published_ports(compose: dict[str, Any], cluster: dict[str
     assert set(services) == {"rabbitmq", "rabbitmq_identities", "postgres", "redis", "order_gateway",
                              *APPS, *MONITORING}
     assert set(cluster["services"]) == {*services, "rabbitmq-2", "rabbitmq-3"}
-    assert published(services["rabbitmq"]) == {(5672, 5672), (15672, 15672)}
+    assert published(services["rabbitmq"]) == {(5672, 5672), (15672, 15672)}, "the spec's ports"
     assert published(services["order_gateway"]) == {(8101, 8101)}, "the spec's OrderService port"
     assert published(services["postgres"]) == set(), "a local PostgreSQL may hold 5432"
     assert published(services["redis"]) == set(), "the rate limit's counts stay inside"
@@ -288,7 +310,7 @@ def gateway() -> dict[str, Any]:
 
 @pytest.mark.parametrize("missing", sorted(SIGN_IN))
 def test_the_sign_in_gateway_refuses_to_start_without_its_variables(missing: str) -> None:
-    result = docker_compose("config", "-q", files=GATEWAY,
+    result = docker_compose("config", "-q", files=GATEWAY, env_file=ROOT / ".env.example",
                             environ={k: v for k, v in SIGN_IN.items() if k != missing})
     assert result.returncode != 0
     assert f"set {missing}" in result.stderr
@@ -524,7 +546,11 @@ def test_env_example_documents_exactly_the_variables_with_their_defaults() -> No
     used = interpolated(*CLUSTER)
     assert set(example) == set(used) == set(CREDENTIALS) | set(CHOICES)
     for key, defaults in used.items():
-        assert defaults == {example[key]}, f"{key}: one default everywhere, as .env.example says"
+        if key in SECRETS:
+            assert defaults == {REQUIRED}, f"{key} is a secret: required, never a default"
+            assert example[key], f"{key}: .env.example gives a laptop's value"
+        else:
+            assert defaults == {example[key]}, f"{key}: one default everywhere, as .env.example says"
     assert "guest" not in (example["RABBITMQ_USER"], example["RABBITMQ_PASSWORD"])
     in_urls = [example[f"{prefix}_POSTGRES_PASSWORD"] for prefix in IDENTITIES.values()]
     assert re.fullmatch(r"[A-Za-z0-9._~-]+", "".join(in_urls)), "the defaults go into DATABASE_URL unencoded"
@@ -813,3 +839,60 @@ def test_each_service_is_a_broker_user_of_its_own_and_none_the_operator(either: 
         assert settings.part == service, "declares only what its own user may (RABBITMQ_TOPOLOGY=own)"
         assert dict(settings.senders) == {"order": made["order"][0], "inventory": made["inventory"][0]}
     assert len(set(users.values())) == len(APPS)
+
+
+# --- safe by default ---
+
+# What may be published on every interface of the host: the doors (the API and the signed-in page).
+PUBLIC_DOORS = {"order_gateway": {8101}, "oauth2_proxy": {4180}}
+# The capabilities an image's entrypoint needs to hand its files to its own user and drop to it.
+ENTRYPOINT_CAPABILITIES = {
+    "rabbitmq": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"},
+    "postgres": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"},
+    "redis": {"CHOWN", "SETGID", "SETUID"},
+    "order_gateway": {"CHOWN", "SETGID", "SETUID"},
+}
+# Root file systems left writable, and why: the broker's and the database's entrypoints write
+# their configuration and run files outside their volumes.
+WRITABLE_ROOT = {"rabbitmq", "postgres"}
+
+
+@pytest.fixture(scope="module", params=["single broker", "cluster", "sign-in gateway"])
+def deployment(request: pytest.FixtureRequest) -> dict[str, Any]:
+    files = {"single broker": BASE, "cluster": CLUSTER, "sign-in gateway": GATEWAY}[request.param]
+    return resolved(files, environ=SIGN_IN if files == GATEWAY else None)
+
+
+def test_only_the_doors_are_published_on_every_interface(deployment: dict[str, Any]) -> None:
+    for name, service in deployment["services"].items():
+        for address, host_port, _ in ports(service):
+            if host_port not in PUBLIC_DOORS.get(name, set()):
+                assert address == "127.0.0.1", f"{name} publishes {host_port} beyond this host"
+
+
+def test_every_container_drops_its_capabilities_and_privileges_and_has_a_memory_limit(
+        deployment: dict[str, Any]) -> None:
+    for name, service in deployment["services"].items():
+        assert service.get("cap_drop") == ["ALL"], name
+        node = "rabbitmq" if name.startswith("rabbitmq") and name != "rabbitmq_identities" else name
+        assert set(service.get("cap_add", [])) <= ENTRYPOINT_CAPABILITIES.get(node, set()), name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("mem_limit"), f"{name} has no memory limit"
+        if node not in WRITABLE_ROOT:
+            assert service.get("read_only") is True, f"{name}'s root file system is writable"
+
+
+def test_grafana_shows_nothing_without_a_login(compose: dict[str, Any]) -> None:
+    environment = compose["services"]["grafana"]["environment"]
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert environment["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+@pytest.mark.parametrize(("files", "secret"), [
+    *((BASE, secret) for secret in SECRETS if secret != "RABBITMQ_ERLANG_COOKIE"),  # no cluster
+    *((CLUSTER, secret) for secret in SECRETS)])
+def test_compose_refuses_to_start_without_each_secret(files: tuple[str, ...], secret: str) -> None:
+    environ = {key: value for key, value in OTHER_CREDENTIALS.items() if key != secret}
+    result = docker_compose("config", "-q", files=files, environ=environ)
+    assert result.returncode != 0
+    assert f"set {secret} in .env (see .env.example)" in result.stderr

@@ -22,6 +22,7 @@ from tests.integration.test_compose import (
     brokers,
     load_yaml,
     mounts,
+    ports,
     resolved,
 )
 
@@ -134,14 +135,14 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(compose: dict[
     assert (source["type"], source["uid"], source["access"]) == ("prometheus", "prometheus", "proxy")
     url = urlsplit(source["url"])
     assert (url.hostname, url.port) == ("prometheus", 9090)
-    assert 9090 in [int(p["target"]) for p in compose["services"]["prometheus"]["ports"]]
+    assert 9090 in [target for _, _, target in ports(compose["services"]["prometheus"])]
     [provider] = load_yaml((provisioning / "dashboards" / "campus-food.yml").read_text())["providers"]
     assert (provider["type"], provider["options"]["path"]) == ("file", target)
     environment = compose["services"]["grafana"]["environment"]
     home = environment["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home.startswith(target + "/")
     assert dashboards / home[len(target) + 1:] == dashboard.DASHBOARD
-    assert environment["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false", "a login to see a dashboard"
     assert sorted(dashboards.iterdir()) == [dashboard.DASHBOARD]
 
 
