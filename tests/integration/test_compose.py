@@ -370,15 +370,20 @@ def test_postgres_creates_one_database_per_service_and_is_health_checked(
 
 
 INIT_SQL = ["CREATE ROLE :\"role\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'password'",
-            "CREATE DATABASE :\"db\" OWNER :\"role\"", "REVOKE ALL ON DATABASE :\"db\" FROM PUBLIC"]
+            "CREATE DATABASE :\"db\" OWNER :\"role\" ENCODING 'UTF8' TEMPLATE template0",
+            "REVOKE ALL ON DATABASE :\"db\" FROM PUBLIC"]
+# ...and the server's own databases closed to the service roles too.
+INIT_CLOSING_SQL = ["REVOKE CONNECT ON DATABASE postgres FROM PUBLIC",
+                    "REVOKE CONNECT ON DATABASE :\"owner\" FROM PUBLIC"]
 
 
 def init_script_databases() -> dict[str, tuple[str, str]]:
     """database -> (role, password variable) the init script creates; it may do nothing else: each
     database owned by its login role, which is no superuser, and closed to every other role."""
     text = (ROOT / "compose" / "postgres" / "init-databases.sh").read_text()
-    [sql] = re.findall(r"<<'SQL'\n(.*?)\nSQL\n", text, re.S)
+    sql, closing = re.findall(r"<<'SQL'\n(.*?)\nSQL\n", text, re.S)
     assert [s.strip() for s in sql.split(";") if s.strip()] == INIT_SQL
+    assert [s.strip() for s in closing.split(";") if s.strip()] == INIT_CLOSING_SQL
     calls = re.findall(r"^create (\S+) (\S+) \"\$(\w+)\"$", text, re.M)
     assert len(calls) == len([line for line in text.splitlines() if line.startswith("create ")])
     assert len({db for db, _, _ in calls}) == len({role for _, role, _ in calls}) == len(calls)
@@ -456,8 +461,11 @@ def test_order_service_limits_orders_through_redis_behind_the_gateway(either: di
     # X-Forwarded-For is believed from the gateway's fixed address alone.
     [(network, attachment)] = services["order_gateway"]["networks"].items()
     gateway = ipaddress.ip_address(attachment["ipv4_address"])
-    [subnet] = [ipaddress.ip_network(c["subnet"]) for c in either["networks"][network]["ipam"]["config"]]
+    [config] = either["networks"][network]["ipam"]["config"]
+    subnet, others = ipaddress.ip_network(config["subnet"]), ipaddress.ip_network(config["ip_range"])
     assert gateway in subnet
+    assert others.subnet_of(subnet) and gateway not in others, \
+        "no container given an address (a replica started first) can take the gateway's"
     assert [str(n) for n in settings.trusted_proxies] == [f"{gateway}/32"]
 
 
