@@ -12,8 +12,11 @@ from order_service.config import DEFAULTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL = {"duration": 10.0, "rates": "100,200,400,800,1200,1600,2400,3200,4800,6400",
-        "drain_orders": 5000, "raw_messages": 20000}
-QUICK = {"duration": 3.0, "rates": "200,800,1600", "drain_orders": 1000, "raw_messages": 5000}
+        "drain_orders": 5000, "raw_messages": 20000, "lowrate_rates": "5,20,100",
+        "lowrate_duration": 10.0}
+QUICK = {"duration": 3.0, "rates": "200,800,1600", "drain_orders": 1000, "raw_messages": 5000,
+         "lowrate_rates": "5,20,100", "lowrate_duration": 3.0}
+ONLY = ("lowrate",)
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,13 @@ class Options:
     settle_timeout: float
     output: Path
     configs: tuple[str, ...] = ("sqlite",)
+    lowrate_rates: tuple[int, ...] = (5, 20, 100)
+    lowrate_duration: float = 10.0
+    only: str | None = None
 
     def record(self) -> dict:
-        return {**asdict(self), "output": str(self.output), "configs": list(self.configs)}
+        return {**asdict(self), "output": str(self.output), "configs": list(self.configs),
+                "lowrate_rates": list(self.lowrate_rates)}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +56,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="seconds per load step (default 10, quick 3)")
     p.add_argument("--rates", help=f"offered rates of the open-loop sweep, stopping at saturation "
                                    f"(default {FULL['rates']}; quick {QUICK['rates']})")
+    p.add_argument("--lowrate-rates",
+                   help=f"fixed low rates at which CPU per order is measured "
+                        f"(default {FULL['lowrate_rates']})")
+    p.add_argument("--lowrate-duration", type=float,
+                   help="seconds per low rate (default 10, quick 3; with --duration: that)")
+    p.add_argument("--only", choices=ONLY,
+                   help="lowrate: only the low rates, with the closed loop as the saturated "
+                        "figure and the final checks")
     p.add_argument("--drain-orders", type=int, help="orders queued for the drain test (default 5000)")
     p.add_argument("--concurrency", type=int, default=16,
                    help="clients of the closed-loop runs and of the drain posting (default 16)")
@@ -97,9 +112,16 @@ def parse(argv: list[str] | None = None) -> Options:
 
     try:
         rates = parse_rates(pick("rates"))
+        lowrate_rates = parse_rates(pick("lowrate_rates"))
         configs = parse_configs(args.configs)
     except ValueError as exc:
         p.error(str(exc))
+    lowrate_duration = (args.lowrate_duration if args.lowrate_duration is not None
+                        else args.duration if args.duration is not None else profile["lowrate_duration"])
+    if lowrate_duration <= 0:
+        p.error("--lowrate-duration must be positive")
+    if args.soak and args.only:
+        p.error("--soak and --only are two different runs: give one")
     if args.soak and configs != ("sqlite",):
         p.error("--soak measures one configuration: leave out --configs")
     for name in ("concurrency", "connections", "workers", "threads"):
@@ -113,4 +135,6 @@ def parse(argv: list[str] | None = None) -> Options:
                    drain_orders=pick("drain_orders"), concurrency=args.concurrency,
                    connections=args.connections, workers=args.workers, threads=args.threads,
                    raw_messages=pick("raw_messages"), soak=args.soak, soak_rate=args.soak_rate,
-                   settle_timeout=args.settle_timeout, output=args.output, configs=configs)
+                   settle_timeout=args.settle_timeout, output=args.output, configs=configs,
+                   lowrate_rates=tuple(lowrate_rates), lowrate_duration=lowrate_duration,
+                   only=args.only)

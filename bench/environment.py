@@ -8,7 +8,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from bench.procstats import find_process
+from bench.procstats import find_process, listening_process
 from stack.broker import Broker
 from stack.processes import ServiceProcess, Stack
 
@@ -98,8 +98,8 @@ class Environment:
 
     def broker_pids(self) -> dict[str, int | None]:
         """The broker's Erlang VM(s): the machine's node, or each node of the cluster."""
-        if self.cluster is None:
-            return {"rabbitmq": find_process("beam.smp")}
+        if self.cluster is None:  # the node on the broker's port; other nodes may run beside it
+            return {"rabbitmq": listening_process(self.broker.port) or find_process("beam.smp")}
         pids: dict[str, int | None] = {}
         for node in self.cluster.nodes:
             try:

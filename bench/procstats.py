@@ -89,6 +89,30 @@ def find_process(name: str) -> int | None:
     return min(candidates)[1] if candidates else None
 
 
+def listening_process(port: int) -> int | None:
+    """The process that listens on TCP `port` (e.g. the broker's 5672), read from /proc; None when
+    none is found or its file descriptors cannot be read."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for entry in PROC.iterdir() if inodes else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
 class CpuMeter:
     """CPU seconds of named process trees between two snapshots."""
 

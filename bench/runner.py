@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench import amqp_baseline, drain
+from bench import amqp_baseline, drain, lowrate
 from bench.cli import Options
 from bench.environment import Environment
 from bench.loadgen import Outcome, closed_loop, open_loop
@@ -30,12 +30,21 @@ class Run:
     # --- the full run ---
 
     def full(self) -> None:
-        """Baselines, closed-loop maxima, the open-loop sweep, the drain, and the final checks."""
+        """Low rates, baselines, closed-loop maxima, the open-loop sweep, the drain, and the final
+        checks; with `--only lowrate`, the low rates, the closed loop and the checks."""
         self.results["rss"] = {"start": self.rss()}
-        with self.phase("amqp_baseline"):
-            self.amqp()
+        with self.phase("lowrate"):  # first, while the databases are small and the machine quiet
+            self.results["lowrate"] = lowrate.LowRates(self).measure()
+        if self.o.only != "lowrate":
+            with self.phase("amqp_baseline"):
+                self.amqp()
         with self.phase("closed_loop"):
             self.closed()
+        self.results["lowrate"]["saturated"] = lowrate.saturated(self.results["closed_loop"]["order"])
+        if self.o.only == "lowrate":
+            with self.phase("verify"):
+                self.verify()
+            return
         with self.phase("sweep"):
             self.sweep()
         self.results["rss"]["end"] = self.rss()  # before the drain restarts InventoryService

@@ -73,6 +73,7 @@ def render(results: dict[str, Any]) -> str:
                     f"drain {_n(d['drain_per_s'])}/s; to final {_n(d['final_per_s'])}/s"]
     out += _memory(results)
     out += _cpu(results)
+    out += lowrate(results.get("lowrate"))
     if "verify" in results:
         v = results["verify"]
         out += ["", f"Verify: {v['accepted']} accepted, {v['stored']} stored, {v['lost']} lost, "
@@ -148,6 +149,38 @@ def _cpu(results: dict[str, Any]) -> list[str]:
     names = list(runs[0]["cpu_cores"])
     rows = [[r["label"], *[_n(r["cpu_cores"].get(n), 2) for n in names]] for r in runs]
     return ["", "CPU cores used during each run (1.0 = one core busy):", *_grid(["run", *names], rows)]
+
+
+LOWRATE_COLUMNS = ("order", "inventory", "notification", "rabbitmq", "total", "bench")
+
+
+def lowrate(low: dict[str, Any] | None) -> list[str]:
+    """CPU per order at each fixed low rate and at saturation, the bare endpoint's per request
+    beside it, and the idle cores of the same processes."""
+    if not low:
+        return []
+    bare = {r["rate"]: r for r in low.get("bare", [])}
+    rows = []
+    for r in low.get("order", []):
+        b = bare.get(r["rate"], {})
+        rows.append([_n(r["rate"]), _n(r["accepted"]), _n(r["window_s"]),
+                     *[_n(r["cpu_ms_per_order"].get(n), 2) for n in LOWRATE_COLUMNS],
+                     _n(b.get("cpu_ms_per_order", {}).get("bare"), 2),
+                     _n(r["latency_ms"]["p50"]), _n(r["latency_ms"]["p99"]),
+                     _n(r.get("tick_ms_per_order"), 2)])
+    sat = low.get("saturated")
+    if sat:
+        rows.append([f"{_n(sat['rate'])} (closed loop)", "-", "-",
+                     *[_n(sat["cpu_ms_per_order"].get(n), 2) for n in LOWRATE_COLUMNS], "-", "-", "-",
+                     "-"])
+    idle = low.get("idle", {})
+    cores = ", ".join(f"{name} {_n(used, 3)}" for name, used in idle.get("cpu_cores", {}).items())
+    return ["", "CPU per order at fixed rates (ms of CPU per accepted order, over the load and the "
+                "wait until final; total = the three services and RabbitMQ; bench = the generator; "
+                "1 tick = one clock tick of a process's CPU time per order, the resolution):",
+            *_grid(["rate/s", "orders", "window s", *LOWRATE_COLUMNS, "bare ms/req", "p50 ms",
+                    "p99 ms", "1 tick"], rows),
+            f"Idle, no load, over {_n(idle.get('window_s'))} s (cores): {cores}"]
 
 
 def side_by_side(compared: dict[str, Any]) -> list[str]:
