@@ -24,6 +24,7 @@ from stack.private_broker import PrivateBroker  # noqa: E402
 from stack.processes import Stack  # noqa: E402
 from tests import figures  # noqa: E402
 from tests.client import wait_for  # noqa: E402,F401 - re-exported for tests
+from tests.identity import IdentityProvider  # noqa: E402
 
 UUID = re.compile(r"\w{8}-\w{4}-\w{4}-\w{4}-\w{12}")  # a UUID, or one made bad by a letter
 
@@ -152,3 +153,11 @@ def make_stack(broker: Broker, vhost: str, tmp_path: Path) -> Iterator[Callable[
 def stack(make_stack: Callable[..., Stack]) -> Stack:
     """All three services running and healthy."""
     return make_stack().start()
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[IdentityProvider]:
+    """A sign-in provider of the tests' own (tests/identity.py) for the module: keys, JWKS, tokens."""
+    provider = IdentityProvider()
+    yield provider
+    provider.close()

@@ -15,13 +15,6 @@ from tests.identity import IdentityProvider
 
 
 @pytest.fixture(scope="module")
-def idp() -> Iterator[IdentityProvider]:
-    provider = IdentityProvider()
-    yield provider
-    provider.close()
-
-
-@pytest.fixture(scope="module")
 def page_stack(broker: Broker, idp: IdentityProvider,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """OrderService (AUTH=oidc) and InventoryService in a vhost of their own, for the module."""

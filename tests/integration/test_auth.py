@@ -18,13 +18,6 @@ from tests.identity import DISCOVERY, JWKS, IdentityProvider
 
 
 @pytest.fixture(scope="module")
-def idp() -> Iterator[IdentityProvider]:
-    provider = IdentityProvider()
-    yield provider
-    provider.close()
-
-
-@pytest.fixture(scope="module")
 def stack(broker: Broker, idp: IdentityProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """OrderService (AUTH=oidc) and InventoryService in a vhost of their own, for the module."""
     vhost = broker.create_vhost("auth")

@@ -20,13 +20,6 @@ from tests.unit.test_order_app import Relay
 ORDER = {"item": "Burger", "quantity": 2}
 
 
-@pytest.fixture(scope="module")
-def idp() -> Iterator[IdentityProvider]:
-    provider = IdentityProvider()
-    yield provider
-    provider.close()
-
-
 @pytest.fixture
 def settings(tmp_path: Path, idp: IdentityProvider) -> config.Settings:
     return config.Settings(storage=StorageSettings(data_dir=str(tmp_path), busy_timeout_ms=50),
