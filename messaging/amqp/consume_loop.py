@@ -2,10 +2,12 @@
 
 The loop takes deliveries from one queue, hands each batch to the service's handler (which commits
 its effects in one transaction), dead-letters what the handler rejects, and acks last with one
-multiple-ack. What no handler should see (a body over MAX_MESSAGE_BYTES, properties pika could not
-decode, a message from a broker user not entitled to publish to the queue) is dead-lettered without
-being handled. Transient failures are retried with increasing
-delay a bounded number of times.
+multiple-ack. A clean batch's ack may be owed for up to ACK_DELAY seconds and go out with the next
+batches' in one frame: a lone message then costs the broker and us a frame less, and a crash
+meanwhile only redelivers messages whose effects the inbox already holds. What no handler should
+see (a body over MAX_MESSAGE_BYTES, properties pika could not decode, a message from a broker user
+not entitled to publish to the queue) is dead-lettered without being handled. Transient failures
+are retried with increasing delay a bounded number of times.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ from messaging.settings import BrokerSettings, ConsumerSettings
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+ACK_DELAY = 0.25  # seconds a clean batch's ack may wait to be sent with the next ones
+
 
 class ConsumeLoop:
     """Consume `queue` until `stop()`, reconnecting with backoff whenever the broker goes away.
@@ -63,6 +67,10 @@ class ConsumeLoop:
         self.processed = 0
         self._meter = metrics.queue_meter(queue.name)
         self._sender = broker.expected_sender(queue.sender)  # None: any publisher is believed
+        # Acks owed on the current channel: the highest tag, how many messages, and when it is due.
+        # Half the prefetch at most, so the broker never stops delivering for want of an ack.
+        self._owed_tag, self._owed, self._ack_due = 0, 0, 0.0
+        self._ack_limit = max(1, settings.prefetch // 2)
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from `run()` (safe from any thread or signal)."""
@@ -96,6 +104,7 @@ class ConsumeLoop:
         channel.basic_qos(prefetch_count=self._settings.prefetch)
         dead_letters = connection.channel()
         dead_letters.confirm_delivery()
+        self._owed_tag, self._owed = 0, 0  # the tags of a lost channel are the broker's to redeliver
         batch: list[Delivery] = []
         for method, properties, body in channel.consume(self._queue.name, inactivity_timeout=0.2):
             if not self.consuming:  # the broker said consume-ok: only now is this connection good
@@ -115,6 +124,8 @@ class ConsumeLoop:
             if batch:
                 self._settle(channel, dead_letters, batch)
                 batch = []
+            if method is None or self._stopping.is_set():  # quiet, or leaving: nothing is owed
+                self._send_acks(channel)
             if self._stopping.is_set():
                 break
         channel.cancel()
@@ -137,7 +148,9 @@ class ConsumeLoop:
         kept = {d.tag for d in refused}
         to_ack = [d.tag for d in batch + [r.delivery for r in rejections] if d.tag not in kept]
         if to_ack:
-            channel.basic_ack(delivery_tag=max(to_ack), multiple=True)
+            self._owe(max(to_ack), len(to_ack))
+        if rejections or self._owed >= self._ack_limit or time.monotonic() >= self._ack_due:
+            self._send_acks(channel)  # a dead letter's message leaves its queue at once, as ever
         self._meter.settled(len(set(to_ack)), started)  # a rejection is in the batch too
         self.processed += len(batch)
         end_spans(received, rejections)
@@ -148,6 +161,17 @@ class ConsumeLoop:
             channel.connection.sleep(delay)
         elif rejections:
             self._refused.reset()
+
+    def _owe(self, tag: int, count: int) -> None:
+        if not self._owed:
+            self._ack_due = time.monotonic() + ACK_DELAY
+        self._owed_tag, self._owed = tag, self._owed + count  # tags only grow on a channel
+
+    def _send_acks(self, channel: BlockingChannel) -> None:
+        """Ack every owed delivery with one multiple-ack."""
+        if self._owed:
+            channel.basic_ack(delivery_tag=self._owed_tag, multiple=True)
+            self._owed_tag, self._owed = 0, 0
 
     def _over_redelivery_limit(self, connection: pika.BlockingConnection,
                                batch: list[Delivery]) -> tuple[list[Delivery], list[Rejection]]:
