@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -16,7 +17,9 @@ from messaging.settings import StorageSettings
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_INTERVAL = 0.2  # seconds between background WAL checkpoints
+CHECKPOINT_INTERVAL = 0.2  # seconds between the checkpoint thread's looks at the commits
+BUSY_COMMITS = 50  # commits since the last checkpoint that make the next look checkpoint at once
+QUIET_INTERVAL = 1.0  # seconds after which any commit since the last checkpoint is checkpointed
 RESTART_FRAMES = 1000  # WAL frames past which a checkpoint holds the writers back to finish
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a WAL file is cut back to when it starts over
 
@@ -75,7 +78,12 @@ class _Job:
 
 
 class _Checkpointer(threading.Thread):
-    """Copy the WAL into the database file every `interval` seconds, on a connection of its own.
+    """Copy the WAL into the database file in the background, on a connection of its own.
+
+    Every `interval` seconds it looks at `commits()`, this process's count of commits: after
+    BUSY_COMMITS of them it checkpoints at once, to keep a busy WAL short; after fewer, once
+    QUIET_INTERVAL has passed since the last checkpoint (each costs fsyncs, which a trickle of
+    orders need not pay five times a second); after none, not at all.
 
     A PASSIVE checkpoint never waits for readers or writers, so commits go on while it copies. But
     under steady writes it never catches up: new frames arrive while it copies, and SQLite starts
@@ -86,9 +94,11 @@ class _Checkpointer(threading.Thread):
     the frames written meanwhile, and the next write starts the WAL over.
     """
 
-    def __init__(self, path: str, settings: StorageSettings, interval: float) -> None:
+    def __init__(self, path: str, settings: StorageSettings, interval: float,
+                 commits: Callable[[], int]) -> None:
         super().__init__(name=f"checkpoint-{os.path.basename(path)}", daemon=True)
         self._path, self._settings, self._interval = path, settings, interval
+        self._commits = commits
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -96,8 +106,12 @@ class _Checkpointer(threading.Thread):
         # Its own open file description: flock would not exclude this process's writers otherwise.
         lock_fd = os.open(lock_path(self._path), os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            checkpointed, at = self._commits(), time.monotonic()
             while not self._stopping.wait(self._interval):
-                self.checkpoint(conn, lock_fd)
+                commits, now = self._commits(), time.monotonic()
+                if checkpoint_due(commits - checkpointed, now - at):
+                    self.checkpoint(conn, lock_fd)
+                    checkpointed, at = commits, now
             self.checkpoint(conn, lock_fd)
         finally:
             conn.close()
@@ -122,6 +136,11 @@ class _Checkpointer(threading.Thread):
         self.join(timeout=5.0)
 
 
+def checkpoint_due(commits: int, seconds: float) -> bool:
+    """Whether `commits` made in the `seconds` since the last checkpoint call for the next one."""
+    return commits >= BUSY_COMMITS or (commits > 0 and seconds >= QUIET_INTERVAL)
+
+
 def _passive_checkpoint(conn: sqlite3.Connection) -> int:
     """Copy what can be copied without waiting; return the frames the WAL held."""
     _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -133,9 +152,9 @@ class Database:
 
     `write(job)` runs `job(conn)` inside a write transaction. Jobs that arrive from other threads
     while a transaction is being committed are run together in the next one (group commit), each
-    inside its own savepoint, so one job's failure never undoes another's. Threads of a process thus
-    never fight over SQLite's write lock (whose busy handler sleeps), and a burst of requests costs
-    one commit instead of one each.
+    inside its own savepoint (a job alone needs none), so one job's failure never undoes another's.
+    Threads of a process thus never fight over SQLite's write lock (whose busy handler sleeps), and
+    a burst of requests costs one commit instead of one each.
     """
 
     dialect = SQLITE
@@ -149,6 +168,7 @@ class Database:
         self._leading = False
         self._lock_fd, self._lock_pid = -1, -1
         self._checkpointer: _Checkpointer | None = None
+        self.commits = 0  # transactions this process committed through `write`
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -169,7 +189,7 @@ class Database:
         """
         if self._checkpointer is not None:
             return
-        self._checkpointer = _Checkpointer(self.path, self._settings, interval)
+        self._checkpointer = _Checkpointer(self.path, self._settings, interval, lambda: self.commits)
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._checkpointer.start()
 
@@ -230,6 +250,9 @@ class Database:
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if len(batch) == 1:  # alone: its failure rolls back the transaction, no savepoint needed
+                self._run_alone(conn, batch[0])
+                return
             for item in batch:
                 conn.execute("SAVEPOINT job")
                 try:
@@ -240,6 +263,7 @@ class Database:
                     conn.execute("RELEASE job")
                     item.error = exc
             conn.execute("COMMIT")
+            self.commits += 1
         except Exception as exc:  # BEGIN or COMMIT failed: nothing was written
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -249,6 +273,16 @@ class Database:
             for item in batch:
                 if item.done is not None:
                     item.done.set()
+
+    def _run_alone(self, conn: sqlite3.Connection, item: _Job) -> None:
+        try:
+            item.result = item.run(conn)
+        except Exception as exc:  # handed back to the job's own thread
+            item.error = exc  # first: SQLite may have ended the transaction already (a full disk)
+            conn.execute("ROLLBACK")  # and then this fails, and _commit_locked keeps the job's error
+            return
+        conn.execute("COMMIT")
+        self.commits += 1
 
     def close(self) -> None:
         """Close this thread's connection."""

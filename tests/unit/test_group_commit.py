@@ -6,10 +6,12 @@ import threading
 
 import pytest
 
+from messaging.db import sqlite as sqlite_module
 from messaging.db.sqlite import Database
 from messaging.settings import StorageSettings
 from tests.client import wait_for
 from tests.unit.factories import connect
+from tests.unit.fake_pika import FakeClock
 
 
 @pytest.fixture
@@ -54,6 +56,7 @@ def test_many_threads_all_commit_in_fewer_transactions(db):
     assert errors == []
     assert count(db) == 16 * 50
     assert len(commits) < 16 * 50, "concurrent jobs share commits"
+    assert db.commits == len(commits), "every commit is counted, once"
 
 
 def test_a_failing_job_is_rolled_back_alone_and_its_error_raised_in_its_thread(db):
@@ -90,6 +93,37 @@ def test_a_failing_job_is_rolled_back_alone_and_its_error_raised_in_its_thread(d
     assert isinstance(outcomes["bad"], ValueError)
     assert outcomes["good"] == "ok"
     assert sorted(r[0] for r in db.conn.execute("SELECT k FROM t")) == [1, 3]
+
+
+def test_a_lone_failing_job_writes_nothing_raises_in_its_thread_and_leaves_the_lead_free(db):
+    def failing(conn):
+        conn.execute("INSERT INTO t (k) VALUES (1)")
+        raise ValueError("bad job")
+
+    with pytest.raises(ValueError, match="bad job"):
+        db.write(failing)
+    assert count(db) == 0 and not db.conn.in_transaction
+    assert db.commits == 0, "only committed transactions count"
+    assert db.write(lambda conn: conn.execute("INSERT INTO t (k) VALUES (2)").rowcount) == 1
+    assert count(db) == 1 and db.commits == 1
+
+
+def test_a_lone_job_needs_no_savepoint(db):
+    statements: list[str] = []
+    db.conn.set_trace_callback(statements.append)
+    db.write(lambda conn: conn.execute("INSERT INTO t (k) VALUES (1)"))
+    assert statements == ["BEGIN IMMEDIATE", "INSERT INTO t (k) VALUES (1)", "COMMIT"]
+
+
+def test_a_lone_job_whose_error_already_ended_the_transaction_gets_its_own_error(db):
+    def failing(conn):
+        conn.execute("INSERT INTO t (k) VALUES (1)")
+        conn.execute("ROLLBACK")  # as SQLite does itself on some errors (a full disk)
+        raise ValueError("disk full")
+
+    with pytest.raises(ValueError, match="disk full"):
+        db.write(failing)
+    assert count(db) == 0 and db.write(lambda conn: 7) == 7
 
 
 def test_a_locked_database_fails_every_job_with_the_transient_error(db):
@@ -174,3 +208,56 @@ def test_under_steady_writes_the_wal_starts_over_instead_of_growing(db, tmp_path
     # Half of what it grows to without that checkpoint: a loaded 2-core machine delays
     # checkpoints (up to 60 MB seen while three other test suites ran beside it).
     assert largest < 100_000_000, f"the WAL grew to {largest / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize(("commits", "seconds", "due"), [
+    (0, 60.0, False),  # nothing written: nothing to copy, however long it has been
+    (1, sqlite_module.QUIET_INTERVAL - 0.01, False),
+    (1, sqlite_module.QUIET_INTERVAL, True),
+    (sqlite_module.BUSY_COMMITS - 1, 0.0, False),
+    (sqlite_module.BUSY_COMMITS, 0.0, True),  # busy: keep the WAL short
+])
+def test_when_a_checkpoint_is_due(commits, seconds, due):
+    assert sqlite_module.checkpoint_due(commits, seconds) is due
+
+
+class ScriptedStop:
+    """The checkpointer's stop event: each wait runs the next step of the script, then it is set."""
+
+    def __init__(self, *steps) -> None:
+        self.steps = list(steps)
+
+    def wait(self, timeout: float) -> bool:
+        if not self.steps:
+            return True
+        self.steps.pop(0)()
+        return False
+
+
+def test_the_checkpointer_checkpoints_only_when_commits_call_for_it(tmp_path, monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(sqlite_module, "time", clock)
+    checkpoints: list[float] = []
+    monkeypatch.setattr(sqlite_module._Checkpointer, "checkpoint",
+                        staticmethod(lambda conn, fd: checkpoints.append(clock.now)))
+    commits = [0]
+    start = clock.now
+
+    def step(new_commits: int, seconds: float):
+        def run() -> None:
+            commits[0] += new_commits
+            clock.advance(seconds)
+        return run
+
+    settings = StorageSettings(data_dir=str(tmp_path))
+    checkpointer = sqlite_module._Checkpointer(str(tmp_path / "c.db"), settings, 0.2, lambda: commits[0])
+    checkpointer._stopping = ScriptedStop(  # type: ignore[assignment]
+        step(0, 5.0),  # idle: nothing
+        step(1, 0.2),  # a commit after a long quiet: checkpoint (5.2)
+        step(1, 0.2), step(0, 0.2),  # another, but the last checkpoint is recent: wait
+        step(0, 0.7),  # over a second since the last one: checkpoint (6.3)
+        step(sqlite_module.BUSY_COMMITS, 0.2),  # busy: at once (6.5)
+        step(3, 0.2),  # a few more, just after: wait
+    )
+    checkpointer.run()
+    assert [round(t - start, 1) for t in checkpoints] == [5.2, 6.3, 6.5, 6.7]  # the last on stopping
