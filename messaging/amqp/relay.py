@@ -39,7 +39,7 @@ from messaging.topology import QueueMismatch
 logger = logging.getLogger(__name__)
 
 RETRY_DELAY = 1.0  # seconds before a nacked or unroutable message is published again
-DELETE_DELAY = 0.05  # seconds confirmed rows wait, still claimed by us, to be deleted together
+DELETE_DELAY = 0.5  # seconds confirmed rows wait, still claimed by us, to be deleted together
 DELETE_BATCH = 1000  # confirmed rows that are deleted at once without waiting
 
 
