@@ -11,6 +11,7 @@ or with METRICS=off, every hook is a no-op. The hot paths get children bound to 
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -33,6 +34,24 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UNMATCHED = "<unmatched>"  # the route label of a request no route matched (404, 405)
 OwnMetrics = Callable[[CollectorRegistry | None], Any]  # makes a service's own families on a registry
+
+
+class _Pid:
+    """This process's id, read once and again after a fork, not by a getpid call per increment
+    (what prometheus_client's multiprocess values ask for each time, to notice a fork)."""
+
+    value = os.getpid()
+
+    @classmethod
+    def get(cls) -> int:
+        return cls.value
+
+    @classmethod
+    def refresh(cls) -> None:
+        cls.value = os.getpid()
+
+
+os.register_at_fork(after_in_child=_Pid.refresh)
 
 
 class Collector(Protocol):
@@ -116,7 +135,8 @@ def configure(enabled: bool, outbox: bool = False, own: OwnMetrics | None = None
     disable_created_metrics()  # no *_created series: they double the output and nobody reads them
     # prometheus_client picks its value class when imported, from PROMETHEUS_MULTIPROC_DIR: pick
     # again now, so that only a multiprocess service counts in files.
-    values.ValueClass = values.get_value_class() if multiprocess else values.MutexValue
+    values.ValueClass = (values.MultiProcessValue(process_identifier=_Pid.get) if multiprocess
+                         else values.MutexValue)
     _active = Metrics(None if multiprocess else (registry or CollectorRegistry()), outbox, own)
     return _active
 

@@ -2,6 +2,7 @@
 the /metrics routes, METRICS=off."""
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -297,3 +298,25 @@ def test_the_master_makes_a_private_directory_unless_one_is_given_and_forgets_de
     monkeypatch.setenv(exposition.MULTIPROC_ENV, str(given))
     assert exposition.prepare_multiprocess("order-service") is None, "the operator's directory is used"
     assert given.is_dir(), "and made if missing"
+
+
+def test_a_forked_worker_counts_in_files_of_its_own_pid(tmp_path: Path, monkeypatch):
+    """The pid is cached for the multiprocess values, and taken again in a forked child."""
+    monkeypatch.setenv(exposition.MULTIPROC_ENV, str(tmp_path))
+    m = notification_metrics.configure(True, multiprocess=True)
+    try:
+        assert m is not None
+        m.consumed.labels("q").inc()
+        child = os.fork()
+        if child == 0:  # the worker: count once, and leave without running the parent's cleanup
+            try:
+                m.consumed.labels("q").inc(2)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert (tmp_path / f"counter_{child}.db").exists(), "the child counts in files of its own"
+        assert Samples(exposition.text()[0].decode()).value(
+            "messages_consumed_total", queue="q") == 3, "both processes' counts are summed"
+    finally:
+        metrics.configure(False)
