@@ -96,6 +96,15 @@ class Environment:
         """The type of the queues the services (and the raw pika baseline) use."""
         return "quorum" if self.clustered else "classic"
 
+    def pids(self) -> dict[str, int | None]:
+        """The process of each service (gunicorn: its master), of the bare endpoint (None when it
+        was not started) and of the broker's node(s), by the names the results use."""
+        pids: dict[str, int | None] = {name: self.stack[name].process.pid
+                                       for name in ("order", "inventory", "notification")}
+        pids["bare"] = self.bare.process.pid if self.bare else None
+        pids.update(self.broker_pids())
+        return pids
+
     def broker_pids(self) -> dict[str, int | None]:
         """The broker's Erlang VM(s): the machine's node, or each node of the cluster."""
         if self.cluster is None:  # the node on the broker's port; other nodes may run beside it

@@ -14,9 +14,12 @@ TICKS = os.sysconf("SC_CLK_TCK")
 GONE = (OSError, ValueError) if psutil is None else (OSError, ValueError, psutil.Error)
 
 
-def _stat_fields(pid: int) -> list[str]:
-    text = (PROC / str(pid) / "stat").read_text()
-    return text[text.rindex(")") + 2:].split()  # fields from 'state' on; comm may hold spaces
+def stat_fields(pid: int, tid: int | None = None) -> list[str]:
+    """/proc/<pid>/stat (or one thread's, /proc/<pid>/task/<tid>/stat) from its third field,
+    `state`, on: utime and stime are [11] and [12], in clock ticks."""
+    path = PROC / str(pid) / "stat" if tid is None else PROC / str(pid) / "task" / str(tid) / "stat"
+    text = path.read_text()
+    return text[text.rindex(")") + 2:].split()  # comm may hold spaces and parentheses
 
 
 def tree(pid: int) -> list[int]:
@@ -31,7 +34,7 @@ def tree(pid: int) -> list[int]:
     for entry in PROC.iterdir():
         if entry.name.isdigit():
             try:
-                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
+                parents[int(entry.name)] = int(stat_fields(int(entry.name))[1])
             except (OSError, ValueError, IndexError):
                 continue
     if pid not in parents:
@@ -68,7 +71,7 @@ def cpu_seconds(pid: int) -> float:
                 times = psutil.Process(member).cpu_times()
                 total += times.user + times.system
             else:
-                fields = _stat_fields(member)
+                fields = stat_fields(member)
                 total += (int(fields[11]) + int(fields[12])) / TICKS
         except GONE:  # the process exited meanwhile
             continue
@@ -83,7 +86,7 @@ def find_process(name: str) -> int | None:
             continue
         try:
             if (entry / "comm").read_text().strip() == name:
-                candidates.append((int(_stat_fields(int(entry.name))[19]), int(entry.name)))
+                candidates.append((int(stat_fields(int(entry.name))[19]), int(entry.name)))
         except (OSError, ValueError, IndexError):
             continue
     return min(candidates)[1] if candidates else None

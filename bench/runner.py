@@ -148,11 +148,7 @@ class Run:
         self.labels.update((order_id, run.label) for order_id in run.order_ids)
 
     def _pids(self) -> dict[str, int | None]:
-        pids = {name: self.env.stack[name].process.pid for name in ("order", "inventory",
-                                                                     "notification")}
-        pids["bare"] = self.env.bare.process.pid if self.env.bare else None
-        pids.update(self.env.broker_pids())
-        return pids
+        return self.env.pids()
 
     def disk(self) -> dict[str, dict[str, int]]:
         """Bytes of each service's SQLite files: the databases and their write-ahead logs."""
