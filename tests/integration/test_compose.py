@@ -627,6 +627,15 @@ def test_every_broker_refuses_messages_larger_than_the_consumers_take(either: di
         assert Path(mounts(service)["/etc/rabbitmq/conf.d/30-limits.conf"]) == limits, name
 
 
+def test_every_broker_node_sleeps_rather_than_spins_when_out_of_work(either: dict[str, Any]) -> None:
+    """No node's schedulers busy-wait when they run out of work (+sbwt, +sbwtdcpu and +sbwtdio
+    none): on cores the services share, an idle node's spinning would take their CPU."""
+    nodes = brokers(either)
+    assert nodes
+    for name, service in nodes.items():
+        assert service["environment"].get("RABBITMQ_SCHEDULER_BUSY_WAIT_THRESHOLD") == "none", name
+
+
 def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined."""
     text = (ROOT / "Dockerfile").read_text()
