@@ -73,8 +73,8 @@ def test_crash_between_commit_and_ack_does_not_reserve_twice(make_stack, broker)
     a sentinel order whose commit finds the database locked and is retried (with no delay, reading
     the socket between tries) while the orders and the poison arrive. Released, the sentinel is
     committed, and the next batch is everything that arrived meanwhile. The sentinel's ack is
-    still owed (clean batches' acks wait up to ACK_DELAY for the next ones, and the next one is
-    stuck in its dead letter), so it comes back too: one more duplicate.
+    still owed (a message handled alone has its ack wait up to ACK_DELAY for the next ones', and
+    the next batch is stuck in its dead letter), so it comes back too: one more duplicate.
     """
     count = 20
     stack = make_stack("sqlite", RABBITMQ_BLOCKED_TIMEOUT="600", TRANSIENT_RETRY_LIMIT="100",

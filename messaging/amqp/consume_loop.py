@@ -2,12 +2,13 @@
 
 The loop takes deliveries from one queue, hands each batch to the service's handler (which commits
 its effects in one transaction), dead-letters what the handler rejects, and acks last with one
-multiple-ack. A clean batch's ack may be owed for up to ACK_DELAY seconds and go out with the next
-batches' in one frame: a lone message then costs the broker and us a frame less, and a crash
-meanwhile only redelivers messages whose effects the inbox already holds. What no handler should
-see (a body over MAX_MESSAGE_BYTES, properties pika could not decode, a message from a broker user
-not entitled to publish to the queue) is dead-lettered without being handled. Transient failures
-are retried with increasing delay a bounded number of times.
+multiple-ack. A message handled alone (the queue is quiet) may have its ack owed for up to
+ACK_DELAY seconds, to go out with the next ones' in one frame: at a few messages a second each
+then costs the broker and us a frame less, and a crash meanwhile only redelivers messages whose
+effects the inbox already holds. What no handler should see (a body over MAX_MESSAGE_BYTES,
+properties pika could not decode, a message from a broker user not entitled to publish to the
+queue) is dead-lettered without being handled. Transient failures are retried with increasing
+delay a bounded number of times.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from messaging.settings import BrokerSettings, ConsumerSettings
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-ACK_DELAY = 0.25  # seconds a clean batch's ack may wait to be sent with the next ones
+ACK_DELAY = 0.25  # seconds a lone message's ack may wait to be sent with the next ones
 
 
 class ConsumeLoop:
@@ -149,8 +150,11 @@ class ConsumeLoop:
         to_ack = [d.tag for d in batch + [r.delivery for r in rejections] if d.tag not in kept]
         if to_ack:
             self._owe(max(to_ack), len(to_ack))
-        if rejections or self._owed >= self._ack_limit or time.monotonic() >= self._ack_due:
-            self._send_acks(channel)  # a dead letter's message leaves its queue at once, as ever
+        # Only a message handled alone is worth an ack owed: a batch of several already shares
+        # one (and a busy queue needs the prefetch free); a dead letter's message leaves at once.
+        if (rejections or len(received) > 1 or self._owed >= self._ack_limit
+                or time.monotonic() >= self._ack_due):
+            self._send_acks(channel)
         self._meter.settled(len(set(to_ack)), started)  # a rejection is in the batch too
         self.processed += len(batch)
         end_spans(received, rejections)

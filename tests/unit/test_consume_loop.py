@@ -450,25 +450,25 @@ def test_a_clean_batch_keeps_the_refusal_pause(monkeypatch):
     assert 0.16 <= second <= 0.2, "a batch with nothing to dead-letter says nothing about the DLQ"
 
 
-# --- acks owed across batches ---
+# --- acks owed across messages handled alone ---
 
-IN_TWOS = ConsumerSettings(prefetch=50, max_batch=2)
+ONE_BY_ONE = ConsumerSettings(prefetch=50, max_batch=1)  # every message a batch of its own
 
 
-def test_clean_batches_in_a_row_are_acked_together_once_the_queue_is_quiet(monkeypatch):
+def test_messages_handled_alone_in_a_row_are_acked_together_once_the_queue_is_quiet(monkeypatch):
     handler = Handler()
-    loop = make_loop(handler, IN_TWOS)
-    [connection] = run(loop, monkeypatch, Script([deliver(n) for n in range(1, 7)] + [IDLE, deliver(7)]))
-    assert handler.calls == [[1, 2], [3, 4], [5, 6], [7]]
-    assert connection.consumer.settled == [Settled("ack", 6, True), Settled("ack", 7, True)]
+    loop = make_loop(handler, ONE_BY_ONE)
+    [connection] = run(loop, monkeypatch, Script([deliver(n) for n in range(1, 5)] + [IDLE, deliver(5)]))
+    assert handler.calls == [[1], [2], [3], [4], [5]]
+    assert connection.consumer.settled == [Settled("ack", 4, True), Settled("ack", 5, True)]
 
 
 def test_an_owed_ack_is_sent_once_it_has_waited_ack_delay(monkeypatch, clock):
     handler = Handler(lambda batch: clock.advance(consume_loop.ACK_DELAY) or [])  # each takes that long
-    loop = make_loop(handler, IN_TWOS)
-    [connection] = run(loop, monkeypatch, Script([deliver(n) for n in range(1, 9)]))
-    # owed from the first batch, due as the second ends; owed again from the third
-    assert connection.consumer.settled == [Settled("ack", 4, True), Settled("ack", 8, True)]
+    loop = make_loop(handler, ONE_BY_ONE)
+    [connection] = run(loop, monkeypatch, Script([deliver(n) for n in range(1, 5)]))
+    # owed from the first message, due as the second is settled; owed again from the third
+    assert connection.consumer.settled == [Settled("ack", 2, True), Settled("ack", 4, True)]
 
 
 def test_no_more_than_half_the_prefetch_is_owed(monkeypatch):
@@ -484,15 +484,25 @@ def test_a_prefetch_of_one_acks_every_message_at_once(monkeypatch):
     assert connection.consumer.settled == [Settled("ack", 1, True), Settled("ack", 2, True)]
 
 
-def test_a_batch_with_a_dead_letter_is_acked_at_once_with_what_was_owed(monkeypatch):
-    loop = make_loop(rejecting(3), IN_TWOS)
+def test_a_batch_of_several_is_acked_before_the_next_is_handled(monkeypatch):
+    connection = FakeBlockingConnection(Script([deliver(n) for n in range(1, 5)]))
+    acked_before: list[list[int]] = []
+    handler = Handler(lambda batch: acked_before.append([s.tag for s in connection.consumer.settled]) or [])
+    run(make_loop(handler, ConsumerSettings(prefetch=50, max_batch=2)), monkeypatch, connection)
+    assert handler.calls == [[1, 2], [3, 4]]
+    assert acked_before == [[], [2]], "a busy queue's batches share their ack already"
+    assert connection.consumer.settled == [Settled("ack", 2, True), Settled("ack", 4, True)]
+
+
+def test_a_dead_letter_is_acked_at_once_with_what_was_owed(monkeypatch):
+    loop = make_loop(rejecting(3), ONE_BY_ONE)
     [connection] = run(loop, monkeypatch, Script([deliver(n) for n in range(1, 7)]))
     assert len(connection.dead_letters.published) == 1
-    assert connection.consumer.settled == [Settled("ack", 4, True), Settled("ack", 6, True)]
+    assert connection.consumer.settled == [Settled("ack", 3, True), Settled("ack", 6, True)]
 
 
 def test_acks_owed_on_a_lost_channel_are_never_sent_on_the_next(monkeypatch):
-    loop = make_loop(Handler(), IN_TWOS)
+    loop = make_loop(Handler(), ONE_BY_ONE)
     closed = pika.exceptions.ConnectionClosed(320, "x")
     lost, again = run(loop, monkeypatch, Script([deliver(1), deliver(2), deliver(3), closed]),
                       Script([IDLE, deliver(1), IDLE]))
