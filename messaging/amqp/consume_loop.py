@@ -69,9 +69,9 @@ class ConsumeLoop:
         self._meter = metrics.queue_meter(queue.name)
         self._sender = broker.expected_sender(queue.sender)  # None: any publisher is believed
         # Acks owed on the current channel: the highest tag, how many messages, and when it is due.
-        # Half the prefetch at most, so the broker never stops delivering for want of an ack.
+        # A tenth of the prefetch at most, so the broker's credit to us stays nearly whole.
         self._owed_tag, self._owed, self._ack_due = 0, 0, 0.0
-        self._ack_limit = max(1, settings.prefetch // 2)
+        self._ack_limit = max(1, settings.prefetch // 10)
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from `run()` (safe from any thread or signal)."""

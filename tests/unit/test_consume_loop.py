@@ -471,8 +471,8 @@ def test_an_owed_ack_is_sent_once_it_has_waited_ack_delay(monkeypatch, clock):
     assert connection.consumer.settled == [Settled("ack", 2, True), Settled("ack", 4, True)]
 
 
-def test_no_more_than_half_the_prefetch_is_owed(monkeypatch):
-    loop = make_loop(Handler(), ConsumerSettings(prefetch=4, max_batch=1))
+def test_no_more_than_a_tenth_of_the_prefetch_is_owed(monkeypatch):
+    loop = make_loop(Handler(), ConsumerSettings(prefetch=20, max_batch=1))
     [connection] = run(loop, monkeypatch, Script([deliver(n) for n in range(1, 6)]))
     assert connection.consumer.settled == [Settled("ack", 2, True), Settled("ack", 4, True),
                                            Settled("ack", 5, True)]
