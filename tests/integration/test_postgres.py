@@ -31,6 +31,9 @@ def test_the_whole_flow_runs_on_postgres_and_the_audit_reads_it(make_stack):
     wait_for(lambda: all_final(stack.order_url, order_ids), what="every order to be final")
     wait_for(lambda: stack["notification"].health()[1]["notifications_sent"] == 60,
              what="every reservation to be notified")
+    # Confirmed rows leave the outboxes together, within relay.DELETE_DELAY of their confirm.
+    wait_for(lambda: all(stack[name].health()[1]["outbox_backlog"] == 0 for name in ("order", "inventory")),
+             timeout=5, what="the confirmed rows to leave both outboxes")
     result = audit(stack)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[OK] every accepted order has exactly one final status: 60 orders: 60 reserved" \
