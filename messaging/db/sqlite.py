@@ -251,17 +251,18 @@ class Database:
         try:
             conn.execute("BEGIN IMMEDIATE")
             if len(batch) == 1:  # alone: its failure rolls back the transaction, no savepoint needed
-                self._run_alone(conn, batch[0])
-                return
-            for item in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    item.result = item.run(conn)
-                    conn.execute("RELEASE job")
-                except Exception as exc:  # handed back to the job's own thread
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    item.error = exc
+                if not self._run_alone(conn, batch[0]):
+                    return
+            else:
+                for item in batch:
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        item.result = item.run(conn)
+                        conn.execute("RELEASE job")
+                    except Exception as exc:  # handed back to the job's own thread
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                        item.error = exc
             conn.execute("COMMIT")
             self.commits += 1
         except Exception as exc:  # BEGIN or COMMIT failed: nothing was written
@@ -274,15 +275,16 @@ class Database:
                 if item.done is not None:
                     item.done.set()
 
-    def _run_alone(self, conn: sqlite3.Connection, item: _Job) -> None:
+    @staticmethod
+    def _run_alone(conn: sqlite3.Connection, item: _Job) -> bool:
+        """Run a lone job; on its failure roll the transaction back and return False."""
         try:
             item.result = item.run(conn)
+            return True
         except Exception as exc:  # handed back to the job's own thread
             item.error = exc  # first: SQLite may have ended the transaction already (a full disk)
             conn.execute("ROLLBACK")  # and then this fails, and _commit_locked keeps the job's error
-            return
-        conn.execute("COMMIT")
-        self.commits += 1
+            return False
 
     def close(self) -> None:
         """Close this thread's connection."""
