@@ -64,8 +64,14 @@ def test_undecodable_and_unwritable_headers_are_dead_lettered_and_orders_flow(ma
 
     wait_for(lambda: all_final(stack.order_url, order_ids), timeout=30,
              what="the orders behind the hostile messages to become final")
-    wait_for(lambda: broker.depth(stack.vhost, "order-events-dlq") == len(cases), timeout=20,
-             what=f"{len(cases)} dead letters")
+    try:
+        wait_for(lambda: broker.depth(stack.vhost, "order-events-dlq") == len(cases), timeout=20,
+                 what=f"{len(cases)} dead letters")
+    except AssertionError as timeout:  # say what was there instead, and what the consumer said
+        raise AssertionError(f"{timeout}: order-events-dlq holds "
+                             f"{broker.depth(stack.vhost, 'order-events-dlq')}, order-events "
+                             f"{broker.depth(stack.vhost, 'order-events')}; InventoryService's log "
+                             f"ends:\n{stack['inventory'].log()[-4000:]}") from None
     assert broker.depth(stack.vhost, "order-events") == 0
     with broker.channel(stack.vhost) as channel:
         dead = {props.message_id: (props, body) for props, body in drain(channel, "order-events-dlq")}
